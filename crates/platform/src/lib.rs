@@ -1,0 +1,18 @@
+//! The platform every Emporium service is built on, so that each service holds only its own
+//! domain: layered settings with documented `--help`, logging and OpenTelemetry set-up, RFC 9457
+//! problem errors with stable codes, request ids, the HTTP server stack (body limits, health and
+//! readiness endpoints, graceful shutdown), admin authentication, unguessable ids, and the
+//! outbound HTTP client with timeouts and trace propagation.
+
+pub mod auth;
+pub mod client;
+pub mod health;
+pub mod id;
+pub mod problem;
+pub mod request_id;
+pub mod server;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use problem::{FieldError, Problem};

@@ -1,0 +1,89 @@
+//! Request ids: taken from `X-Request-Id` when a caller (the gateway, another service) sent a
+//! sane one, generated otherwise, echoed on the response, attached to the request span and to
+//! every problem body, and forwarded by the outbound client.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage};
+
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest request id accepted from a caller; longer ones are replaced, not truncated.
+const MAX_LEN: usize = 64;
+
+tokio::task_local! {
+    static CURRENT: String;
+}
+
+/// The id of the request being served, stored in the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// The id of the request whose handler is running on this task, if any.
+pub fn current() -> Option<String> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+/// Runs `future` as part of the request `id`, so problems built and calls made inside it carry
+/// that id.
+pub async fn scope<F: Future>(id: String, future: F) -> F::Output {
+    CURRENT.scope(id, future).await
+}
+
+fn is_acceptable(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// A new random request id.
+pub fn generate() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Middleware: assigns the request id and scopes the rest of the pipeline to it. Register it as
+/// the outermost middleware so the tracing span and every error see the id.
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let id = req
+        .headers()
+        .get(&HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| is_acceptable(value))
+        .map(str::to_owned)
+        .unwrap_or_else(generate);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let header = HeaderValue::from_str(&id).ok();
+    let mut response = scope(id, next.call(req)).await?;
+    if let Some(header) = header {
+        response.headers_mut().insert(HEADER, header);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_ids_must_be_short_and_plain() {
+        assert!(is_acceptable("abc-123_x.y:z"));
+        assert!(!is_acceptable(""));
+        assert!(!is_acceptable("has space"));
+        assert!(!is_acceptable("<script>"));
+        assert!(!is_acceptable(&"a".repeat(MAX_LEN + 1)));
+    }
+
+    #[tokio::test]
+    async fn the_scope_exposes_the_id_to_code_inside_it() {
+        assert_eq!(current(), None);
+        let seen = scope("req-1".into(), async { current() }).await;
+        assert_eq!(seen.as_deref(), Some("req-1"));
+    }
+}

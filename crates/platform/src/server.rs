@@ -1,0 +1,277 @@
+//! The HTTP server every service runs: one middleware stack, one set of extractor error
+//! mappings, health endpoints, and a graceful stop.
+//!
+//! Middleware, outermost first: request id → tracing span (one log line per request) → problem
+//! fallback. The fallback turns any error response that is not already problem+json (an unknown
+//! route, a method the route does not take, a framework error) into one, and replaces the body of
+//! every 5xx that is not a problem, so no internal detail leaks.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
+use actix_web::http::header;
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, Error, HttpMessage, HttpRequest, HttpServer, web};
+use tokio::task::JoinHandle;
+use tracing::Span;
+use tracing::field::Empty;
+use tracing_actix_web::{RootSpanBuilder, TracingLogger};
+
+use crate::health::{self, Readiness};
+use crate::problem::{self, Problem};
+use crate::request_id::RequestId;
+use crate::telemetry;
+
+/// Where and how one service listens.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub host: String,
+    /// 0 picks a free port; read the real one back from [`RunningServer::addr`].
+    pub port: u16,
+    pub workers: Option<usize>,
+    pub body_limit_bytes: usize,
+    pub shutdown_timeout: Duration,
+}
+
+/// A service that is accepting connections.
+pub struct RunningServer {
+    name: &'static str,
+    addr: SocketAddr,
+    handle: ServerHandle,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Base URL for reaching the service locally.
+    pub fn url(&self) -> String {
+        let host = if self.addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            self.addr.ip().to_string()
+        };
+        format!("http://{host}:{}", self.addr.port())
+    }
+
+    /// A handle that can stop the server from elsewhere.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Stops accepting connections; with `graceful`, in-flight requests get up to the shutdown
+    /// timeout to finish.
+    pub async fn stop(self, graceful: bool) -> std::io::Result<()> {
+        self.handle.stop(graceful).await;
+        self.wait().await
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) -> std::io::Result<()> {
+        match self.task.await {
+            Ok(outcome) => outcome,
+            Err(join) => Err(std::io::Error::other(join)),
+        }
+    }
+}
+
+/// Binds `http.host:http.port` and serves the shared stack plus the routes `configure` adds.
+/// Must be called inside a Tokio runtime; the server runs on its own worker threads.
+pub fn start<F>(
+    name: &'static str,
+    http: &HttpSettings,
+    readiness: Readiness,
+    configure: F,
+) -> std::io::Result<RunningServer>
+where
+    F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+{
+    let listener = TcpListener::bind((http.host.as_str(), http.port))?;
+    let addr = listener.local_addr()?;
+    let limit = http.body_limit_bytes;
+    let readiness = web::Data::new(readiness);
+    let workers = http
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
+        .max(1);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(readiness.clone())
+            .app_data(json_config(limit))
+            .app_data(web::PayloadConfig::new(limit))
+            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .app_data(web::PathConfig::default().error_handler(path_error))
+            .wrap(from_fn(problem_fallback))
+            .wrap(TracingLogger::<RequestSpan>::new())
+            .wrap(from_fn(crate::request_id::middleware))
+            .route("/healthz", web::get().to(health::healthz))
+            .route("/readyz", web::get().to(health::readyz))
+            .configure(configure.clone())
+        // No app-wide default service: actix would hand it to every resource too, turning
+        // "method not allowed" into "not found". The bare 404/405 become problems below.
+    })
+    .workers(workers)
+    // Signals are handled once per process (see `crate::shutdown`), which then stops every
+    // server it runs; a server handling them itself would stop alone.
+    .disable_signals()
+    .shutdown_timeout(http.shutdown_timeout.as_secs())
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    Ok(RunningServer {
+        name,
+        addr,
+        handle,
+        task,
+    })
+}
+
+/// JSON extractor settings: the body limit, and every failure as a problem.
+pub fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(move |error, _req| json_problem(error, limit).into())
+}
+
+fn json_problem(error: JsonPayloadError, limit: usize) -> Problem {
+    match error {
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => Problem::payload_too_large(limit),
+        JsonPayloadError::ContentType => Problem::unsupported_media_type("application/json"),
+        JsonPayloadError::Deserialize(error) => match error.classify() {
+            serde_json::error::Category::Data => Problem::invalid_body(error.to_string()),
+            _ => Problem::invalid_json(error.to_string()),
+        },
+        JsonPayloadError::Payload(PayloadError::Overflow) => Problem::payload_too_large(limit),
+        JsonPayloadError::Payload(_) => Problem::invalid_body("the body could not be read"),
+        other => Problem::invalid_body(other.to_string()),
+    }
+}
+
+fn query_error(error: QueryPayloadError, _req: &HttpRequest) -> Error {
+    Problem::invalid_query(error.to_string()).into()
+}
+
+fn path_error(error: PathError, _req: &HttpRequest) -> Error {
+    Problem::invalid_path(error.to_string()).into()
+}
+
+async fn problem_fallback(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    // Keep no clone of the request here: routing needs the only reference to it.
+    let response = match next.call(req).await {
+        Ok(response) => response.map_into_boxed_body(),
+        Err(error) => {
+            let rendered = error.error_response();
+            if problem::is_problem(rendered.headers().get(header::CONTENT_TYPE)) {
+                return Err(error);
+            }
+            return Err(Problem::from_status(rendered.status()).into());
+        }
+    };
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || problem::is_problem(response.headers().get(header::CONTENT_TYPE))
+        || response.response().extensions().contains::<KeepBody>()
+    {
+        return Ok(response);
+    }
+    let (request, original) = response.into_parts();
+    let mut replacement = Problem::from_status(status).to_response();
+    for (name, value) in original.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            replacement
+                .headers_mut()
+                .append(name.clone(), value.clone());
+        }
+    }
+    Ok(ServiceResponse::new(request, replacement))
+}
+
+/// Marks an error response whose body is deliberate and safe to show (the readiness report),
+/// so the problem fallback leaves it alone.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepBody;
+
+/// When a request started, for the latency in the request log line.
+#[derive(Clone, Copy)]
+struct Started(Instant);
+
+/// The root span of every request: OpenTelemetry HTTP attributes, the caller's trace as parent,
+/// our request id, and one log line when the request ends.
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        request.extensions_mut().insert(Started(Instant::now()));
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| id.0.clone())
+            .unwrap_or_default();
+        let route = request
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        let method = request.method().as_str().to_owned();
+        let span = tracing::info_span!(
+            "HTTP request",
+            otel.name = %format!("{method} {route}"),
+            otel.kind = "server",
+            otel.status_code = Empty,
+            http.request.method = %method,
+            http.route = %route,
+            url.path = %request.path(),
+            http.response.status_code = Empty,
+            request_id = %request_id,
+            trace_id = Empty,
+        );
+        let trace_id = telemetry::adopt_remote_parent(&span, request.headers());
+        span.record("trace_id", trace_id);
+        span
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        let (status, started, route) = match outcome {
+            Ok(response) => {
+                let request = response.request();
+                (
+                    response.status(),
+                    request.extensions().get::<Started>().copied(),
+                    request.match_pattern(),
+                )
+            }
+            Err(error) => (error.as_response_error().status_code(), None, None),
+        };
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        let latency_ms = started.map_or(0.0, |s| s.0.elapsed().as_secs_f64() * 1000.0);
+        let _entered = span.enter();
+        // Probes arrive every few seconds from every kubelet; keep them out of the info log.
+        let probe = matches!(route.as_deref(), Some("/healthz" | "/readyz"));
+        if probe {
+            tracing::debug!(status = status.as_u16(), latency_ms, "request completed");
+        } else if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), latency_ms, "request completed");
+        } else {
+            tracing::info!(status = status.as_u16(), latency_ms, "request completed");
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The shared HTTP stack, exercised over real sockets.
+
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpResponse, web};
+use emporium_platform::auth::{Admin, AdminKey};
+use emporium_platform::client::{ClientSettings, ServiceClient, build_client};
+use emporium_platform::health::Readiness;
+use emporium_platform::problem::Problem;
+use emporium_platform::server::{HttpSettings, RunningServer, start};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Thing {
+    name: String,
+    count: u32,
+}
+
+fn settings() -> HttpSettings {
+    HttpSettings {
+        host: "127.0.0.1".into(),
+        port: 0,
+        workers: Some(2),
+        body_limit_bytes: 1024,
+        shutdown_timeout: Duration::from_secs(10),
+    }
+}
+
+fn spawn(readiness: Readiness) -> RunningServer {
+    start("test", &settings(), readiness, |cfg| {
+        cfg.app_data(web::Data::new(AdminKey::new("letmein")))
+            // `web::resource(..).route(..)` (not `cfg.route`) so other methods get 405.
+            .service(web::resource("/things").route(
+                web::post().to(|_: web::Json<Thing>| async { HttpResponse::Created().finish() }),
+            ))
+            .route(
+                "/slow",
+                web::get().to(|| async {
+                    tokio::time::sleep(Duration::from_millis(800)).await;
+                    HttpResponse::Ok().body("done")
+                }),
+            )
+            .route(
+                "/admin",
+                web::get().to(|_: Admin| async { HttpResponse::Ok().finish() }),
+            )
+            .route(
+                "/echo-headers",
+                web::get().to(|req: actix_web::HttpRequest| async move {
+                    let get = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    HttpResponse::Ok().json(serde_json::json!({
+                        "request_id": get("x-request-id"),
+                    }))
+                }),
+            )
+            .route(
+                "/boom",
+                web::get().to(|| async {
+                    HttpResponse::InternalServerError().body("db password is hunter2")
+                }),
+            );
+    })
+    .expect("server starts")
+}
+
+async fn problem(response: reqwest::Response) -> Problem {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    response.json().await.expect("problem body")
+}
+
+#[tokio::test]
+async fn errors_are_problems_with_stable_codes_and_the_request_id() {
+    let server = spawn(Readiness::new());
+    let http = reqwest::Client::new();
+    let url = server.url();
+
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (http.get(format!("{url}/nope")), 404, "not_found"),
+        (http.put(format!("{url}/things")), 405, "method_not_allowed"),
+        (
+            http.post(format!("{url}/things"))
+                .header("content-type", "application/json")
+                .body("{not json"),
+            400,
+            "invalid_json",
+        ),
+        (
+            http.post(format!("{url}/things"))
+                .json(&serde_json::json!({"name": "a", "count": -1})),
+            400,
+            "invalid_body",
+        ),
+        (
+            http.post(format!("{url}/things"))
+                .json(&serde_json::json!({"name": "a", "count": 1, "extra": true})),
+            400,
+            "invalid_body",
+        ),
+        (
+            http.post(format!("{url}/things"))
+                .header("content-type", "text/plain")
+                .body("{}"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            http.post(format!("{url}/things"))
+                .header("content-type", "application/json")
+                .body(format!("{{\"name\":\"{}\",\"count\":1}}", "x".repeat(4096))),
+            413,
+            "payload_too_large",
+        ),
+        (http.get(format!("{url}/boom")), 500, "internal_error"),
+    ];
+    for (request, status, code) in cases {
+        let response = request.send().await.expect("send");
+        assert_eq!(response.status().as_u16(), status, "{code}");
+        let header_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = problem(response).await;
+        assert_eq!(body.code, code);
+        assert_eq!(body.status, status);
+        assert_eq!(body.type_uri, format!("urn:emporium:problem:{code}"));
+        assert!(body.request_id.is_some(), "{code} has a request id");
+        assert_eq!(body.request_id, header_id, "{code}: body and header agree");
+        if status >= 500 {
+            assert!(
+                !serde_json::to_string(&body)
+                    .expect("json")
+                    .contains("hunter2"),
+                "internal detail must not leak"
+            );
+        }
+    }
+    server.stop(true).await.expect("stop");
+}
+
+#[tokio::test]
+async fn request_ids_from_callers_are_kept_and_forwarded() {
+    let server = spawn(Readiness::new());
+    let response = reqwest::Client::new()
+        .get(format!("{}/nope", server.url()))
+        .header("x-request-id", "caller-123")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        problem(response).await.request_id.as_deref(),
+        Some("caller-123")
+    );
+
+    // Inside a request scope, the service client forwards the id.
+    let client = ServiceClient::new(
+        server.url(),
+        build_client(&ClientSettings::default()).expect("client"),
+    );
+    let echoed: serde_json::Value =
+        emporium_platform::request_id::scope("outer-req".into(), async {
+            client
+                .request(reqwest::Method::GET, "/echo-headers")
+                .send()
+                .await
+                .expect("send")
+                .json()
+                .await
+                .expect("json")
+        })
+        .await;
+    assert_eq!(echoed["request_id"], "outer-req");
+    server.stop(true).await.expect("stop");
+}
+
+#[tokio::test]
+async fn admin_routes_need_the_exact_bearer_key() {
+    let server = spawn(Readiness::new());
+    let http = reqwest::Client::new();
+    let url = format!("{}/admin", server.url());
+    let missing = http.get(&url).send().await.expect("send");
+    assert_eq!(missing.status(), 401);
+    assert_eq!(
+        missing
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.as_bytes()),
+        Some(&b"Bearer"[..])
+    );
+    assert_eq!(problem(missing).await.code, "unauthorized");
+    let wrong = http
+        .get(&url)
+        .bearer_auth("letmeout")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(wrong.status(), 401);
+    let right = http
+        .get(&url)
+        .bearer_auth("letmein")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(right.status(), 200);
+    server.stop(true).await.expect("stop");
+}
+
+#[tokio::test]
+async fn readiness_reports_each_dependency() {
+    let server = spawn(
+        Readiness::new()
+            .critical("storage", || async { Ok(()) })
+            .optional("cache", || async { Err("connection refused".into()) }),
+    );
+    let http = reqwest::Client::new();
+    let alive = http
+        .get(format!("{}/healthz", server.url()))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(alive.status(), 200);
+    let ready = http
+        .get(format!("{}/readyz", server.url()))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["checks"][1]["name"], "cache");
+    assert_eq!(body["checks"][1]["up"], false);
+    server.stop(true).await.expect("stop");
+
+    let unready = spawn(Readiness::new().critical("storage", || async { Err("gone".into()) }));
+    let response = http
+        .get(format!("{}/readyz", unready.url()))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 503);
+    unready.stop(true).await.expect("stop");
+}
+
+#[tokio::test]
+async fn graceful_stop_lets_in_flight_requests_finish_and_refuses_new_ones() {
+    let server = spawn(Readiness::new());
+    let url = server.url();
+    let handle = server.handle();
+    let in_flight = tokio::spawn({
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .get(format!("{url}/slow"))
+                .send()
+                .await
+                .expect("in-flight request is answered")
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = Instant::now();
+    let stop = tokio::spawn(async move { handle.stop(true).await });
+    let response = in_flight.await.expect("join");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.expect("body"), "done");
+    stop.await.expect("join stop");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stop waited only for the request"
+    );
+    server.wait().await.expect("server ended cleanly");
+
+    let refused = reqwest::Client::new()
+        .get(format!("{url}/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(refused.is_err(), "a stopped server accepts nothing");
+}
+
+#[tokio::test]
+async fn the_client_gives_up_at_its_timeout() {
+    let server = spawn(Readiness::new());
+    let client = ServiceClient::new(
+        server.url(),
+        build_client(&ClientSettings {
+            timeout: Duration::from_millis(200),
+            connect_timeout: Duration::from_millis(200),
+        })
+        .expect("client"),
+    );
+    let started = Instant::now();
+    let error = client
+        .request(reqwest::Method::GET, "/slow")
+        .send()
+        .await
+        .expect_err("times out");
+    assert!(error.is_timeout(), "{error}");
+    assert!(started.elapsed() < Duration::from_millis(700));
+    server.stop(false).await.expect("stop");
+}
