@@ -24,7 +24,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub const TYPE_PREFIX: &str = "urn:emporium:problem:";
 
 /// One invalid field of a request, reported with `validation_failed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Dotted path of the field in the request (`price.amount`, `images[2]`).
     pub field: String,
@@ -41,7 +41,7 @@ impl FieldError {
 }
 
 /// An RFC 9457 problem.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub type_uri: String,
@@ -57,6 +57,7 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     /// Further members specific to the code (for example `current_version`).
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extensions: Map<String, Value>,
 }
 
@@ -284,6 +285,12 @@ pub fn is_problem(content_type: Option<&HeaderValue>) -> bool {
 /// Logs a server-side failure with its whole cause chain and returns the bodiless problem that
 /// the client sees instead.
 pub fn log_internal(error: &(dyn std::error::Error + 'static)) -> Problem {
+    tracing::error!(error = %error_chain(error), "request failed");
+    Problem::internal()
+}
+
+/// `error: cause: cause of the cause ...`, for logs.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut chain = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -291,8 +298,7 @@ pub fn log_internal(error: &(dyn std::error::Error + 'static)) -> Problem {
         chain.push_str(&cause.to_string());
         source = cause.source();
     }
-    tracing::error!(error = %chain, "request failed");
-    Problem::internal()
+    chain
 }
 
 #[cfg(test)]

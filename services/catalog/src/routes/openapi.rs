@@ -1,0 +1,55 @@
+//! `/openapi.json`: the catalog's API, generated from the handlers and wire types.
+
+use actix_web::{HttpResponse, web};
+use emporium_api::Money;
+use emporium_api::catalog::{
+    Category, CategoryPatch, NewCategory, NewProduct, Product, ProductPage, ProductPatch,
+    ProductSort, StoredImage,
+};
+use emporium_platform::{FieldError, Problem};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Emporium catalog", description = "Products, categories and product images."),
+    paths(
+        super::products::list_products,
+        super::products::get_product,
+        super::products::create_product,
+        super::products::update_product,
+        super::products::delete_product,
+        super::categories::list_categories,
+        super::categories::get_category,
+        super::categories::create_category,
+        super::categories::update_category,
+        super::categories::delete_category,
+        super::images::upload_image,
+    ),
+    components(schemas(
+        Product, NewProduct, ProductPatch, ProductPage, ProductSort, Money, Category,
+        NewCategory, CategoryPatch, StoredImage, Problem, FieldError
+    )),
+    modifiers(&AdminKey)
+)]
+pub struct ApiDoc;
+
+struct AdminKey;
+
+impl Modify for AdminKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/openapi.json").route(web::get().to(openapi)));
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

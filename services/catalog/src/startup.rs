@@ -1,0 +1,79 @@
+//! Building and starting the catalog service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use emporium_platform::auth::AdminKey;
+use emporium_platform::health::Readiness;
+use emporium_platform::server::{self, HttpSettings, RunningServer};
+use emporium_ports::blob::Blobs;
+use emporium_ports::cache::Cache;
+use emporium_ports::storage::Storage;
+
+use crate::routes;
+use crate::service::Catalog;
+
+/// The adapters the catalog runs on.
+#[derive(Clone)]
+pub struct CatalogPorts {
+    pub storage: Arc<dyn Storage>,
+    pub cache: Arc<dyn Cache>,
+    pub blobs: Arc<dyn Blobs>,
+}
+
+/// Everything the catalog needs besides its ports.
+#[derive(Debug, Clone)]
+pub struct CatalogConfig {
+    pub http: HttpSettings,
+    pub currency: String,
+    pub admin_key: String,
+    pub cache_ttl: Duration,
+    pub image_limit_bytes: usize,
+}
+
+/// The catalog's domain service over these ports (also used in-process to seed demo data).
+pub fn catalog(config: &CatalogConfig, ports: &CatalogPorts) -> Arc<Catalog> {
+    Arc::new(Catalog::new(
+        ports.storage.clone(),
+        ports.cache.clone(),
+        ports.blobs.clone(),
+        &config.currency,
+        config.cache_ttl,
+    ))
+}
+
+/// Serves `catalog` over HTTP.
+pub fn start(
+    config: &CatalogConfig,
+    catalog: Arc<Catalog>,
+    ports: &CatalogPorts,
+) -> std::io::Result<RunningServer> {
+    let readiness = readiness(ports);
+    let catalog = web::Data::from(catalog);
+    let admin_key = web::Data::new(AdminKey::new(&config.admin_key));
+    let image_limit = config.image_limit_bytes;
+    server::start("catalog", &config.http, readiness, move |cfg| {
+        cfg.app_data(catalog.clone()).app_data(admin_key.clone());
+        routes::configure(cfg, image_limit);
+    })
+}
+
+fn readiness(ports: &CatalogPorts) -> Readiness {
+    let storage = ports.storage.clone();
+    let blobs = ports.blobs.clone();
+    let cache = ports.cache.clone();
+    Readiness::new()
+        .critical("storage", move || {
+            let storage = storage.clone();
+            async move { storage.ping().await.map_err(|e| e.to_string()) }
+        })
+        .critical("blobs", move || {
+            let blobs = blobs.clone();
+            async move { blobs.ping().await.map_err(|e| e.to_string()) }
+        })
+        .optional("cache", move || {
+            let cache = cache.clone();
+            async move { cache.ping().await.map_err(|e| e.to_string()) }
+        })
+}
