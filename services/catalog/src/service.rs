@@ -285,13 +285,13 @@ impl Catalog {
 
     pub async fn delete_product(&self, id: &str, version: Option<u64>) -> Result<(), CatalogError> {
         let current = self.current_product(id).await?;
-        if let Some(version) = version {
-            if version != current.version {
-                return Err(CatalogError::VersionConflict {
-                    given: version,
-                    current: current.version,
-                });
-            }
+        if let Some(version) = version
+            && version != current.version
+        {
+            return Err(CatalogError::VersionConflict {
+                given: version,
+                current: current.version,
+            });
         }
         match self.repository.remove_product(&current).await {
             Ok(()) => {}

@@ -222,12 +222,12 @@ impl Blobs for LocalBlobs {
         }
         let prefix = prefix.to_owned();
         let after = token.map(str::to_owned);
-        if let Some(after) = &after {
-            if !after.starts_with(&prefix) {
-                return Err(BlobError::Invalid(
-                    "continuation token does not fit the prefix".into(),
-                ));
-            }
+        if let Some(after) = &after
+            && !after.starts_with(&prefix)
+        {
+            return Err(BlobError::Invalid(
+                "continuation token does not fit the prefix".into(),
+            ));
         }
         self.blocking(move |this| {
             // Walk only the directory the prefix pins down.

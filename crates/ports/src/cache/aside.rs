@@ -134,16 +134,14 @@ impl CacheAside {
         let cacheable = key.is_some();
         let key = key.unwrap_or_else(|| format!("uncached:{key_base}"));
 
-        if cacheable {
-            if let Some(Some(bytes)) = self.record(self.cache.get(&key).await, "get") {
-                match serde_json::from_slice(&bytes) {
-                    Ok(value) => {
-                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                        return Ok(value);
-                    }
-                    // An entry written by an older version of the service: treat as a miss.
-                    Err(error) => tracing::debug!(%error, key, "discarding unreadable cache entry"),
+        if cacheable && let Some(Some(bytes)) = self.record(self.cache.get(&key).await, "get") {
+            match serde_json::from_slice(&bytes) {
+                Ok(value) => {
+                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(value);
                 }
+                // An entry written by an older version of the service: treat as a miss.
+                Err(error) => tracing::debug!(%error, key, "discarding unreadable cache entry"),
             }
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,239 @@
+//! The command line: `emporium up` (the default) and `emporium serve <service>`.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use emporium_catalog::CatalogSettings;
+use emporium_platform::settings::{CommonSettings, apply_config_file};
+
+use crate::run::{Plan, Platform, Service, Settings};
+
+/// Emporium: an e-commerce platform of small services. `emporium` alone runs the whole shop on
+/// embedded storage, cache and blobs under ./data.
+#[derive(Parser, Debug)]
+#[command(name = "emporium", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run every service in one process, each on its own port (the default command).
+    Up(UpArgs),
+    /// Run one service, as its container does.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Start with an empty shop instead of loading the demo catalog into an empty store.
+    #[arg(long = "no-seed", env = "EMPORIUM_NO_SEED")]
+    pub no_seed: bool,
+    #[command(flatten)]
+    pub common: CommonSettings,
+    #[command(flatten)]
+    pub catalog: CatalogSettings,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The service to run.
+    #[arg(value_enum)]
+    pub service: Service,
+    #[command(flatten)]
+    pub common: CommonSettings,
+    #[command(flatten)]
+    pub catalog: CatalogSettings,
+}
+
+/// `emporium` and `emporium --flag ...` mean `emporium up ...`.
+fn with_default_command(mut args: Vec<OsString>) -> Vec<OsString> {
+    let first = args.get(1).map(|a| a.to_string_lossy().into_owned());
+    let needs_up = match first.as_deref() {
+        None => true,
+        Some("-h" | "--help" | "-V" | "--version") => false,
+        Some(flag) => flag.starts_with('-'),
+    };
+    if needs_up {
+        args.insert(1.min(args.len()), OsString::from("up"));
+    }
+    args
+}
+
+/// Parses `args` (the program name first), applying the settings file.
+pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
+    let args = with_default_command(args);
+    let command = apply_config_file(Cli::command(), &args)
+        .map_err(|error| Cli::command().error(clap::error::ErrorKind::ValueValidation, error))?;
+    let matches = command.try_get_matches_from(&args)?;
+    Cli::from_arg_matches(&matches)
+}
+
+pub fn main() -> ExitCode {
+    let cli = match parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (settings, plan, name, up) = match cli.command {
+        Command::Up(args) => (
+            Settings {
+                common: args.common,
+                catalog: args.catalog,
+            },
+            Plan {
+                services: Service::ALL.to_vec(),
+                seed_when_empty: !args.no_seed,
+            },
+            "emporium",
+            true,
+        ),
+        Command::Serve(args) => (
+            Settings {
+                common: args.common,
+                catalog: args.catalog,
+            },
+            Plan {
+                services: vec![args.service],
+                seed_when_empty: false,
+            },
+            args.service.name(),
+            false,
+        ),
+    };
+    let _telemetry = emporium_platform::telemetry::init(
+        name,
+        settings.common.log_format,
+        &settings.common.log_filter,
+    )?;
+    let platform = Platform::start(&settings, &plan).await?;
+    if up {
+        print_banner(&settings, &platform);
+    } else {
+        for (service, url) in platform.endpoints() {
+            tracing::info!(service, url, "listening");
+        }
+        if platform.admin_key_generated {
+            tracing::warn!(
+                "no admin key configured (EMPORIUM_ADMIN_KEY): admin endpoints accept only a random key nobody knows"
+            );
+        }
+    }
+    emporium_platform::shutdown::terminated().await;
+    platform.stop(true).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_banner(settings: &Settings, platform: &Platform) {
+    let data = std::path::absolute(&settings.common.data_dir)
+        .unwrap_or_else(|_| settings.common.data_dir.clone());
+    println!();
+    println!("Emporium is up. Data lives in {}", data.display());
+    if let Some(report) = platform.seeded {
+        println!(
+            "Loaded the demo shop: {} categories, {} products.",
+            report.categories, report.products
+        );
+    }
+    println!();
+    for (service, url) in platform.endpoints() {
+        println!("  {service:<12} {url}   (API: {url}/openapi.json)");
+    }
+    println!();
+    if platform.admin_key_generated {
+        println!(
+            "  admin key    {}   (random for this run; set EMPORIUM_ADMIN_KEY to choose one)",
+            platform.admin_key
+        );
+    } else {
+        println!("  admin key    as configured");
+    }
+    println!();
+    println!(
+        "Try:  curl {}/v1/products",
+        platform.url(Service::Catalog).unwrap_or_default()
+    );
+    println!("Stop with Ctrl-C.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn no_command_means_up() {
+        let cli = parse(args(&["emporium"])).expect("parse");
+        assert!(matches!(cli.command, Command::Up(_)));
+        let cli = parse(args(&["emporium", "--catalog-port", "9999"])).expect("parse");
+        let Command::Up(up) = cli.command else {
+            panic!("up")
+        };
+        assert_eq!(up.catalog.port, 9999);
+    }
+
+    #[test]
+    fn serve_names_its_service() {
+        let cli =
+            parse(args(&["emporium", "serve", "catalog", "--host", "0.0.0.0"])).expect("parse");
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(serve.service, Service::Catalog);
+        assert_eq!(serve.common.host, "0.0.0.0");
+        assert!(parse(args(&["emporium", "serve", "warehouse"])).is_err());
+    }
+
+    #[test]
+    fn help_documents_every_setting_with_its_variable() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("up")
+            .expect("up")
+            .render_long_help()
+            .to_string();
+        for variable in [
+            "EMPORIUM_CONFIG",
+            "EMPORIUM_DATA_DIR",
+            "EMPORIUM_STORAGE",
+            "EMPORIUM_CACHE",
+            "EMPORIUM_BLOBS",
+            "EMPORIUM_ADMIN_KEY",
+            "EMPORIUM_CATALOG_PORT",
+            "EMPORIUM_LOG_FORMAT",
+            "EMPORIUM_BODY_LIMIT_BYTES",
+        ] {
+            assert!(help.contains(variable), "--help names {variable}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}
