@@ -12,6 +12,10 @@ use emporium_platform::settings::CommonSettings;
 use emporium_ports::blob::Blobs;
 use emporium_ports::cache::Cache;
 use emporium_ports::connect;
+use emporium_ports::storage::Storage;
+
+/// How long stopping waits for services to release their stores.
+const STORE_RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 use crate::demo::{self, SeedReport};
 
@@ -49,6 +53,8 @@ pub struct Plan {
 /// Running services.
 pub struct Platform {
     servers: Vec<RunningServer>,
+    /// Each service's store, kept to close it once the service has let go of it.
+    storages: Vec<Arc<dyn Storage>>,
     /// The admin key in force, and whether it was generated because none was configured.
     pub admin_key: String,
     pub admin_key_generated: bool,
@@ -69,6 +75,7 @@ impl Platform {
         let blobs: Arc<dyn Blobs> = connect::blobs(&common.blobs_uri())?;
         let mut platform = Self {
             servers: Vec::new(),
+            storages: Vec::new(),
             admin_key,
             admin_key_generated,
             seeded: None,
@@ -93,6 +100,7 @@ impl Platform {
                         cache_ttl: common.cache_ttl(),
                         image_limit_bytes: settings.catalog.image_limit_bytes,
                     };
+                    platform.storages.push(ports.storage.clone());
                     let catalog = catalog_startup::catalog(&config, &ports);
                     if plan.seed_when_empty && catalog.categories().await?.is_empty() {
                         tracing::info!("empty catalog: loading the demo shop");
@@ -129,12 +137,26 @@ impl Platform {
             .map(RunningServer::url)
     }
 
-    /// Stops every service; graceful stops let in-flight requests finish.
+    /// Stops every service (graceful stops let in-flight requests finish), then closes the
+    /// stores. Server worker threads drop their state shortly after the server reports it has
+    /// stopped; waiting for that lets each store close cleanly (an embedded store left open at
+    /// exit is repaired, slowly, on the next start) and frees its file for a new start.
     pub async fn stop(self, graceful: bool) -> anyhow::Result<()> {
         let stops = self.servers.into_iter().map(|server| server.stop(graceful));
         for outcome in futures::future::join_all(stops).await {
             outcome?;
         }
+        let deadline = tokio::time::Instant::now() + STORE_RELEASE_TIMEOUT;
+        while self.storages.iter().any(|s| Arc::strong_count(s) > 1) {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("a service still holds its store; closing without waiting");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let storages = self.storages;
+        // Dropping the last handle joins the store's writer thread: blocking work.
+        tokio::task::spawn_blocking(move || drop(storages)).await?;
         Ok(())
     }
 }
