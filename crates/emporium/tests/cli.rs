@@ -195,3 +195,112 @@ fn help_lists_the_settings_and_bad_settings_fail_clearly() {
     assert!(!typo.status.success());
     assert!(String::from_utf8_lossy(&typo.stderr).contains("catalog-prot"));
 }
+
+/// A minimal OTLP/HTTP collector: accepts every POST, remembers path, content type and size.
+fn collector() -> (String, std::sync::mpsc::Receiver<(String, String, usize)>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind collector");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buffer = Vec::new();
+            let mut chunk = [0u8; 8192];
+            // Read the head, then as much body as Content-Length says.
+            let (head, mut body) = loop {
+                let Ok(read) = stream.read(&mut chunk) else { break (String::new(), Vec::new()) };
+                if read == 0 {
+                    break (String::new(), Vec::new());
+                }
+                buffer.extend_from_slice(&chunk[..read]);
+                if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break (
+                        String::from_utf8_lossy(&buffer[..end]).into_owned(),
+                        buffer[end + 4..].to_vec(),
+                    );
+                }
+            };
+            let header = |name: &str| {
+                head.lines()
+                    .find_map(|line| {
+                        let (key, value) = line.split_once(':')?;
+                        key.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+                    })
+                    .unwrap_or_default()
+            };
+            let length: usize = header("content-length").parse().unwrap_or(0);
+            while body.len() < length {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => body.extend_from_slice(&chunk[..read]),
+                }
+            }
+            let path = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
+            let _ = sender.send((path, header("content-type"), body.len()));
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, receiver)
+}
+
+#[test]
+fn serve_exports_traces_over_otlp_and_logs_json_with_request_and_trace_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let (collector_url, exported) = collector();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_emporium"))
+        .args(["serve", "catalog", "--data-dir", &dir.path().display().to_string()])
+        .args(["--catalog-port", &port.to_string(), "--log-format", "json", "--log", "info"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_url)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn emporium");
+    let url = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let status = runtime.block_on(async {
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if http.get(format!("{url}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        http.get(format!("{url}/v1/products"))
+            .header("x-request-id", "otlp-test-1")
+            .send()
+            .await
+            .expect("send")
+            .status()
+    });
+    assert_eq!(status, 200, "serve answers; no demo data is loaded by serve");
+
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let output = child.wait_with_output().expect("wait");
+    assert!(output.status.success(), "clean exit");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|entry| entry["span"]["request_id"] == "otlp-test-1")
+        .unwrap_or_else(|| panic!("a JSON log line of the request: {stderr}"));
+    assert_eq!(line["message"], "request completed");
+    assert_eq!(line["status"], 200);
+    let trace_id = line["span"]["trace_id"].as_str().expect("trace id");
+    assert_eq!(trace_id.len(), 32);
+    assert_ne!(trace_id, "0".repeat(32));
+
+    let (path, content_type, size) = exported
+        .recv_timeout(Duration::from_secs(10))
+        .expect("spans were exported");
+    assert_eq!(path, "/v1/traces");
+    assert_eq!(content_type, "application/x-protobuf");
+    assert!(size > 0);
+}
