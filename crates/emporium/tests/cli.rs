@@ -209,7 +209,9 @@ fn collector() -> (String, std::sync::mpsc::Receiver<(String, String, usize)>) {
             let mut chunk = [0u8; 8192];
             // Read the head, then as much body as Content-Length says.
             let (head, mut body) = loop {
-                let Ok(read) = stream.read(&mut chunk) else { break (String::new(), Vec::new()) };
+                let Ok(read) = stream.read(&mut chunk) else {
+                    break (String::new(), Vec::new());
+                };
                 if read == 0 {
                     break (String::new(), Vec::new());
                 }
@@ -225,7 +227,8 @@ fn collector() -> (String, std::sync::mpsc::Receiver<(String, String, usize)>) {
                 head.lines()
                     .find_map(|line| {
                         let (key, value) = line.split_once(':')?;
-                        key.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+                        key.eq_ignore_ascii_case(name)
+                            .then(|| value.trim().to_owned())
                     })
                     .unwrap_or_default()
             };
@@ -236,9 +239,14 @@ fn collector() -> (String, std::sync::mpsc::Receiver<(String, String, usize)>) {
                     Ok(read) => body.extend_from_slice(&chunk[..read]),
                 }
             }
-            let path = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
             let _ = sender.send((path, header("content-type"), body.len()));
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         }
     });
     (url, receiver)
@@ -249,9 +257,21 @@ fn serve_exports_traces_over_otlp_and_logs_json_with_request_and_trace_ids() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let (collector_url, exported) = collector();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_emporium"))
-        .args(["serve", "catalog", "--data-dir", &dir.path().display().to_string()])
-        .args(["--catalog-port", &port.to_string(), "--log-format", "json", "--log", "info"])
+    let child = Command::new(env!("CARGO_BIN_EXE_emporium"))
+        .args([
+            "serve",
+            "catalog",
+            "--data-dir",
+            &dir.path().display().to_string(),
+        ])
+        .args([
+            "--catalog-port",
+            &port.to_string(),
+            "--log-format",
+            "json",
+            "--log",
+            "info",
+        ])
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_url)
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .env_remove("RUST_LOG")
@@ -279,10 +299,16 @@ fn serve_exports_traces_over_otlp_and_logs_json_with_request_and_trace_ids() {
             .expect("send")
             .status()
     });
-    assert_eq!(status, 200, "serve answers; no demo data is loaded by serve");
+    assert_eq!(
+        status, 200,
+        "serve answers; no demo data is loaded by serve"
+    );
 
     let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     let output = child.wait_with_output().expect("wait");
     assert!(output.status.success(), "clean exit");
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -44,6 +44,16 @@ impl From<StorageError> for CatalogError {
     }
 }
 
+/// The write failures that no caller expects; callers match the ones they do first.
+impl From<crate::repository::WriteError> for CatalogError {
+    fn from(error: crate::repository::WriteError) -> Self {
+        match error {
+            crate::repository::WriteError::Storage(error) => error.into(),
+            other => Self::Unexpected(other.into()),
+        }
+    }
+}
+
 impl CatalogError {
     pub fn field(field: &str, message: &str) -> Self {
         Self::Validation(vec![FieldError::new(field, message)])

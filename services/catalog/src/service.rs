@@ -239,8 +239,7 @@ impl Catalog {
             Ok(()) => {}
             Err(WriteError::SkuTaken) => return Err(CatalogError::SkuTaken(product.sku)),
             Err(WriteError::UnknownCategory) => return Err(unknown_category()),
-            Err(WriteError::Storage(error)) => return Err(error.into()),
-            Err(other) => return Err(anyhow::Error::from(other).into()),
+            Err(other) => return Err(other.into()),
         }
         self.product_changed(&product.id).await;
         Ok(product)
@@ -276,8 +275,7 @@ impl Catalog {
             Err(WriteError::SkuTaken) => return Err(CatalogError::SkuTaken(next.sku)),
             Err(WriteError::UnknownCategory) => return Err(unknown_category()),
             Err(WriteError::Conflict) => return Err(self.conflict(id, patch.version).await),
-            Err(WriteError::Storage(error)) => return Err(error.into()),
-            Err(other) => return Err(anyhow::Error::from(other).into()),
+            Err(other) => return Err(other.into()),
         }
         self.product_changed(id).await;
         Ok(next)
@@ -298,8 +296,7 @@ impl Catalog {
             Err(WriteError::Conflict) => {
                 return Err(self.conflict(id, version.unwrap_or(current.version)).await);
             }
-            Err(WriteError::Storage(error)) => return Err(error.into()),
-            Err(other) => return Err(anyhow::Error::from(other).into()),
+            Err(other) => return Err(other.into()),
         }
         self.product_changed(id).await;
         Ok(())
@@ -397,8 +394,7 @@ impl Catalog {
             Err(WriteError::CategoryExists) => {
                 return Err(CatalogError::CategoryExists(category.slug));
             }
-            Err(WriteError::Storage(error)) => return Err(error.into()),
-            Err(other) => return Err(anyhow::Error::from(other).into()),
+            Err(other) => return Err(other.into()),
         }
         self.cache.retire(CATEGORIES_GROUP).await;
         Ok(category)
@@ -440,8 +436,7 @@ impl Catalog {
                     current: now.version,
                 });
             }
-            Err(WriteError::Storage(error)) => return Err(error.into()),
-            Err(other) => return Err(anyhow::Error::from(other).into()),
+            Err(other) => return Err(other.into()),
         };
         self.cache.retire(CATEGORIES_GROUP).await;
         Ok(stored)
@@ -476,8 +471,7 @@ impl Catalog {
                     current: now.version,
                 });
             }
-            Err(WriteError::Storage(error)) => return Err(error.into()),
-            Err(other) => return Err(anyhow::Error::from(other).into()),
+            Err(other) => return Err(other.into()),
         }
         self.cache.retire(CATEGORIES_GROUP).await;
         Ok(())

@@ -913,6 +913,17 @@ async fn concurrent_misses_for_one_product_read_the_store_once() {
 
 // === Races ===
 
+/// Exactly one attempt got `winner`; every other one a 409.
+fn assert_one_winner(attempts: &[reqwest::Result<reqwest::Response>], winner: u16) {
+    let statuses: Vec<u16> = attempts
+        .iter()
+        .map(|r| r.as_ref().expect("send").status().as_u16())
+        .collect();
+    let won = statuses.iter().filter(|&&s| s == winner).count();
+    let lost = statuses.iter().filter(|&&s| s == 409).count();
+    assert_eq!((won, lost), (1, statuses.len() - 1), "{statuses:?}");
+}
+
 #[tokio::test]
 async fn concurrent_updates_from_one_version_have_exactly_one_winner() {
     let (app, products) = seeded().await;
@@ -923,20 +934,7 @@ async fn concurrent_updates_from_one_version_have_exactly_one_winner() {
             .send()
     }))
     .await;
-    let statuses: Vec<u16> = attempts
-        .iter()
-        .map(|r| r.as_ref().expect("send").status().as_u16())
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 200).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 409).count(),
-        19,
-        "{statuses:?}"
-    );
+    assert_one_winner(&attempts, 200);
     let read: Product = app.get_json(&path).await;
     assert_eq!(read.version, 2);
 }
@@ -955,20 +953,7 @@ async fn concurrent_creates_of_one_sku_have_exactly_one_winner() {
             .send()
     }))
     .await;
-    let statuses: Vec<u16> = attempts
-        .iter()
-        .map(|r| r.as_ref().expect("send").status().as_u16())
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 201).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 409).count(),
-        19,
-        "{statuses:?}"
-    );
+    assert_one_winner(&attempts, 201);
     let garden: Category = app.get_json("/v1/categories/garden").await;
     assert_eq!(garden.product_count, 3);
 }

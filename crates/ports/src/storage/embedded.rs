@@ -603,25 +603,19 @@ fn query_main(
         (None, _) => (start, end),
     };
     let range = main.range::<(&str, &str)>((start, end)).map_err(backend)?;
+    let entries: Box<dyn Iterator<Item = _>> = if query.descending {
+        Box::new(range.rev())
+    } else {
+        Box::new(range)
+    };
     let mut items = Vec::new();
-    let mut collect = |entry: std::result::Result<_, redb::StorageError>| -> Result<bool> {
-        let (_, value): (redb::AccessGuard<MainKey>, redb::AccessGuard<&[u8]>) =
-            entry.map_err(backend)?;
+    for entry in entries {
+        let (_, value) = entry.map_err(backend)?;
         let item = decode(value.value())?;
         if !info.def.is_expired(&item, now) {
             items.push(item);
-        }
-        Ok(items.len() > query.limit)
-    };
-    if query.descending {
-        for entry in range.rev() {
-            if collect(entry)? {
-                break;
-            }
-        }
-    } else {
-        for entry in range {
-            if collect(entry)? {
+            // One more than the limit tells whether another page exists.
+            if items.len() > query.limit {
                 break;
             }
         }
@@ -669,29 +663,22 @@ fn query_index(
     let range = index
         .range::<(&str, &str, &str, &str)>((start, end))
         .map_err(backend)?;
+    let entries: Box<dyn Iterator<Item = _>> = if query.descending {
+        Box::new(range.rev())
+    } else {
+        Box::new(range)
+    };
     let mut items = Vec::new();
-    let mut collect = |entry: std::result::Result<_, redb::StorageError>| -> Result<bool> {
-        let (key, _): (redb::AccessGuard<IndexKey>, redb::AccessGuard<()>) =
-            entry.map_err(backend)?;
+    for entry in entries {
+        let (key, _) = entry.map_err(backend)?;
         let (_, _, pk, sk) = key.value();
         if let Some(bytes) = main.get((pk, sk)).map_err(backend)? {
             let item = decode(bytes.value())?;
             if !info.def.is_expired(&item, now) {
                 items.push(item);
-            }
-        }
-        Ok(items.len() > query.limit)
-    };
-    if query.descending {
-        for entry in range.rev() {
-            if collect(entry)? {
-                break;
-            }
-        }
-    } else {
-        for entry in range {
-            if collect(entry)? {
-                break;
+                if items.len() > query.limit {
+                    break;
+                }
             }
         }
     }
