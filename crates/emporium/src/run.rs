@@ -66,6 +66,12 @@ impl Platform {
     /// Starts the planned services. Each binds its configured port (0 picks a free one).
     pub async fn start(settings: &Settings, plan: &Plan) -> anyhow::Result<Self> {
         let common = &settings.common;
+        if emporium_api::money::minor_unit_digits(&common.currency).is_none() {
+            anyhow::bail!(
+                "currency {:?} is not one Emporium knows; use an upper-case ISO 4217 code such as USD, EUR, GBP or JPY",
+                common.currency
+            );
+        }
         let (admin_key, admin_key_generated) = match &common.admin_key {
             Some(key) if key.trim().is_empty() => anyhow::bail!("the admin key must not be empty"),
             Some(key) => (key.clone(), false),

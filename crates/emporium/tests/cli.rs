@@ -186,6 +186,19 @@ fn help_lists_the_settings_and_bad_settings_fail_clearly() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("eighty"));
 
     let dir = tempfile::tempdir().expect("tempdir");
+    let currency = Command::new(env!("CARGO_BIN_EXE_emporium"))
+        .args([
+            "up",
+            "--currency",
+            "usd",
+            "--data-dir",
+            &dir.path().display().to_string(),
+        ])
+        .output()
+        .expect("run");
+    assert!(!currency.status.success());
+    assert!(String::from_utf8_lossy(&currency.stderr).contains("ISO 4217"));
+
     let config = dir.path().join("emporium.toml");
     std::fs::write(&config, "[catalog]\nprot = 1\n").expect("write");
     let typo = Command::new(env!("CARGO_BIN_EXE_emporium"))
