@@ -14,5 +14,6 @@ pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod validation;
 
 pub use problem::{FieldError, Problem};

@@ -8,11 +8,12 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub use actix_web::http::StatusCode;
 
 use crate::request_id;
 
@@ -279,7 +280,12 @@ impl ResponseError for Problem {
 pub fn is_problem(content_type: Option<&HeaderValue>) -> bool {
     content_type
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with(PROBLEM_JSON))
+        .is_some_and(is_problem_type)
+}
+
+/// True when a content type (as text) is problem+json.
+pub fn is_problem_type(content_type: &str) -> bool {
+    content_type.starts_with(PROBLEM_JSON)
 }
 
 /// Logs a server-side failure with its whole cause chain and returns the bodiless problem that

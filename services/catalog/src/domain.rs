@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use emporium_api::Money;
 use emporium_api::catalog::{CategoryPatch, NewCategory, NewProduct, ProductPatch};
 use emporium_platform::FieldError;
+use emporium_platform::validation::{FieldErrors as Errors, has_control, required_text};
 use emporium_ports::blob::BlobKey;
 
-pub const MAX_SKU_CHARS: usize = 64;
 pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_DESCRIPTION_CHARS: usize = 5_000;
 pub const MAX_SLUG_CHARS: usize = 50;
@@ -21,51 +21,18 @@ pub const MAX_PRICE_MINOR: i64 = 100_000_000;
 /// Blob keys of product images start with this.
 pub const IMAGE_PREFIX: &str = "images/";
 
-/// Field errors collected while parsing one request.
-#[derive(Debug, Default)]
-pub struct Errors(Vec<FieldError>);
-
-impl Errors {
-    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError::new(field, message));
-    }
-
-    fn finish<T>(self, value: T) -> Result<T, Vec<FieldError>> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(self.0)
+pub fn parse_sku(raw: &str, errors: &mut Errors) -> String {
+    match emporium_api::sku::parse(raw) {
+        Ok(sku) => sku,
+        Err(message) => {
+            errors.add("sku", message);
+            raw.trim().to_ascii_uppercase()
         }
     }
 }
 
-fn has_control(text: &str, allow_newlines: bool) -> bool {
-    text.chars()
-        .any(|c| c.is_control() && !(allow_newlines && matches!(c, '\n' | '\r' | '\t')))
-}
-
-pub fn parse_sku(raw: &str, errors: &mut Errors) -> String {
-    let sku = raw.trim().to_ascii_uppercase();
-    if sku.is_empty() || sku.chars().count() > MAX_SKU_CHARS {
-        errors.add("sku", format!("must have 1 to {MAX_SKU_CHARS} characters"));
-    } else if !sku
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        errors.add("sku", "may hold only letters, digits, '-', '_' and '.'");
-    }
-    sku
-}
-
 fn parse_name(field: &str, raw: &str, errors: &mut Errors) -> String {
-    let name = raw.trim().to_owned();
-    let length = name.chars().count();
-    if length == 0 || length > MAX_NAME_CHARS {
-        errors.add(field, format!("must have 1 to {MAX_NAME_CHARS} characters"));
-    } else if has_control(&name, false) {
-        errors.add(field, "must not contain control characters");
-    }
-    name
+    required_text(errors, field, raw, MAX_NAME_CHARS)
 }
 
 fn parse_description(raw: &str, errors: &mut Errors) -> String {

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use emporium_api::catalog::{Category, Product, ProductSort};
 use emporium_ports::storage::{
     Condition, Cursor, IndexDef, Item, Key, Query, Storage, StorageError, TableDef, TxOp, Update,
+    from_item, to_item,
 };
 use serde_json::Value;
 
@@ -100,18 +101,6 @@ pub enum WriteError {
     CategoryExists,
     #[error(transparent)]
     Storage(#[from] StorageError),
-}
-
-fn to_item<T: serde::Serialize>(value: &T) -> Result<Item, StorageError> {
-    match serde_json::to_value(value) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(StorageError::Invalid("records are objects".into())),
-        Err(error) => Err(StorageError::Backend(error.into())),
-    }
-}
-
-fn from_item<T: serde::de::DeserializeOwned>(item: Item) -> Result<T, StorageError> {
-    serde_json::from_value(Value::Object(item)).map_err(|error| StorageError::Backend(error.into()))
 }
 
 /// A product as stored: its fields plus key and index attributes.

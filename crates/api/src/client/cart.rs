@@ -1,0 +1,93 @@
+use reqwest::Method;
+
+use super::{ClientError, Endpoint, Idempotent, RetryPolicy, segment};
+use crate::cart::{AddCartLine, Cart, SetQuantity};
+
+/// Client of the cart service.
+#[derive(Debug, Clone)]
+pub struct CartClient {
+    endpoint: Endpoint,
+}
+
+impl CartClient {
+    pub fn new(base_url: &str, http: reqwest::Client, retry: RetryPolicy) -> Self {
+        Self {
+            endpoint: Endpoint::new("cart", base_url, http, retry),
+        }
+    }
+
+    /// A new, empty cart. Not retried: a retry could make a second cart.
+    pub async fn create(&self) -> Result<Cart, ClientError> {
+        let (_, cart) = self
+            .endpoint
+            .call(Idempotent::No, || {
+                self.endpoint.request(Method::POST, "/v1/carts")
+            })
+            .await?;
+        Ok(cart)
+    }
+
+    pub async fn cart(&self, id: &str) -> Result<Cart, ClientError> {
+        let path = format!("/v1/carts/{}", segment(id));
+        let (_, cart) = self
+            .endpoint
+            .call(Idempotent::Yes, || {
+                self.endpoint.request(Method::GET, &path)
+            })
+            .await?;
+        Ok(cart)
+    }
+
+    /// Adds to a line. Not retried: a retry could add twice.
+    pub async fn add_line(&self, id: &str, line: &AddCartLine) -> Result<Cart, ClientError> {
+        let path = format!("/v1/carts/{}/lines", segment(id));
+        let (_, cart) = self
+            .endpoint
+            .call(Idempotent::No, || {
+                self.endpoint.request(Method::POST, &path).json(line)
+            })
+            .await?;
+        Ok(cart)
+    }
+
+    pub async fn set_quantity(
+        &self,
+        id: &str,
+        product_id: &str,
+        quantity: i64,
+    ) -> Result<Cart, ClientError> {
+        let path = format!("/v1/carts/{}/lines/{}", segment(id), segment(product_id));
+        let (_, cart) = self
+            .endpoint
+            .call(Idempotent::Yes, || {
+                self.endpoint
+                    .request(Method::PUT, &path)
+                    .json(&SetQuantity { quantity })
+            })
+            .await?;
+        Ok(cart)
+    }
+
+    pub async fn remove_line(&self, id: &str, product_id: &str) -> Result<Cart, ClientError> {
+        let path = format!("/v1/carts/{}/lines/{}", segment(id), segment(product_id));
+        let (_, cart) = self
+            .endpoint
+            .call(Idempotent::Yes, || {
+                self.endpoint.request(Method::DELETE, &path)
+            })
+            .await?;
+        Ok(cart)
+    }
+
+    /// Empties the cart; emptying an empty cart is fine.
+    pub async fn clear(&self, id: &str) -> Result<Cart, ClientError> {
+        let path = format!("/v1/carts/{}/lines", segment(id));
+        let (_, cart) = self
+            .endpoint
+            .call(Idempotent::Yes, || {
+                self.endpoint.request(Method::DELETE, &path)
+            })
+            .await?;
+        Ok(cart)
+    }
+}

@@ -1,0 +1,51 @@
+use reqwest::Method;
+
+use super::{ClientError, Endpoint, Idempotent, RetryPolicy, segment};
+use crate::catalog::{Category, Product, ProductPage, ProductQuery};
+
+/// Client of the catalog service.
+#[derive(Debug, Clone)]
+pub struct CatalogClient {
+    endpoint: Endpoint,
+}
+
+impl CatalogClient {
+    pub fn new(base_url: &str, http: reqwest::Client, retry: RetryPolicy) -> Self {
+        Self {
+            endpoint: Endpoint::new("catalog", base_url, http, retry),
+        }
+    }
+
+    pub async fn product(&self, id: &str) -> Result<Product, ClientError> {
+        let path = format!("/v1/products/{}", segment(id));
+        let (_, product) = self
+            .endpoint
+            .call(Idempotent::Yes, || {
+                self.endpoint.request(Method::GET, &path)
+            })
+            .await?;
+        Ok(product)
+    }
+
+    pub async fn products(&self, query: &ProductQuery) -> Result<ProductPage, ClientError> {
+        let (_, page) = self
+            .endpoint
+            .call(Idempotent::Yes, || {
+                self.endpoint
+                    .request(Method::GET, "/v1/products")
+                    .query(query)
+            })
+            .await?;
+        Ok(page)
+    }
+
+    pub async fn categories(&self) -> Result<Vec<Category>, ClientError> {
+        let (_, categories) = self
+            .endpoint
+            .call(Idempotent::Yes, || {
+                self.endpoint.request(Method::GET, "/v1/categories")
+            })
+            .await?;
+        Ok(categories)
+    }
+}

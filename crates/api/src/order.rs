@@ -1,0 +1,172 @@
+//! The order service's API.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::Money;
+
+/// Header carrying the customer's id; the storefront sets it from the session.
+pub const CUSTOMER_HEADER: &str = "x-customer-id";
+/// Header carrying the client's idempotency key for placing an order.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub city: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2 country code.
+    #[schema(example = "US")]
+    pub country: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerDetails {
+    pub name: String,
+    pub email: String,
+    pub address: Address,
+}
+
+/// A payment card. Never stored or logged: orders keep only its brand and last four digits.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentCard {
+    #[schema(example = "4242 4242 4242 4242")]
+    pub number: String,
+    pub expiry_month: u32,
+    pub expiry_year: u32,
+    pub cvc: String,
+}
+
+impl std::fmt::Debug for PaymentCard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let digits: String = self.number.chars().filter(char::is_ascii_digit).collect();
+        let last4 = &digits[digits.len().saturating_sub(4)..];
+        f.debug_struct("PaymentCard")
+            .field("number", &format_args!("…{last4}"))
+            .field("expiry_month", &self.expiry_month)
+            .field("expiry_year", &self.expiry_year)
+            .field("cvc", &"…")
+            .finish()
+    }
+}
+
+/// Body of `POST /v1/orders`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrder {
+    pub cart_id: String,
+    pub customer: CustomerDetails,
+    pub payment: PaymentCard,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Checkout is in progress.
+    Pending,
+    /// Paid for and its stock sold.
+    Confirmed,
+    /// Checkout failed (`failure` says why); nothing is held or charged.
+    Failed,
+    /// Cancelled after confirmation, or abandoned mid-checkout; stock returned, payment voided.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderLine {
+    pub product_id: String,
+    pub sku: String,
+    pub name: String,
+    /// The catalog's price when the order was placed.
+    pub unit_price: Money,
+    pub quantity: i64,
+    pub line_total: Money,
+}
+
+/// Totals in integer minor units: `total = subtotal + shipping + tax`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Totals {
+    pub subtotal: Money,
+    pub shipping: Money,
+    pub tax: Money,
+    pub total: Money,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Not yet sent to the provider.
+    NotAuthorized,
+    Authorized,
+    Declined,
+    /// The authorisation was cancelled; nothing is charged.
+    Voided,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PaymentSummary {
+    #[schema(example = "visa")]
+    pub brand: String,
+    #[schema(example = "4242")]
+    pub last4: String,
+    pub status: PaymentStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_id: Option<String>,
+}
+
+/// Why an order failed or was cancelled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderFailure {
+    /// Stable code: `out_of_stock`, `payment_declined`, `inventory_unavailable`,
+    /// `checkout_interrupted`, `cancelled_by_customer`, ...
+    pub code: String,
+    pub message: String,
+    /// For `out_of_stock`: the SKUs that were short.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skus: Vec<String>,
+    /// For `payment_declined`: the provider's reason (`card_declined`, `insufficient_funds`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decline_code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Order {
+    pub id: String,
+    pub customer_id: String,
+    pub status: OrderStatus,
+    pub lines: Vec<OrderLine>,
+    pub totals: Totals,
+    pub customer: CustomerDetails,
+    pub payment: PaymentSummary,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<OrderFailure>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderPage {
+    pub items: Vec<Order>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Query of `GET /v1/orders`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OrderQuery {
+    /// Page size, 1 to 50 (default 10).
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
