@@ -42,6 +42,8 @@ pub struct RunningServer {
     addr: SocketAddr,
     handle: ServerHandle,
     task: JoinHandle<std::io::Result<()>>,
+    /// Work the service runs beside its server (sweepers, reconcilers), stopped with it.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -72,19 +74,38 @@ impl RunningServer {
         self.handle.clone()
     }
 
+    /// Ties a background task to this server: it is stopped when the server stops.
+    pub fn attach(&mut self, task: JoinHandle<()>) {
+        self.background.push(task);
+    }
+
     /// Stops accepting connections; with `graceful`, in-flight requests get up to the shutdown
-    /// timeout to finish.
-    pub async fn stop(self, graceful: bool) -> std::io::Result<()> {
+    /// timeout to finish. Background tasks stop first, so none starts work that a stopping
+    /// server could not finish.
+    pub async fn stop(mut self, graceful: bool) -> std::io::Result<()> {
+        self.stop_background().await;
         self.handle.stop(graceful).await;
         self.wait().await
     }
 
+    async fn stop_background(&mut self) {
+        for task in &self.background {
+            task.abort();
+        }
+        for task in self.background.drain(..) {
+            // A cancelled task reports cancellation; that is the expected outcome here.
+            let _ = task.await;
+        }
+    }
+
     /// Waits until the server has stopped.
-    pub async fn wait(self) -> std::io::Result<()> {
-        match self.task.await {
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        let outcome = match (&mut self.task).await {
             Ok(outcome) => outcome,
             Err(join) => Err(std::io::Error::other(join)),
-        }
+        };
+        self.stop_background().await;
+        outcome
     }
 }
 
@@ -137,6 +158,7 @@ where
         addr,
         handle,
         task,
+        background: Vec::new(),
     })
 }
 

@@ -1,0 +1,52 @@
+//! `/openapi.json`: the inventory's API, generated from the handlers and wire types.
+
+use actix_web::{HttpResponse, web};
+use emporium_api::inventory::{
+    NewReservation, Reservation, ReservationLine, ReservationStatus, SetStock, Shortage,
+    StockAdjustment, StockLevel, StockPage,
+};
+use emporium_platform::{FieldError, Problem};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Emporium inventory", description = "Stock per SKU and reservations that hold it during checkout."),
+    paths(
+        super::stock::list_stock,
+        super::stock::get_stock,
+        super::stock::set_stock,
+        super::stock::adjust_stock,
+        super::reservations::create_reservation,
+        super::reservations::get_reservation,
+        super::reservations::commit_reservation,
+        super::reservations::release_reservation,
+        super::reservations::return_reservation,
+    ),
+    components(schemas(
+        StockLevel, StockPage, SetStock, StockAdjustment, NewReservation, Reservation,
+        ReservationLine, ReservationStatus, Shortage, Problem, FieldError
+    )),
+    modifiers(&AdminKey)
+)]
+pub struct ApiDoc;
+
+struct AdminKey;
+
+impl Modify for AdminKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/openapi.json").route(web::get().to(openapi)));
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

@@ -1,0 +1,114 @@
+//! `/v1/reservations`: holding stock for a checkout. Called by the order service.
+
+use actix_web::{HttpResponse, web};
+use emporium_api::inventory::{NewReservation, Reservation};
+use emporium_platform::Problem;
+
+use crate::error::InventoryError;
+use crate::service::Inventory;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/v1/reservations").route(web::post().to(create_reservation)))
+        .service(web::resource("/v1/reservations/{id}").route(web::get().to(get_reservation)))
+        .service(
+            web::resource("/v1/reservations/{id}/commit").route(web::post().to(commit_reservation)),
+        )
+        .service(
+            web::resource("/v1/reservations/{id}/release")
+                .route(web::post().to(release_reservation)),
+        )
+        .service(
+            web::resource("/v1/reservations/{id}/return").route(web::post().to(return_reservation)),
+        );
+}
+
+/// Hold every line's units, or none. Repeating the call with the same id and lines returns the
+/// same reservation (200); the same id with other lines is a conflict.
+#[utoipa::path(
+    post, path = "/v1/reservations", tag = "reservations",
+    request_body = NewReservation,
+    responses(
+        (status = 201, description = "Held", body = Reservation),
+        (status = 200, description = "Already held by an identical request", body = Reservation),
+        (status = 409, description = "Not enough stock (`out_of_stock`, with `short`) or id reused", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid lines", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_reservation(
+    inventory: web::Data<Inventory>,
+    body: web::Json<NewReservation>,
+) -> Result<HttpResponse, InventoryError> {
+    let (reservation, created) = inventory.reserve(&body).await?;
+    Ok(if created {
+        HttpResponse::Created().json(reservation)
+    } else {
+        HttpResponse::Ok().json(reservation)
+    })
+}
+
+/// One reservation.
+#[utoipa::path(
+    get, path = "/v1/reservations/{id}", tag = "reservations",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The reservation", body = Reservation),
+        (status = 404, description = "No such reservation", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_reservation(
+    inventory: web::Data<Inventory>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, InventoryError> {
+    Ok(HttpResponse::Ok().json(inventory.reservation(&id).await?))
+}
+
+/// Sell the held units. Idempotent.
+#[utoipa::path(
+    post, path = "/v1/reservations/{id}/commit", tag = "reservations",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Committed", body = Reservation),
+        (status = 404, description = "No such reservation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Expired or released", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn commit_reservation(
+    inventory: web::Data<Inventory>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, InventoryError> {
+    Ok(HttpResponse::Ok().json(inventory.commit(&id).await?))
+}
+
+/// Give the held units back. Idempotent.
+#[utoipa::path(
+    post, path = "/v1/reservations/{id}/release", tag = "reservations",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Released", body = Reservation),
+        (status = 404, description = "No such reservation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already committed", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn release_reservation(
+    inventory: web::Data<Inventory>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, InventoryError> {
+    Ok(HttpResponse::Ok().json(inventory.release(&id).await?))
+}
+
+/// Return sold units to available stock (a cancelled order). Idempotent.
+#[utoipa::path(
+    post, path = "/v1/reservations/{id}/return", tag = "reservations",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Returned", body = Reservation),
+        (status = 404, description = "No such reservation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not committed", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn return_reservation(
+    inventory: web::Data<Inventory>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, InventoryError> {
+    Ok(HttpResponse::Ok().json(inventory.return_stock(&id).await?))
+}

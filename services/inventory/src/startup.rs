@@ -1,0 +1,59 @@
+//! Building and starting the inventory service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use emporium_platform::auth::AdminKey;
+use emporium_platform::health::Readiness;
+use emporium_platform::server::{self, HttpSettings, RunningServer};
+use emporium_ports::storage::Storage;
+
+use crate::routes;
+use crate::service::Inventory;
+
+#[derive(Debug, Clone)]
+pub struct InventoryConfig {
+    pub http: HttpSettings,
+    pub admin_key: String,
+    pub reservation_ttl_secs: u64,
+    pub sweep_interval: Duration,
+}
+
+pub fn inventory(config: &InventoryConfig, storage: Arc<dyn Storage>) -> Arc<Inventory> {
+    Arc::new(Inventory::new(storage, config.reservation_ttl_secs))
+}
+
+/// Serves `inventory` over HTTP and runs the sweeper that returns the stock of expired
+/// reservations; both stop with the returned server.
+pub fn start(
+    config: &InventoryConfig,
+    inventory: Arc<Inventory>,
+    storage: Arc<dyn Storage>,
+) -> std::io::Result<RunningServer> {
+    let readiness = Readiness::new().critical("storage", move || {
+        let storage = storage.clone();
+        async move { storage.ping().await.map_err(|e| e.to_string()) }
+    });
+    let admin_key = web::Data::new(AdminKey::new(&config.admin_key));
+    let data = web::Data::from(inventory.clone());
+    let mut server = server::start("inventory", &config.http, readiness, move |cfg| {
+        cfg.app_data(data.clone()).app_data(admin_key.clone());
+        routes::configure(cfg);
+    })?;
+    server.attach(tokio::spawn(sweep(inventory, config.sweep_interval)));
+    Ok(server)
+}
+
+async fn sweep(inventory: Arc<Inventory>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match inventory.release_expired().await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "returned the stock of expired reservations"),
+            Err(error) => tracing::warn!(%error, "sweeping expired reservations failed"),
+        }
+    }
+}

@@ -1,0 +1,707 @@
+//! The inventory's HTTP API, spawned on port 0 over the embedded store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use emporium_api::inventory::{Reservation, ReservationStatus, StockLevel, StockPage};
+use emporium_inventory::startup::{self, InventoryConfig};
+use emporium_platform::Problem;
+use emporium_platform::server::{HttpSettings, RunningServer};
+use emporium_ports::storage::embedded::EmbeddedStorage;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+
+const ADMIN_KEY: &str = "inventory-admin";
+
+struct TestApp {
+    url: String,
+    http: reqwest::Client,
+    server: Option<RunningServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            drop(server.handle().stop(false));
+        }
+    }
+}
+
+async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Arc::new(
+        EmbeddedStorage::open(
+            &dir.path().join("inventory.redb"),
+            emporium_inventory::TABLES,
+        )
+        .expect("storage"),
+    );
+    let config = InventoryConfig {
+        http: HttpSettings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            workers: Some(2),
+            body_limit_bytes: 16 * 1024,
+            shutdown_timeout: Duration::from_secs(5),
+        },
+        admin_key: ADMIN_KEY.into(),
+        reservation_ttl_secs: 900,
+        sweep_interval: Duration::from_millis(100),
+    };
+    let inventory = startup::inventory(&config, storage.clone());
+    let server = startup::start(&config, inventory, storage).expect("start");
+    TestApp {
+        url: server.url(),
+        http: reqwest::Client::new(),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.url))
+    }
+
+    fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(ADMIN_KEY)
+    }
+
+    async fn set(&self, sku: &str, available: i64) -> StockLevel {
+        let response = self
+            .admin(Method::PUT, &format!("/v1/stock/{sku}"))
+            .json(&json!({ "available": available }))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("stock")
+    }
+
+    async fn stock(&self, sku: &str) -> StockLevel {
+        let response = self
+            .request(Method::GET, &format!("/v1/stock/{sku}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("stock")
+    }
+
+    async fn reserve(&self, id: &str, lines: Value) -> reqwest::Response {
+        self.request(Method::POST, "/v1/reservations")
+            .json(&json!({ "id": id, "lines": lines }))
+            .send()
+            .await
+            .expect("send")
+    }
+
+    async fn act(&self, id: &str, action: &str) -> reqwest::Response {
+        self.request(Method::POST, &format!("/v1/reservations/{id}/{action}"))
+            .send()
+            .await
+            .expect("send")
+    }
+}
+
+async fn expect_problem(response: reqwest::Response, status: u16, code: &str) -> Problem {
+    assert_eq!(response.status().as_u16(), status, "expected {code}");
+    let problem: Problem = response.json().await.expect("problem body");
+    assert_eq!(problem.code, code);
+    assert!(problem.request_id.is_some());
+    problem
+}
+
+fn counts(level: &StockLevel) -> (i64, i64, i64) {
+    (level.available, level.reserved, level.sold)
+}
+
+// === Stock ===
+
+#[tokio::test]
+async fn admins_set_and_adjust_stock_and_anyone_reads_it() {
+    let app = spawn_app().await;
+    let set = app.set("kit-001", 10).await;
+    assert_eq!(set.sku, "KIT-001", "SKUs are normalised");
+    assert_eq!(counts(&set), (10, 0, 0));
+    assert_eq!(counts(&app.stock("KIT-001").await), (10, 0, 0));
+
+    let added: StockLevel = app
+        .admin(Method::POST, "/v1/stock/KIT-001/adjustments")
+        .json(&json!({"delta": 5}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("stock");
+    assert_eq!(added.available, 15);
+    let removed: StockLevel = app
+        .admin(Method::POST, "/v1/stock/KIT-001/adjustments")
+        .json(&json!({"delta": -15}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("stock");
+    assert_eq!(removed.available, 0);
+    let below = app
+        .admin(Method::POST, "/v1/stock/KIT-001/adjustments")
+        .json(&json!({"delta": -1}))
+        .send()
+        .await
+        .expect("send");
+    let problem = expect_problem(below, 409, "insufficient_stock").await;
+    assert_eq!(problem.extensions["available"], 0);
+    assert_eq!(app.stock("KIT-001").await.available, 0);
+}
+
+#[tokio::test]
+async fn stock_is_read_many_at_once_and_listed_in_pages() {
+    let app = spawn_app().await;
+    for i in 0..7 {
+        app.set(&format!("SKU-{i}"), i).await;
+    }
+    let some: StockPage = app
+        .request(Method::GET, "/v1/stock?skus=SKU-3,sku-1,NOPE,SKU-3")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("page");
+    let skus: Vec<&str> = some.items.iter().map(|s| s.sku.as_str()).collect();
+    assert_eq!(
+        skus,
+        ["SKU-3", "SKU-1"],
+        "asked order, unknown left out, once each"
+    );
+
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/stock?limit=3&cursor={c}"),
+            None => "/v1/stock?limit=3".to_owned(),
+        };
+        let page: StockPage = app
+            .request(Method::GET, &path)
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("page");
+        listed.extend(page.items.into_iter().map(|s| s.sku));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        listed,
+        (0..7).map(|i| format!("SKU-{i}")).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn bad_stock_requests_are_client_errors_and_change_nothing() {
+    let app = spawn_app().await;
+    app.set("KIT-1", 4).await;
+    let cases: Vec<(RequestBuilder, u16, &str)> = vec![
+        (
+            app.request(Method::GET, "/v1/stock/NOPE"),
+            404,
+            "stock_not_found",
+        ),
+        (
+            app.request(Method::GET, "/v1/stock/bad%20sku"),
+            404,
+            "stock_not_found",
+        ),
+        (
+            app.request(Method::GET, "/v1/stock?skus="),
+            400,
+            "invalid_query",
+        ),
+        (
+            app.request(Method::GET, "/v1/stock?skus=a%20b"),
+            400,
+            "invalid_query",
+        ),
+        (
+            app.request(
+                Method::GET,
+                &format!(
+                    "/v1/stock?skus={}",
+                    (0..101)
+                        .map(|i| format!("S{i}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            ),
+            400,
+            "invalid_query",
+        ),
+        (
+            app.request(Method::GET, "/v1/stock?limit=0"),
+            400,
+            "invalid_query",
+        ),
+        (
+            app.request(Method::GET, "/v1/stock?cursor=junk"),
+            400,
+            "invalid_cursor",
+        ),
+        (
+            app.request(Method::GET, "/v1/stock?skus=KIT-1&limit=3"),
+            400,
+            "invalid_query",
+        ),
+        (
+            app.request(Method::PUT, "/v1/stock/KIT-1")
+                .json(&json!({"available": 1})),
+            401,
+            "unauthorized",
+        ),
+        (
+            app.request(Method::PUT, "/v1/stock/KIT-1")
+                .bearer_auth("nope")
+                .json(&json!({"available": 1})),
+            401,
+            "unauthorized",
+        ),
+        (
+            app.admin(Method::PUT, "/v1/stock/KIT-1")
+                .json(&json!({"available": -1})),
+            422,
+            "validation_failed",
+        ),
+        (
+            app.admin(Method::PUT, "/v1/stock/KIT-1")
+                .json(&json!({"available": 2_000_000_000i64})),
+            422,
+            "validation_failed",
+        ),
+        (
+            app.admin(Method::PUT, "/v1/stock/KIT-1")
+                .json(&json!({"available": "many"})),
+            400,
+            "invalid_body",
+        ),
+        (
+            app.admin(Method::PUT, "/v1/stock/KIT-1")
+                .json(&json!({"available": 1, "x": 1})),
+            400,
+            "invalid_body",
+        ),
+        (
+            app.admin(Method::PUT, "/v1/stock/bad%20sku")
+                .json(&json!({"available": 1})),
+            422,
+            "validation_failed",
+        ),
+        (
+            app.admin(Method::POST, "/v1/stock/KIT-1/adjustments")
+                .json(&json!({"delta": 0})),
+            422,
+            "validation_failed",
+        ),
+        (
+            app.admin(Method::POST, "/v1/stock/NOPE/adjustments")
+                .json(&json!({"delta": 1})),
+            404,
+            "stock_not_found",
+        ),
+        (
+            app.request(Method::POST, "/v1/stock/KIT-1/adjustments")
+                .json(&json!({"delta": 1})),
+            401,
+            "unauthorized",
+        ),
+    ];
+    for (request, status, code) in cases {
+        expect_problem(request.send().await.expect("send"), status, code).await;
+    }
+    assert_eq!(counts(&app.stock("KIT-1").await), (4, 0, 0));
+}
+
+// === Reservations ===
+
+#[tokio::test]
+async fn reservations_are_all_or_nothing_and_name_what_is_short() {
+    let app = spawn_app().await;
+    app.set("A", 5).await;
+    app.set("B", 1).await;
+    let short = app
+        .reserve("r1", json!([{"sku": "A", "quantity": 2}, {"sku": "B", "quantity": 3}, {"sku": "C", "quantity": 1}]))
+        .await;
+    let problem = expect_problem(short, 409, "out_of_stock").await;
+    let shortages = problem.extensions["short"].as_array().expect("short");
+    let named: Vec<(&str, i64)> = shortages
+        .iter()
+        .map(|s| {
+            (
+                s["sku"].as_str().unwrap_or_default(),
+                s["available"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(named, [("B", 1), ("C", 0)]);
+    assert!(problem.detail.unwrap_or_default().contains("B, C"));
+    assert_eq!(
+        counts(&app.stock("A").await),
+        (5, 0, 0),
+        "nothing of A was taken"
+    );
+    let missing = app
+        .request(Method::GET, "/v1/reservations/r1")
+        .send()
+        .await
+        .expect("send");
+    expect_problem(missing, 404, "reservation_not_found").await;
+
+    let held = app
+        .reserve(
+            "r1",
+            json!([{"sku": "A", "quantity": 2}, {"sku": "B", "quantity": 1}]),
+        )
+        .await;
+    assert_eq!(held.status(), StatusCode::CREATED);
+    let held: Reservation = held.json().await.expect("reservation");
+    assert_eq!(held.status, ReservationStatus::Held);
+    assert_eq!(counts(&app.stock("A").await), (3, 2, 0));
+    assert_eq!(counts(&app.stock("B").await), (0, 1, 0));
+}
+
+#[tokio::test]
+async fn reserving_again_with_the_same_id_is_idempotent() {
+    let app = spawn_app().await;
+    app.set("A", 5).await;
+    let lines = json!([{"sku": "A", "quantity": 2}]);
+    let first: Reservation = app
+        .reserve("r1", lines.clone())
+        .await
+        .json()
+        .await
+        .expect("first");
+    let again = app
+        .reserve("r1", json!([{"sku": "a", "quantity": 2}]))
+        .await;
+    assert_eq!(
+        again.status(),
+        StatusCode::OK,
+        "a repeat is not a new reservation"
+    );
+    let again: Reservation = again.json().await.expect("again");
+    assert_eq!(again, first);
+    assert_eq!(counts(&app.stock("A").await), (3, 2, 0), "held once");
+    let other = app
+        .reserve("r1", json!([{"sku": "A", "quantity": 3}]))
+        .await;
+    expect_problem(other, 409, "reservation_conflict").await;
+    assert_eq!(counts(&app.stock("A").await), (3, 2, 0));
+}
+
+#[tokio::test]
+async fn commit_release_and_return_move_units_and_repeat_safely() {
+    let app = spawn_app().await;
+    app.set("A", 10).await;
+    app.reserve("sold", json!([{"sku": "A", "quantity": 3}]))
+        .await;
+    app.reserve("dropped", json!([{"sku": "A", "quantity": 2}]))
+        .await;
+    assert_eq!(counts(&app.stock("A").await), (5, 5, 0));
+
+    for _ in 0..2 {
+        let committed: Reservation = app
+            .act("sold", "commit")
+            .await
+            .json()
+            .await
+            .expect("commit");
+        assert_eq!(committed.status, ReservationStatus::Committed);
+    }
+    assert_eq!(counts(&app.stock("A").await), (5, 2, 3));
+    for _ in 0..2 {
+        let released: Reservation = app
+            .act("dropped", "release")
+            .await
+            .json()
+            .await
+            .expect("release");
+        assert_eq!(released.status, ReservationStatus::Released);
+        assert_eq!(released.release_reason.as_deref(), Some("released"));
+    }
+    assert_eq!(counts(&app.stock("A").await), (7, 0, 3));
+
+    expect_problem(
+        app.act("sold", "release").await,
+        409,
+        "reservation_committed",
+    )
+    .await;
+    expect_problem(
+        app.act("dropped", "commit").await,
+        409,
+        "reservation_released",
+    )
+    .await;
+    expect_problem(
+        app.act("dropped", "return").await,
+        409,
+        "reservation_not_committed",
+    )
+    .await;
+    for _ in 0..2 {
+        let returned: Reservation = app
+            .act("sold", "return")
+            .await
+            .json()
+            .await
+            .expect("return");
+        assert_eq!(returned.status, ReservationStatus::Returned);
+    }
+    assert_eq!(counts(&app.stock("A").await), (10, 0, 0));
+    expect_problem(
+        app.act("nope", "commit").await,
+        404,
+        "reservation_not_found",
+    )
+    .await;
+    expect_problem(
+        app.act("bad%20id", "commit").await,
+        404,
+        "reservation_not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_reservations_are_refused_and_hold_nothing() {
+    let app = spawn_app().await;
+    app.set("A", 5).await;
+    let cases = [
+        json!({"id": "r", "lines": []}),
+        json!({"id": "r", "lines": [{"sku": "A", "quantity": 0}]}),
+        json!({"id": "r", "lines": [{"sku": "A", "quantity": -1}]}),
+        json!({"id": "r", "lines": [{"sku": "A", "quantity": 1001}]}),
+        json!({"id": "r", "lines": [{"sku": "A", "quantity": 1}, {"sku": "a", "quantity": 1}]}),
+        json!({"id": "has space", "lines": [{"sku": "A", "quantity": 1}]}),
+        json!({"id": "r", "lines": [{"sku": "A", "quantity": 1}], "ttl_seconds": 0}),
+        json!({"id": "r", "lines": [{"sku": "A", "quantity": 1}], "ttl_seconds": 100000}),
+    ];
+    for body in cases {
+        let response = app
+            .request(Method::POST, "/v1/reservations")
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        expect_problem(response, 422, "validation_failed").await;
+    }
+    for (body, code) in [
+        (
+            json!({"id": "r", "lines": [{"sku": "A", "quantity": "1"}]}),
+            "invalid_body",
+        ),
+        (json!({"id": "r"}), "invalid_body"),
+        (
+            json!({"id": "r", "lines": [{"sku": "A", "quantity": 1, "price": 3}]}),
+            "invalid_body",
+        ),
+    ] {
+        let response = app
+            .request(Method::POST, "/v1/reservations")
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        expect_problem(response, 400, code).await;
+    }
+    assert_eq!(counts(&app.stock("A").await), (5, 0, 0));
+}
+
+#[tokio::test]
+async fn expired_reservations_return_their_stock_by_themselves() {
+    let app = spawn_app().await;
+    app.set("A", 4).await;
+    let response = app
+        .request(Method::POST, "/v1/reservations")
+        .json(
+            &json!({"id": "short-lived", "lines": [{"sku": "A", "quantity": 3}], "ttl_seconds": 1}),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(counts(&app.stock("A").await), (1, 3, 0));
+    let mut returned = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if counts(&app.stock("A").await) == (4, 0, 0) {
+            returned = true;
+            break;
+        }
+    }
+    assert!(returned, "the sweeper returned the stock");
+    let reservation: Reservation = app
+        .request(Method::GET, "/v1/reservations/short-lived")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("reservation");
+    assert_eq!(reservation.status, ReservationStatus::Released);
+    assert_eq!(reservation.release_reason.as_deref(), Some("expired"));
+    expect_problem(
+        app.act("short-lived", "commit").await,
+        409,
+        "reservation_expired",
+    )
+    .await;
+    assert_eq!(counts(&app.stock("A").await), (4, 0, 0));
+}
+
+// === Races ===
+
+#[tokio::test]
+async fn sixty_concurrent_reservations_for_ten_units_get_exactly_ten() {
+    let app = spawn_app().await;
+    app.set("HOT", 10).await;
+    let attempts = futures::future::join_all((0..60).map(|i| {
+        let app = &app;
+        async move {
+            app.reserve(&format!("race-{i}"), json!([{"sku": "HOT", "quantity": 1}]))
+                .await
+        }
+    }))
+    .await;
+    let created = attempts
+        .iter()
+        .filter(|r| r.status() == StatusCode::CREATED)
+        .count();
+    let refused = attempts
+        .iter()
+        .filter(|r| r.status() == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((created, refused), (10, 50));
+    assert_eq!(counts(&app.stock("HOT").await), (0, 10, 0));
+}
+
+#[tokio::test]
+async fn concurrent_commit_and_release_of_one_reservation_pick_one_outcome() {
+    let app = spawn_app().await;
+    for round in 0..10 {
+        let sku = format!("R{round}");
+        app.set(&sku, 2).await;
+        let id = format!("res-{round}");
+        app.reserve(&id, json!([{"sku": sku, "quantity": 2}])).await;
+        let (commit, release) = tokio::join!(app.act(&id, "commit"), app.act(&id, "release"));
+        let winners = [commit.status(), release.status()]
+            .iter()
+            .filter(|s| **s == StatusCode::OK)
+            .count();
+        assert_eq!(winners, 1, "round {round}");
+        let level = app.stock(&sku).await;
+        assert!(
+            counts(&level) == (0, 0, 2) || counts(&level) == (2, 0, 0),
+            "{level:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn units_are_conserved_under_concurrent_mixed_traffic() {
+    let app = spawn_app().await;
+    let skus = ["X", "Y", "Z"];
+    for sku in skus {
+        app.set(sku, 20).await;
+    }
+    let work = (0..90).map(|i| {
+        let app = &app;
+        async move {
+            let id = format!("mix-{i}");
+            let lines = json!([
+                {"sku": skus[i % 3], "quantity": 1 + (i % 4) as i64},
+                {"sku": skus[(i + 1) % 3], "quantity": 1},
+            ]);
+            let ttl = if i % 7 == 0 { 1 } else { 600 };
+            let reserved = app
+                .request(Method::POST, "/v1/reservations")
+                .json(&json!({"id": id, "lines": lines, "ttl_seconds": ttl}))
+                .send()
+                .await
+                .expect("send");
+            if reserved.status() != StatusCode::CREATED {
+                return;
+            }
+            match i % 3 {
+                0 => {
+                    app.act(&id, "commit").await;
+                }
+                1 => {
+                    app.act(&id, "release").await;
+                }
+                _ => {
+                    if app.act(&id, "commit").await.status() == StatusCode::OK {
+                        app.act(&id, "return").await;
+                    }
+                }
+            }
+        }
+    });
+    futures::future::join_all(work).await;
+    // Let the sweeper return whatever expired.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for sku in skus {
+        let level = app.stock(sku).await;
+        assert!(
+            level.available >= 0 && level.reserved >= 0 && level.sold >= 0,
+            "{level:?}"
+        );
+        assert_eq!(
+            level.available + level.reserved + level.sold,
+            20,
+            "{level:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let app = spawn_app().await;
+    let document: Value = app
+        .request(Method::GET, "/openapi.json")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let paths = document["paths"].as_object().expect("paths");
+    for path in [
+        "/v1/stock",
+        "/v1/stock/{sku}",
+        "/v1/stock/{sku}/adjustments",
+        "/v1/reservations",
+        "/v1/reservations/{id}",
+        "/v1/reservations/{id}/commit",
+        "/v1/reservations/{id}/release",
+        "/v1/reservations/{id}/return",
+    ] {
+        assert!(paths.contains_key(path), "{path}");
+    }
+    let ready: Value = app
+        .request(Method::GET, "/readyz")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["status"], "ready");
+}
