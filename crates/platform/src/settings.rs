@@ -98,6 +98,15 @@ pub struct CommonSettings {
     )]
     pub http_connect_timeout_ms: u64,
 
+    /// Retries of an idempotent call to another service after a failure that may pass, with
+    /// exponential backoff and jitter.
+    #[arg(
+        long = "http-retries",
+        env = "EMPORIUM_HTTP_RETRIES",
+        default_value_t = 2
+    )]
+    pub http_retries: usize,
+
     /// How long cached reads live, in seconds (each entry gets up to 10% random jitter).
     #[arg(
         long = "cache-ttl-secs",
@@ -146,6 +155,33 @@ impl CommonSettings {
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Where each service is reached by the others. In `emporium up` the services this process runs
+/// are reached where they listen, so these only matter for `serve` and for services run
+/// elsewhere.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Service addresses")]
+pub struct ServiceUrls {
+    /// Base URL of the catalog service. [default: http://127.0.0.1:<catalog port>]
+    #[arg(long = "catalog-url", env = "EMPORIUM_CATALOG_URL", value_name = "URL")]
+    pub catalog: Option<String>,
+
+    /// Base URL of the inventory service. [default: http://127.0.0.1:<inventory port>]
+    #[arg(
+        long = "inventory-url",
+        env = "EMPORIUM_INVENTORY_URL",
+        value_name = "URL"
+    )]
+    pub inventory: Option<String>,
+
+    /// Base URL of the cart service. [default: http://127.0.0.1:<cart port>]
+    #[arg(long = "cart-url", env = "EMPORIUM_CART_URL", value_name = "URL")]
+    pub cart: Option<String>,
+
+    /// Base URL of the order service. [default: http://127.0.0.1:<order port>]
+    #[arg(long = "order-url", env = "EMPORIUM_ORDER_URL", value_name = "URL")]
+    pub order: Option<String>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

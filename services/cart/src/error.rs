@@ -1,0 +1,113 @@
+//! Every way a cart request can fail, and the one place that maps each to HTTP.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use emporium_api::inventory::Shortage;
+use emporium_platform::FieldError;
+use emporium_platform::problem::{self, Problem};
+use emporium_ports::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CartError {
+    #[error("no such cart")]
+    CartNotFound,
+    #[error("the cart has no line for this product")]
+    LineNotFound,
+    #[error("request fields are invalid")]
+    Validation(Vec<FieldError>),
+    #[error("no such product")]
+    UnknownProduct(String),
+    #[error("not enough stock")]
+    OutOfStock(Shortage),
+    #[error("the cart holds its most products")]
+    CartFull { max_lines: usize },
+    #[error("the catalog is unavailable")]
+    CatalogUnavailable(#[source] anyhow::Error),
+    #[error("the store is unavailable")]
+    Unavailable(#[source] StorageError),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<StorageError> for CartError {
+    fn from(error: StorageError) -> Self {
+        match error {
+            StorageError::Backend(_) => Self::Unavailable(error),
+            other => Self::Unexpected(other.into()),
+        }
+    }
+}
+
+impl CartError {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    /// The problem the client sees; logs the cause of server-side failures.
+    pub fn problem(&self) -> Problem {
+        match self {
+            Self::CartNotFound => {
+                Problem::new(StatusCode::NOT_FOUND, "cart_not_found", "No such cart")
+                    .with_detail("the cart does not exist or expired; start a new one")
+            }
+            Self::LineNotFound => Problem::new(
+                StatusCode::NOT_FOUND,
+                "line_not_found",
+                "The cart has no line for this product",
+            ),
+            Self::Validation(errors) => Problem::validation(errors.clone()),
+            Self::UnknownProduct(id) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_product",
+                "No such product",
+            )
+            .with_detail(format!("there is no product {id}")),
+            Self::OutOfStock(short) => {
+                Problem::new(StatusCode::CONFLICT, "out_of_stock", "Not enough stock")
+                    .with_detail(format!(
+                        "only {} of {} available; you asked for {}",
+                        short.available, short.sku, short.requested
+                    ))
+                    .with_extension(
+                        "short",
+                        serde_json::to_value([short]).unwrap_or(serde_json::Value::Null),
+                    )
+            }
+            Self::CartFull { max_lines } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "cart_full",
+                "The cart holds as many products as it can",
+            )
+            .with_detail(format!(
+                "a cart holds at most {max_lines} different products"
+            )),
+            Self::CatalogUnavailable(source) => {
+                tracing::error!(error = %format!("{source:#}"), "catalog unavailable");
+                Problem::unavailable("the catalog is not answering; try again shortly")
+            }
+            Self::Unavailable(source) => {
+                tracing::error!(error = %problem::error_chain(source), "storage unavailable");
+                Problem::unavailable("the cart store is not answering; try again shortly")
+            }
+            Self::Unexpected(error) => problem::log_internal(error.as_ref()),
+        }
+    }
+}
+
+impl ResponseError for CartError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::CartNotFound | Self::LineNotFound => StatusCode::NOT_FOUND,
+            Self::Validation(_) | Self::UnknownProduct(_) | Self::CartFull { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::OutOfStock(_) => StatusCode::CONFLICT,
+            Self::CatalogUnavailable(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.problem().to_response()
+    }
+}

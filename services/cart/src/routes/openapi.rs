@@ -1,0 +1,30 @@
+//! `/openapi.json`: the cart's API, generated from the handlers and wire types.
+
+use actix_web::{HttpResponse, web};
+use emporium_api::Money;
+use emporium_api::cart::{AddCartLine, Cart, CartLine, SetQuantity};
+use emporium_platform::{FieldError, Problem};
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Emporium cart", description = "Carts under unguessable ids."),
+    paths(
+        super::carts::create_cart,
+        super::carts::get_cart,
+        super::carts::add_cart_line,
+        super::carts::set_cart_line_quantity,
+        super::carts::remove_cart_line,
+        super::carts::clear_cart,
+    ),
+    components(schemas(Cart, CartLine, AddCartLine, SetQuantity, Money, Problem, FieldError))
+)]
+pub struct ApiDoc;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/openapi.json").route(web::get().to(openapi)));
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

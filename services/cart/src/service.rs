@@ -1,0 +1,373 @@
+//! What the cart does. Reads go through the cache (`cart:<id>`, retired on every change);
+//! changes read the store, apply, and save on the version they read, retrying a few times when
+//! another change got there first.
+//!
+//! Adding or raising a line checks the product against the catalog (it must exist; its current
+//! price and name are copied into the line) and the wanted quantity against the stock. The stock
+//! check is advice for the shopper, not a hold: only the order's reservation holds stock. When
+//! the inventory does not answer, the cart accepts the line and checkout decides.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use emporium_api::Money;
+use emporium_api::cart::{Cart, CartLine};
+use emporium_api::client::{CatalogClient, InventoryClient};
+use emporium_api::inventory::Shortage;
+use emporium_ports::cache::{Cache, CacheAside};
+use emporium_ports::storage::Storage;
+use time::OffsetDateTime;
+
+use crate::error::CartError;
+use crate::repository::{Repository, SaveError, StoredCart};
+
+/// Attempts at a change that keeps losing to concurrent changes of the same cart.
+const SAVE_ATTEMPTS: usize = 10;
+
+#[derive(Debug, Clone, Copy)]
+pub struct CartLimits {
+    pub ttl: Duration,
+    pub max_lines: usize,
+    pub max_quantity: i64,
+}
+
+pub struct Carts {
+    repository: Repository,
+    cache: CacheAside,
+    catalog: CatalogClient,
+    inventory: InventoryClient,
+    limits: CartLimits,
+    currency: String,
+}
+
+impl std::fmt::Debug for Carts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Carts")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+fn group(id: &str) -> String {
+    format!("cart:{id}")
+}
+
+fn to_wire(cart: &StoredCart) -> Result<Cart, CartError> {
+    let mut subtotal: i64 = 0;
+    let mut item_count: i64 = 0;
+    for line in &cart.lines {
+        subtotal = subtotal
+            .checked_add(line.line_total.amount)
+            .ok_or_else(|| anyhow::anyhow!("cart subtotal overflows"))?;
+        item_count += line.quantity;
+    }
+    Ok(Cart {
+        id: cart.id.clone(),
+        lines: cart.lines.clone(),
+        item_count,
+        subtotal: Money::new(subtotal, cart.currency.clone()),
+        created_at: cart.created_at,
+        updated_at: cart.updated_at,
+        expires_at: cart.expires_at,
+        version: cart.version,
+    })
+}
+
+fn line_total(unit_price: &Money, quantity: i64) -> Result<Money, CartError> {
+    let amount = unit_price
+        .amount
+        .checked_mul(quantity)
+        .ok_or_else(|| anyhow::anyhow!("line total overflows"))?;
+    Ok(Money::new(amount, unit_price.currency.clone()))
+}
+
+impl Carts {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        cache: Arc<dyn Cache>,
+        cache_ttl: Duration,
+        catalog: CatalogClient,
+        inventory: InventoryClient,
+        limits: CartLimits,
+        currency: &str,
+    ) -> Self {
+        Self {
+            repository: Repository::new(storage),
+            cache: CacheAside::new(cache, cache_ttl),
+            catalog,
+            inventory,
+            limits,
+            currency: currency.to_owned(),
+        }
+    }
+
+    fn expiry(&self, now: OffsetDateTime) -> OffsetDateTime {
+        now + time::Duration::seconds(
+            i64::try_from(self.limits.ttl.as_secs()).unwrap_or(i64::MAX / 2),
+        )
+    }
+
+    pub async fn create(&self) -> Result<Cart, CartError> {
+        let now = OffsetDateTime::now_utc();
+        let expires_at = self.expiry(now);
+        let cart = StoredCart {
+            id: emporium_platform::id::new_id(),
+            lines: Vec::new(),
+            currency: self.currency.clone(),
+            created_at: now,
+            updated_at: now,
+            expires_at,
+            expires_epoch: expires_at.unix_timestamp(),
+            version: 1,
+        };
+        match self.repository.insert(&cart).await {
+            Ok(()) => to_wire(&cart),
+            // 128 random bits do not collide; if they did, the caller may simply ask again.
+            Err(SaveError::Changed) => Err(anyhow::anyhow!("new cart id already in use").into()),
+            Err(SaveError::Storage(error)) => Err(error.into()),
+        }
+    }
+
+    pub async fn cart(&self, id: &str) -> Result<Cart, CartError> {
+        if !emporium_platform::id::is_valid(id) {
+            return Err(CartError::CartNotFound);
+        }
+        let found: Option<StoredCart> = self
+            .cache
+            .get_or_load(&format!("cart:{id}"), Some(&group(id)), || {
+                self.repository.cart(id)
+            })
+            .await?;
+        match found {
+            // A cached copy may outlive the cart itself by up to the cache TTL.
+            Some(cart) if cart.expires_at > OffsetDateTime::now_utc() => to_wire(&cart),
+            _ => Err(CartError::CartNotFound),
+        }
+    }
+
+    /// Adds `quantity` units of a product, merging with its line if there is one.
+    pub async fn add_line(
+        &self,
+        id: &str,
+        product_id: &str,
+        quantity: i64,
+    ) -> Result<Cart, CartError> {
+        self.check_quantity(quantity)?;
+        if !emporium_platform::id::is_valid(product_id) {
+            return Err(CartError::UnknownProduct(product_id.to_owned()));
+        }
+        // Ask the other services once, before the read-modify-write loop, so a retry after a
+        // concurrent change of this cart is quick.
+        let product = match self.catalog.product(product_id).await {
+            Ok(product) => product,
+            Err(error) if error.is_not_found() => {
+                return Err(CartError::UnknownProduct(product_id.to_owned()));
+            }
+            Err(error) => return Err(CartError::CatalogUnavailable(error.into())),
+        };
+        if product.price.currency != self.currency {
+            return Err(anyhow::anyhow!(
+                "product {} is priced in {}, the shop in {}",
+                product.id,
+                product.price.currency,
+                self.currency
+            )
+            .into());
+        }
+        let available = self.available(&product.sku).await;
+        self.change(id, |cart| {
+            let existing = cart
+                .lines
+                .iter()
+                .find(|line| line.product_id == product_id)
+                .map_or(0, |line| line.quantity);
+            let wanted = existing + quantity;
+            if wanted > self.limits.max_quantity {
+                return Err(CartError::field(
+                    "quantity",
+                    format!(
+                        "at most {} of one product; the cart already has {existing}",
+                        self.limits.max_quantity
+                    ),
+                ));
+            }
+            if existing == 0 && cart.lines.len() >= self.limits.max_lines {
+                return Err(CartError::CartFull {
+                    max_lines: self.limits.max_lines,
+                });
+            }
+            check_stock(&product.sku, wanted, available)?;
+            let line = CartLine {
+                product_id: product.id.clone(),
+                sku: product.sku.clone(),
+                name: product.name.clone(),
+                image: product.images.first().cloned(),
+                line_total: line_total(&product.price, wanted)?,
+                unit_price: product.price.clone(),
+                quantity: wanted,
+            };
+            let mut lines = cart.lines.clone();
+            match lines.iter_mut().find(|l| l.product_id == product_id) {
+                Some(slot) => *slot = line,
+                None => lines.push(line),
+            }
+            Ok(lines)
+        })
+        .await
+    }
+
+    /// Sets a line's quantity (1 or more; removing is its own call).
+    pub async fn set_quantity(
+        &self,
+        id: &str,
+        product_id: &str,
+        quantity: i64,
+    ) -> Result<Cart, CartError> {
+        self.check_quantity(quantity)?;
+        if !emporium_platform::id::is_valid(id) {
+            return Err(CartError::CartNotFound);
+        }
+        let current = self
+            .repository
+            .cart(id)
+            .await?
+            .ok_or(CartError::CartNotFound)?;
+        let line = current
+            .lines
+            .iter()
+            .find(|line| line.product_id == product_id)
+            .ok_or(CartError::LineNotFound)?;
+        let available = if quantity > line.quantity {
+            self.available(&line.sku).await
+        } else {
+            Availability::Unchecked
+        };
+        self.change(id, |cart| {
+            let mut lines = cart.lines.clone();
+            let line = lines
+                .iter_mut()
+                .find(|line| line.product_id == product_id)
+                .ok_or(CartError::LineNotFound)?;
+            if quantity > line.quantity {
+                check_stock(&line.sku, quantity, available)?;
+            }
+            line.quantity = quantity;
+            line.line_total = line_total(&line.unit_price, quantity)?;
+            Ok(lines)
+        })
+        .await
+    }
+
+    pub async fn remove_line(&self, id: &str, product_id: &str) -> Result<Cart, CartError> {
+        self.change(id, |cart| {
+            if !cart.lines.iter().any(|line| line.product_id == product_id) {
+                return Err(CartError::LineNotFound);
+            }
+            Ok(cart
+                .lines
+                .iter()
+                .filter(|line| line.product_id != product_id)
+                .cloned()
+                .collect())
+        })
+        .await
+    }
+
+    /// Empties the cart. Emptying an empty cart changes nothing.
+    pub async fn clear(&self, id: &str) -> Result<Cart, CartError> {
+        self.change(id, |_| Ok(Vec::new())).await
+    }
+
+    fn check_quantity(&self, quantity: i64) -> Result<(), CartError> {
+        if (1..=self.limits.max_quantity).contains(&quantity) {
+            Ok(())
+        } else {
+            Err(CartError::field(
+                "quantity",
+                format!("must be 1 to {}", self.limits.max_quantity),
+            ))
+        }
+    }
+
+    /// What the inventory says is available, or that it could not be asked.
+    async fn available(&self, sku: &str) -> Availability {
+        match self.inventory.stock(sku).await {
+            Ok(level) => Availability::Units(level.available),
+            Err(error) if error.is_not_found() => Availability::Units(0),
+            Err(error) => {
+                tracing::warn!(%error, sku, "inventory unavailable; accepting the line unchecked");
+                Availability::Unchecked
+            }
+        }
+    }
+
+    /// Reads the cart, computes its new lines with `edit`, and saves them on the version read.
+    async fn change<F>(&self, id: &str, edit: F) -> Result<Cart, CartError>
+    where
+        F: Fn(&StoredCart) -> Result<Vec<CartLine>, CartError>,
+    {
+        if !emporium_platform::id::is_valid(id) {
+            return Err(CartError::CartNotFound);
+        }
+        for _ in 0..SAVE_ATTEMPTS {
+            let now = OffsetDateTime::now_utc();
+            let cart = self
+                .repository
+                .cart(id)
+                .await?
+                .ok_or(CartError::CartNotFound)?;
+            let version = cart.version;
+            let lines = edit(&cart)?;
+            if lines == cart.lines {
+                return to_wire(&cart);
+            }
+            let expires_at = self.expiry(now);
+            let next = StoredCart {
+                lines,
+                updated_at: now,
+                expires_at,
+                expires_epoch: expires_at.unix_timestamp(),
+                version: version + 1,
+                ..cart
+            };
+            match self.repository.replace(&next, version).await {
+                Ok(()) => {
+                    self.cache.retire(&group(id)).await;
+                    return to_wire(&next);
+                }
+                Err(SaveError::Changed) => {
+                    // Someone changed the cart meanwhile: back off a little, at random, so
+                    // concurrent changes stop colliding, then redo the edit on the new cart.
+                    let pause = rand::random_range(1..=8);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(SaveError::Storage(error)) => return Err(error.into()),
+            }
+        }
+        Err(
+            anyhow::anyhow!("cart {id} kept changing; gave up after {SAVE_ATTEMPTS} attempts")
+                .into(),
+        )
+    }
+}
+
+/// Units available for a line, as far as the inventory could tell.
+#[derive(Debug, Clone, Copy)]
+enum Availability {
+    Units(i64),
+    /// The inventory did not answer; the line is accepted and checkout decides.
+    Unchecked,
+}
+
+fn check_stock(sku: &str, wanted: i64, available: Availability) -> Result<(), CartError> {
+    match available {
+        Availability::Units(available) if available < wanted => {
+            Err(CartError::OutOfStock(Shortage {
+                sku: sku.to_owned(),
+                requested: wanted,
+                available,
+            }))
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,69 @@
+//! Building and starting the cart service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use emporium_api::client::{CatalogClient, InventoryClient, RetryPolicy};
+use emporium_platform::client::ClientSettings;
+use emporium_platform::health::Readiness;
+use emporium_platform::server::{self, HttpSettings, RunningServer};
+use emporium_ports::cache::Cache;
+use emporium_ports::storage::Storage;
+
+use crate::routes;
+use crate::service::{CartLimits, Carts};
+
+#[derive(Debug, Clone)]
+pub struct CartConfig {
+    pub http: HttpSettings,
+    pub client: ClientSettings,
+    pub retry: RetryPolicy,
+    pub catalog_url: String,
+    pub inventory_url: String,
+    pub limits: CartLimits,
+    pub currency: String,
+    pub cache_ttl: Duration,
+}
+
+#[derive(Clone)]
+pub struct CartPorts {
+    pub storage: Arc<dyn Storage>,
+    pub cache: Arc<dyn Cache>,
+}
+
+pub fn carts(config: &CartConfig, ports: &CartPorts) -> anyhow::Result<Arc<Carts>> {
+    let http = emporium_platform::client::build_client(&config.client)?;
+    Ok(Arc::new(Carts::new(
+        ports.storage.clone(),
+        ports.cache.clone(),
+        config.cache_ttl,
+        CatalogClient::new(&config.catalog_url, http.clone(), config.retry),
+        InventoryClient::new(&config.inventory_url, http, config.retry),
+        config.limits,
+        &config.currency,
+    )))
+}
+
+pub fn start(
+    config: &CartConfig,
+    carts: Arc<Carts>,
+    ports: &CartPorts,
+) -> std::io::Result<RunningServer> {
+    let storage = ports.storage.clone();
+    let cache = ports.cache.clone();
+    let readiness = Readiness::new()
+        .critical("storage", move || {
+            let storage = storage.clone();
+            async move { storage.ping().await.map_err(|e| e.to_string()) }
+        })
+        .optional("cache", move || {
+            let cache = cache.clone();
+            async move { cache.ping().await.map_err(|e| e.to_string()) }
+        });
+    let data = web::Data::from(carts);
+    server::start("cart", &config.http, readiness, move |cfg| {
+        cfg.app_data(data.clone());
+        routes::configure(cfg);
+    })
+}

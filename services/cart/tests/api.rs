@@ -1,0 +1,526 @@
+//! The cart's HTTP API, with a real catalog and inventory beside it, all on port 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use emporium_api::cart::Cart;
+use emporium_api::catalog::Product;
+use emporium_api::client::RetryPolicy;
+use emporium_cart::CartLimits;
+use emporium_cart::startup::{self, CartConfig, CartPorts};
+use emporium_catalog::startup::{self as catalog_startup, CatalogConfig, CatalogPorts};
+use emporium_inventory::startup::{self as inventory_startup, InventoryConfig};
+use emporium_platform::Problem;
+use emporium_platform::client::ClientSettings;
+use emporium_platform::server::{HttpSettings, RunningServer};
+use emporium_ports::blob::local::LocalBlobs;
+use emporium_ports::cache::memory::MemoryCache;
+use emporium_ports::storage::embedded::EmbeddedStorage;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+
+const ADMIN_KEY: &str = "cart-test-admin";
+
+fn http() -> HttpSettings {
+    HttpSettings {
+        host: "127.0.0.1".into(),
+        port: 0,
+        workers: Some(1),
+        body_limit_bytes: 16 * 1024,
+        shutdown_timeout: Duration::from_secs(2),
+    }
+}
+
+struct Shop {
+    cart: String,
+    catalog: String,
+    inventory: String,
+    http: reqwest::Client,
+    servers: Vec<RunningServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        for server in self.servers.drain(..) {
+            drop(server.handle().stop(false));
+        }
+    }
+}
+
+async fn spawn_shop(limits: CartLimits) -> Shop {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = Arc::new(MemoryCache::new(8 * 1024 * 1024));
+    let catalog_ports = CatalogPorts {
+        storage: Arc::new(
+            EmbeddedStorage::open(&dir.path().join("catalog.redb"), emporium_catalog::TABLES)
+                .expect("storage"),
+        ),
+        cache: cache.clone(),
+        blobs: Arc::new(LocalBlobs::open(&dir.path().join("blobs")).expect("blobs")),
+    };
+    let catalog_config = CatalogConfig {
+        http: http(),
+        currency: "USD".into(),
+        admin_key: ADMIN_KEY.into(),
+        cache_ttl: Duration::from_secs(60),
+        image_limit_bytes: 1024,
+    };
+    let catalog = catalog_startup::start(
+        &catalog_config,
+        catalog_startup::catalog(&catalog_config, &catalog_ports),
+        &catalog_ports,
+    )
+    .expect("catalog");
+
+    let inventory_storage: Arc<dyn emporium_ports::storage::Storage> = Arc::new(
+        EmbeddedStorage::open(
+            &dir.path().join("inventory.redb"),
+            emporium_inventory::TABLES,
+        )
+        .expect("storage"),
+    );
+    let inventory_config = InventoryConfig {
+        http: http(),
+        admin_key: ADMIN_KEY.into(),
+        reservation_ttl_secs: 60,
+        sweep_interval: Duration::from_millis(500),
+    };
+    let inventory = inventory_startup::start(
+        &inventory_config,
+        inventory_startup::inventory(&inventory_config, inventory_storage.clone()),
+        inventory_storage,
+    )
+    .expect("inventory");
+
+    let cart_ports = CartPorts {
+        storage: Arc::new(
+            EmbeddedStorage::open(&dir.path().join("cart.redb"), emporium_cart::TABLES)
+                .expect("storage"),
+        ),
+        cache,
+    };
+    let cart_config = CartConfig {
+        http: http(),
+        client: ClientSettings {
+            timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_millis(300),
+        },
+        retry: RetryPolicy::default(),
+        catalog_url: catalog.url(),
+        inventory_url: inventory.url(),
+        limits,
+        currency: "USD".into(),
+        cache_ttl: Duration::from_secs(60),
+    };
+    let cart = startup::start(
+        &cart_config,
+        startup::carts(&cart_config, &cart_ports).expect("carts"),
+        &cart_ports,
+    )
+    .expect("cart");
+    Shop {
+        cart: cart.url(),
+        catalog: catalog.url(),
+        inventory: inventory.url(),
+        http: reqwest::Client::new(),
+        servers: vec![cart, catalog, inventory],
+        _dir: dir,
+    }
+}
+
+fn limits() -> CartLimits {
+    CartLimits {
+        ttl: Duration::from_secs(3600),
+        max_lines: 3,
+        max_quantity: 10,
+    }
+}
+
+impl Shop {
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.cart))
+    }
+
+    async fn product(&self, sku: &str, amount: i64, stock: i64) -> Product {
+        if !self
+            .http
+            .get(format!("{}/v1/categories/kitchen", self.catalog))
+            .send()
+            .await
+            .expect("send")
+            .status()
+            .is_success()
+        {
+            self.http
+                .post(format!("{}/v1/categories", self.catalog))
+                .bearer_auth(ADMIN_KEY)
+                .json(&json!({"slug": "kitchen", "name": "Kitchen"}))
+                .send()
+                .await
+                .expect("send");
+        }
+        let product: Product = self
+            .http
+            .post(format!("{}/v1/products", self.catalog))
+            .bearer_auth(ADMIN_KEY)
+            .json(
+                &json!({"sku": sku, "name": format!("Thing {sku}"), "category": "kitchen",
+                          "price": {"amount": amount, "currency": "USD"}}),
+            )
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("product");
+        let status = self
+            .http
+            .put(format!("{}/v1/stock/{sku}", self.inventory))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({"available": stock}))
+            .send()
+            .await
+            .expect("send")
+            .status();
+        assert!(status.is_success());
+        product
+    }
+
+    async fn new_cart(&self) -> Cart {
+        let response = self
+            .request(Method::POST, "/v1/carts")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("cart")
+    }
+
+    async fn get(&self, id: &str) -> reqwest::Response {
+        self.request(Method::GET, &format!("/v1/carts/{id}"))
+            .send()
+            .await
+            .expect("send")
+    }
+
+    async fn cart(&self, id: &str) -> Cart {
+        let response = self.get(id).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("cart")
+    }
+
+    async fn add(&self, id: &str, product_id: &str, quantity: i64) -> reqwest::Response {
+        self.request(Method::POST, &format!("/v1/carts/{id}/lines"))
+            .json(&json!({"product_id": product_id, "quantity": quantity}))
+            .send()
+            .await
+            .expect("send")
+    }
+}
+
+async fn expect_problem(response: reqwest::Response, status: u16, code: &str) -> Problem {
+    assert_eq!(response.status().as_u16(), status, "expected {code}");
+    let problem: Problem = response.json().await.expect("problem body");
+    assert_eq!(problem.code, code);
+    assert!(problem.request_id.is_some());
+    problem
+}
+
+fn quantities(cart: &Cart) -> Vec<(String, i64)> {
+    cart.lines
+        .iter()
+        .map(|l| (l.sku.clone(), l.quantity))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cart_is_filled_changed_and_emptied() {
+    let shop = spawn_shop(limits()).await;
+    let kettle = shop.product("KET-1", 4500, 20).await;
+    let mug = shop.product("MUG-1", 800, 20).await;
+    let cart = shop.new_cart().await;
+    assert!(emporium_platform::id::is_valid(&cart.id), "128 random bits");
+    assert_eq!(cart.subtotal.amount, 0);
+    assert_eq!(cart.subtotal.currency, "USD");
+
+    shop.add(&cart.id, &kettle.id, 1).await;
+    shop.add(&cart.id, &mug.id, 2).await;
+    let response = shop.add(&cart.id, &kettle.id, 2).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let filled: Cart = response.json().await.expect("cart");
+    assert_eq!(
+        quantities(&filled),
+        [("KET-1".into(), 3), ("MUG-1".into(), 2)]
+    );
+    assert_eq!(filled.item_count, 5);
+    assert_eq!(filled.subtotal.amount, 3 * 4500 + 2 * 800);
+    assert_eq!(filled.lines[0].name, "Thing KET-1");
+    assert_eq!(filled.lines[0].line_total.amount, 13_500);
+    assert_eq!(
+        shop.cart(&cart.id).await,
+        filled,
+        "reads see the change at once"
+    );
+
+    let changed: Cart = shop
+        .request(
+            Method::PUT,
+            &format!("/v1/carts/{}/lines/{}", cart.id, mug.id),
+        )
+        .json(&json!({"quantity": 5}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("cart");
+    assert_eq!(
+        quantities(&changed),
+        [("KET-1".into(), 3), ("MUG-1".into(), 5)]
+    );
+    let removed: Cart = shop
+        .request(
+            Method::DELETE,
+            &format!("/v1/carts/{}/lines/{}", cart.id, kettle.id),
+        )
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("cart");
+    assert_eq!(quantities(&removed), [("MUG-1".into(), 5)]);
+    for _ in 0..2 {
+        let cleared: Cart = shop
+            .request(Method::DELETE, &format!("/v1/carts/{}/lines", cart.id))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("cart");
+        assert!(cleared.lines.is_empty());
+        assert_eq!(cleared.subtotal.amount, 0);
+    }
+    assert!(shop.cart(&cart.id).await.lines.is_empty());
+}
+
+#[tokio::test]
+async fn bad_cart_requests_are_client_errors_and_change_nothing() {
+    let shop = spawn_shop(limits()).await;
+    let kettle = shop.product("KET-1", 4500, 4).await;
+    let a = shop.product("A-1", 100, 50).await;
+    let b = shop.product("B-1", 100, 50).await;
+    let c = shop.product("C-1", 100, 50).await;
+    let cart = shop.new_cart().await;
+    shop.add(&cart.id, &kettle.id, 2).await;
+    shop.add(&cart.id, &a.id, 1).await;
+    shop.add(&cart.id, &b.id, 1).await;
+    let before = shop.cart(&cart.id).await;
+    let id = &cart.id;
+    let unknown_cart = emporium_platform::id::new_id();
+
+    let cases: Vec<(RequestBuilder, u16, &str)> = vec![
+        (
+            shop.request(Method::GET, &format!("/v1/carts/{unknown_cart}")),
+            404,
+            "cart_not_found",
+        ),
+        (
+            shop.request(Method::GET, "/v1/carts/not-a-cart"),
+            404,
+            "cart_not_found",
+        ),
+        (
+            shop.request(Method::POST, &format!("/v1/carts/{unknown_cart}/lines"))
+                .json(&json!({"product_id": kettle.id, "quantity": 1})),
+            404,
+            "cart_not_found",
+        ),
+        (
+            shop.request(Method::POST, &format!("/v1/carts/{id}/lines"))
+                .json(&json!({"product_id": kettle.id, "quantity": 0})),
+            422,
+            "validation_failed",
+        ),
+        (
+            shop.request(Method::POST, &format!("/v1/carts/{id}/lines"))
+                .json(&json!({"product_id": kettle.id, "quantity": -1})),
+            422,
+            "validation_failed",
+        ),
+        (
+            shop.request(Method::POST, &format!("/v1/carts/{id}/lines"))
+                .json(&json!({"product_id": kettle.id, "quantity": 11})),
+            422,
+            "validation_failed",
+        ),
+        (
+            shop.request(Method::POST, &format!("/v1/carts/{id}/lines"))
+                .json(&json!({"product_id": a.id, "quantity": 10})),
+            422,
+            "validation_failed",
+        ),
+        (
+            shop.request(Method::POST, &format!("/v1/carts/{id}/lines"))
+                .json(&json!({"product_id": kettle.id, "quantity": 3})),
+            409,
+            "out_of_stock",
+        ),
+        (
+            shop.request(Method::POST, &format!("/v1/carts/{id}/lines"))
+                .json(&json!({"product_id": emporium_platform::id::new_id(), "quantity": 1})),
+            422,
+            "unknown_product",
+        ),
+        (
+            shop.request(Method::POST, &format!("/v1/carts/{id}/lines"))
+                .json(&json!({"product_id": "../x", "quantity": 1})),
+            422,
+            "unknown_product",
+        ),
+        (
+            shop.request(Method::POST, &format!("/v1/carts/{id}/lines"))
+                .json(&json!({"product_id": c.id, "quantity": 1})),
+            422,
+            "cart_full",
+        ),
+        (
+            shop.request(Method::POST, &format!("/v1/carts/{id}/lines"))
+                .json(&json!({"product_id": c.id, "quantity": "1"})),
+            400,
+            "invalid_body",
+        ),
+        (
+            shop.request(Method::POST, &format!("/v1/carts/{id}/lines"))
+                .json(&json!({"product_id": c.id, "quantity": 1, "price": 1})),
+            400,
+            "invalid_body",
+        ),
+        (
+            shop.request(Method::POST, &format!("/v1/carts/{id}/lines"))
+                .header("content-type", "application/json")
+                .body("{"),
+            400,
+            "invalid_json",
+        ),
+        (
+            shop.request(Method::PUT, &format!("/v1/carts/{id}/lines/{}", c.id))
+                .json(&json!({"quantity": 1})),
+            404,
+            "line_not_found",
+        ),
+        (
+            shop.request(Method::PUT, &format!("/v1/carts/{id}/lines/{}", kettle.id))
+                .json(&json!({"quantity": 0})),
+            422,
+            "validation_failed",
+        ),
+        (
+            shop.request(Method::PUT, &format!("/v1/carts/{id}/lines/{}", kettle.id))
+                .json(&json!({"quantity": 5})),
+            409,
+            "out_of_stock",
+        ),
+        (
+            shop.request(Method::DELETE, &format!("/v1/carts/{id}/lines/{}", c.id)),
+            404,
+            "line_not_found",
+        ),
+        (
+            shop.request(Method::DELETE, &format!("/v1/carts/{unknown_cart}/lines")),
+            404,
+            "cart_not_found",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let problem = expect_problem(request.send().await.expect("send"), status, code).await;
+        if code == "out_of_stock" {
+            assert_eq!(problem.extensions["short"][0]["sku"], "KET-1");
+            assert_eq!(problem.extensions["short"][0]["available"], 4);
+        }
+    }
+    assert_eq!(shop.cart(&cart.id).await, before, "nothing changed");
+}
+
+#[tokio::test]
+async fn concurrent_adds_to_one_cart_lose_nothing() {
+    let shop = spawn_shop(limits()).await;
+    let mug = shop.product("MUG-1", 800, 100).await;
+    let cart = shop.new_cart().await;
+    let adds = futures::future::join_all((0..10).map(|_| shop.add(&cart.id, &mug.id, 1))).await;
+    assert!(adds.iter().all(|r| r.status() == StatusCode::OK));
+    assert_eq!(
+        quantities(&shop.cart(&cart.id).await),
+        [("MUG-1".into(), 10)]
+    );
+}
+
+#[tokio::test]
+async fn carts_expire_after_inactivity() {
+    let shop = spawn_shop(CartLimits {
+        ttl: Duration::from_secs(1),
+        ..limits()
+    })
+    .await;
+    let mug = shop.product("MUG-1", 800, 100).await;
+    let cart = shop.new_cart().await;
+    shop.add(&cart.id, &mug.id, 1).await;
+    assert_eq!(
+        shop.cart(&cart.id).await.item_count,
+        1,
+        "read (and cached) while alive"
+    );
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    expect_problem(shop.get(&cart.id).await, 404, "cart_not_found").await;
+    expect_problem(shop.add(&cart.id, &mug.id, 1).await, 404, "cart_not_found").await;
+}
+
+#[tokio::test]
+async fn a_missing_catalog_fails_clearly_and_a_missing_inventory_does_not_block() {
+    let mut shop = spawn_shop(limits()).await;
+    let mug = shop.product("MUG-1", 800, 100).await;
+    let cart = shop.new_cart().await;
+    // Stop the inventory: adding still works, unchecked against stock.
+    let inventory = shop.servers.remove(2);
+    inventory.stop(false).await.expect("stop inventory");
+    let response = shop.add(&cart.id, &mug.id, 1).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // Stop the catalog: a new line cannot be priced, so it is refused with a retryable error.
+    let catalog = shop.servers.remove(1);
+    catalog.stop(false).await.expect("stop catalog");
+    let problem = expect_problem(
+        shop.add(&cart.id, &mug.id, 1).await,
+        503,
+        "service_unavailable",
+    )
+    .await;
+    assert!(
+        !problem.detail.unwrap_or_default().contains("127.0.0.1"),
+        "no internal detail"
+    );
+    assert_eq!(shop.cart(&cart.id).await.item_count, 1);
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let shop = spawn_shop(limits()).await;
+    let document: Value = shop
+        .request(Method::GET, "/openapi.json")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let paths = document["paths"].as_object().expect("paths");
+    for path in [
+        "/v1/carts",
+        "/v1/carts/{id}",
+        "/v1/carts/{id}/lines",
+        "/v1/carts/{id}/lines/{product_id}",
+    ] {
+        assert!(paths.contains_key(path), "{path}");
+    }
+}
