@@ -1,59 +1,83 @@
-//! Helpers for whole-platform tests: start every service in this process on free ports over
-//! a temporary data directory, as `emporium up` does.
+//! Helpers for whole-platform tests: every service started in this process on free ports over a
+//! temporary data directory, as `emporium up` starts them, and a client that speaks to them over
+//! HTTP as the storefront will.
 
 use clap::Parser as _;
 use emporium::run::{Plan, Platform, Service, Settings};
+use emporium_api::cart::Cart;
+use emporium_api::catalog::{Product, ProductPage};
+use emporium_api::inventory::StockLevel;
+use emporium_api::order::{CUSTOMER_HEADER, IDEMPOTENCY_HEADER, Order, OrderPage};
+use emporium_order::Faults;
+use serde_json::{Value, json};
 
-/// A running platform and the directory holding its data.
-pub struct TestPlatform {
-    pub platform: Platform,
-    pub data_dir: tempfile::TempDir,
-    pub http: reqwest::Client,
-}
+pub const ADMIN_KEY: &str = "platform-test-admin-key";
 
 /// Settings as `emporium up` would parse them, with every port free-picked and data under
 /// `dir`, plus the extra flags given.
 pub fn settings(dir: &std::path::Path, extra: &[&str]) -> Settings {
-    let mut args = vec![
-        "emporium".to_owned(),
-        "up".to_owned(),
-        "--data-dir".to_owned(),
-        dir.display().to_string(),
-        "--catalog-port".to_owned(),
-        "0".to_owned(),
-        "--workers".to_owned(),
-        "2".to_owned(),
-        "--admin-key".to_owned(),
-        ADMIN_KEY.to_owned(),
-    ];
+    let mut args: Vec<String> = [
+        "emporium",
+        "up",
+        "--data-dir",
+        &dir.display().to_string(),
+        "--catalog-port",
+        "0",
+        "--inventory-port",
+        "0",
+        "--cart-port",
+        "0",
+        "--order-port",
+        "0",
+        "--workers",
+        "2",
+        "--admin-key",
+        ADMIN_KEY,
+        "--log",
+        "warn",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let cli = emporium::cli::Cli::try_parse_from(args).expect("settings parse");
     match cli.command {
-        emporium::cli::Command::Up(up) => Settings {
-            common: up.common,
-            catalog: up.catalog,
-        },
+        emporium::cli::Command::Up(up) => Settings::from(up.services),
         emporium::cli::Command::Serve(_) => unreachable!("built an up command"),
     }
 }
 
-pub const ADMIN_KEY: &str = "platform-test-admin-key";
+/// A running platform, the directory holding its data, and what it was started with.
+pub struct TestPlatform {
+    pub platform: Platform,
+    pub settings: Settings,
+    pub plan: Plan,
+    pub data_dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
 
 impl TestPlatform {
     /// Every service, seeded with the demo shop.
     pub async fn start() -> Self {
+        Self::start_with(&[], Faults::default()).await
+    }
+
+    /// Every service with extra settings and checkout fault switches.
+    pub async fn start_with(extra: &[&str], faults: Faults) -> Self {
         let data_dir = tempfile::tempdir().expect("tempdir");
-        let platform = Platform::start(
-            &settings(data_dir.path(), &[]),
-            &Plan {
-                services: Service::ALL.to_vec(),
-                seed_when_empty: true,
-            },
-        )
-        .await
-        .expect("platform starts");
+        let settings = settings(data_dir.path(), extra);
+        let plan = Plan {
+            services: Service::ALL.to_vec(),
+            seed_when_empty: true,
+            order_faults: faults,
+        };
+        let platform = Platform::start(&settings, &plan)
+            .await
+            .expect("platform starts");
         Self {
             platform,
+            settings,
+            plan,
             data_dir,
             http: reqwest::Client::new(),
         }
@@ -63,7 +87,16 @@ impl TestPlatform {
         self.platform.url(service).expect("service runs")
     }
 
-    pub async fn get_json(&self, url: &str) -> serde_json::Value {
+    /// Stops a service and starts it again on the same data, as a crashed process restarts.
+    pub async fn restart(&mut self, service: Service) {
+        self.platform.stop_service(service).await.expect("stop");
+        self.platform
+            .start_service(&self.settings, &self.plan, service)
+            .await
+            .expect("restart");
+    }
+
+    pub async fn get_json(&self, url: &str) -> Value {
         let response = self.http.get(url).send().await.expect("send");
         assert!(
             response.status().is_success(),
@@ -72,4 +105,182 @@ impl TestPlatform {
         );
         response.json().await.expect("json")
     }
+
+    // === Catalog and stock ===
+
+    /// Every product of the catalog.
+    pub async fn products(&self) -> Vec<Product> {
+        let page: ProductPage = self
+            .http
+            .get(format!(
+                "{}/v1/products?limit=100",
+                self.url(Service::Catalog)
+            ))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("page");
+        page.items
+    }
+
+    pub async fn product_with_sku(&self, sku: &str) -> Product {
+        self.products()
+            .await
+            .into_iter()
+            .find(|p| p.sku == sku)
+            .unwrap_or_else(|| panic!("no product {sku}"))
+    }
+
+    pub async fn stock(&self, sku: &str) -> StockLevel {
+        self.http
+            .get(format!("{}/v1/stock/{sku}", self.url(Service::Inventory)))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("stock")
+    }
+
+    pub async fn set_stock(&self, sku: &str, available: i64) {
+        let status = self
+            .http
+            .put(format!("{}/v1/stock/{sku}", self.url(Service::Inventory)))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({ "available": available }))
+            .send()
+            .await
+            .expect("send")
+            .status();
+        assert!(status.is_success(), "set stock: {status}");
+    }
+
+    // === Carts ===
+
+    pub async fn new_cart(&self) -> Cart {
+        self.http
+            .post(format!("{}/v1/carts", self.url(Service::Cart)))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("cart")
+    }
+
+    pub async fn add_to_cart(&self, cart_id: &str, product_id: &str, quantity: i64) -> Cart {
+        let response = self
+            .http
+            .post(format!(
+                "{}/v1/carts/{cart_id}/lines",
+                self.url(Service::Cart)
+            ))
+            .json(&json!({ "product_id": product_id, "quantity": quantity }))
+            .send()
+            .await
+            .expect("send");
+        assert!(
+            response.status().is_success(),
+            "add to cart: {}",
+            response.status()
+        );
+        response.json().await.expect("cart")
+    }
+
+    pub async fn cart(&self, cart_id: &str) -> Cart {
+        self.http
+            .get(format!("{}/v1/carts/{cart_id}", self.url(Service::Cart)))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("cart")
+    }
+
+    /// A new cart holding `quantity` of each product.
+    pub async fn cart_with(&self, lines: &[(&Product, i64)]) -> Cart {
+        let cart = self.new_cart().await;
+        for (product, quantity) in lines {
+            self.add_to_cart(&cart.id, &product.id, *quantity).await;
+        }
+        self.cart(&cart.id).await
+    }
+
+    // === Orders ===
+
+    pub async fn place(&self, customer: &str, key: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/orders", self.url(Service::Order)))
+            .header(CUSTOMER_HEADER, customer)
+            .header(IDEMPOTENCY_HEADER, key)
+            .json(body)
+            .send()
+            .await
+            .expect("send")
+    }
+
+    pub async fn order(&self, customer: &str, id: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/v1/orders/{id}", self.url(Service::Order)))
+            .header(CUSTOMER_HEADER, customer)
+            .send()
+            .await
+            .expect("send")
+    }
+
+    pub async fn history(&self, customer: &str) -> Vec<Order> {
+        let page: OrderPage = self
+            .http
+            .get(format!("{}/v1/orders?limit=50", self.url(Service::Order)))
+            .header(CUSTOMER_HEADER, customer)
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("page");
+        page.items
+    }
+}
+
+/// A new customer id, as the storefront's session makes one.
+pub fn customer() -> String {
+    emporium_platform::id::new_id()
+}
+
+/// A new idempotency key.
+pub fn key() -> String {
+    format!("key-{}", emporium_platform::id::new_id())
+}
+
+/// The test card that approves.
+pub const CARD_OK: &str = "4242 4242 4242 4242";
+pub const CARD_DECLINED: &str = "4000 0000 0000 0002";
+pub const CARD_NO_FUNDS: &str = "4000 0000 0000 9995";
+
+/// A valid order body for `cart_id` paid with `card`.
+pub fn order_body(cart_id: &str, card: &str) -> Value {
+    json!({
+        "cart_id": cart_id,
+        "customer": {
+            "name": "Grace Hopper",
+            "email": "grace@example.com",
+            "address": {
+                "line1": "1 Harbor Way",
+                "city": "Arlington",
+                "region": "VA",
+                "postal_code": "22201",
+                "country": "US"
+            }
+        },
+        "payment": {
+            "number": card,
+            "expiry_month": 12,
+            "expiry_year": 2035,
+            "cvc": "123"
+        }
+    })
 }

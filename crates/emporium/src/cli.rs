@@ -4,8 +4,11 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use emporium_cart::CartSettings;
 use emporium_catalog::CatalogSettings;
-use emporium_platform::settings::{CommonSettings, apply_config_file};
+use emporium_inventory::InventorySettings;
+use emporium_order::OrderSettings;
+use emporium_platform::settings::{CommonSettings, ServiceUrls, apply_config_file};
 
 use crate::run::{Plan, Platform, Service, Settings};
 
@@ -28,13 +31,11 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
-    /// Start with an empty shop instead of loading the demo catalog into an empty store.
+    /// Start with an empty shop instead of loading the demo shop into empty stores.
     #[arg(long = "no-seed", env = "EMPORIUM_NO_SEED")]
     pub no_seed: bool,
     #[command(flatten)]
-    pub common: CommonSettings,
-    #[command(flatten)]
-    pub catalog: CatalogSettings,
+    pub services: ServiceArgs,
 }
 
 #[derive(Args, Debug)]
@@ -43,9 +44,37 @@ pub struct ServeArgs {
     #[arg(value_enum)]
     pub service: Service,
     #[command(flatten)]
+    pub services: ServiceArgs,
+}
+
+/// The settings of every service.
+#[derive(Args, Debug)]
+pub struct ServiceArgs {
+    #[command(flatten)]
     pub common: CommonSettings,
     #[command(flatten)]
+    pub urls: ServiceUrls,
+    #[command(flatten)]
     pub catalog: CatalogSettings,
+    #[command(flatten)]
+    pub inventory: InventorySettings,
+    #[command(flatten)]
+    pub cart: CartSettings,
+    #[command(flatten)]
+    pub order: OrderSettings,
+}
+
+impl From<ServiceArgs> for Settings {
+    fn from(args: ServiceArgs) -> Self {
+        Self {
+            common: args.common,
+            urls: args.urls,
+            catalog: args.catalog,
+            inventory: args.inventory,
+            cart: args.cart,
+            order: args.order,
+        }
+    }
 }
 
 /// `emporium` and `emporium --flag ...` mean `emporium up ...`.
@@ -98,25 +127,20 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (settings, plan, name, up) = match cli.command {
         Command::Up(args) => (
-            Settings {
-                common: args.common,
-                catalog: args.catalog,
-            },
+            Settings::from(args.services),
             Plan {
                 services: Service::ALL.to_vec(),
                 seed_when_empty: !args.no_seed,
+                ..Plan::default()
             },
             "emporium",
             true,
         ),
         Command::Serve(args) => (
-            Settings {
-                common: args.common,
-                catalog: args.catalog,
-            },
+            Settings::from(args.services),
             Plan {
                 services: vec![args.service],
-                seed_when_empty: false,
+                ..Plan::default()
             },
             args.service.name(),
             false,
@@ -153,8 +177,8 @@ fn print_banner(settings: &Settings, platform: &Platform) {
     println!("Emporium is up. Data lives in {}", data.display());
     if let Some(report) = platform.seeded {
         println!(
-            "Loaded the demo shop: {} categories, {} products.",
-            report.categories, report.products
+            "Loaded the demo shop: {} categories, {} products, stock for {} SKUs.",
+            report.categories, report.products, report.stock
         );
     }
     println!();
@@ -194,7 +218,7 @@ mod tests {
         let Command::Up(up) = cli.command else {
             panic!("up")
         };
-        assert_eq!(up.catalog.port, 9999);
+        assert_eq!(up.services.catalog.port, 9999);
     }
 
     #[test]
@@ -205,7 +229,7 @@ mod tests {
             panic!("serve")
         };
         assert_eq!(serve.service, Service::Catalog);
-        assert_eq!(serve.common.host, "0.0.0.0");
+        assert_eq!(serve.services.common.host, "0.0.0.0");
         assert!(parse(args(&["emporium", "serve", "warehouse"])).is_err());
     }
 
@@ -225,6 +249,11 @@ mod tests {
             "EMPORIUM_BLOBS",
             "EMPORIUM_ADMIN_KEY",
             "EMPORIUM_CATALOG_PORT",
+            "EMPORIUM_INVENTORY_PORT",
+            "EMPORIUM_CART_PORT",
+            "EMPORIUM_ORDER_PORT",
+            "EMPORIUM_CATALOG_URL",
+            "EMPORIUM_ORDER_TAX_RATE_BPS",
             "EMPORIUM_LOG_FORMAT",
             "EMPORIUM_BODY_LIMIT_BYTES",
         ] {

@@ -5,32 +5,61 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
+use emporium_api::client::RetryPolicy;
+use emporium_cart::startup::{self as cart_startup, CartConfig, CartPorts};
+use emporium_cart::{CartLimits, CartSettings};
 use emporium_catalog::CatalogSettings;
 use emporium_catalog::startup::{self as catalog_startup, CatalogConfig, CatalogPorts};
+use emporium_inventory::InventorySettings;
+use emporium_inventory::startup::{self as inventory_startup, InventoryConfig};
+use emporium_order::domain::Pricing;
+use emporium_order::startup::{self as order_startup, OrderConfig};
+use emporium_order::{Faults, OrderSettings};
 use emporium_platform::server::{HttpSettings, RunningServer};
-use emporium_platform::settings::CommonSettings;
+use emporium_platform::settings::{CommonSettings, ServiceUrls};
 use emporium_ports::blob::Blobs;
 use emporium_ports::cache::Cache;
 use emporium_ports::connect;
-use emporium_ports::storage::Storage;
+use emporium_ports::storage::{Storage, TableDef};
+
+use crate::demo::{self, SeedReport};
 
 /// How long stopping waits for services to release their stores.
 const STORE_RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
-use crate::demo::{self, SeedReport};
-
-/// The services this binary can run.
+/// The services this binary can run, in the order they start (each after those it calls).
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     Catalog,
+    Inventory,
+    Cart,
+    Order,
 }
 
 impl Service {
-    pub const ALL: &'static [Service] = &[Service::Catalog];
+    pub const ALL: &'static [Service] = &[
+        Service::Catalog,
+        Service::Inventory,
+        Service::Cart,
+        Service::Order,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Catalog => "catalog",
+            Self::Inventory => "inventory",
+            Self::Cart => "cart",
+            Self::Order => "order",
+        }
+    }
+
+    /// The tables the service owns, for opening its store and for creating tables.
+    pub fn tables(self) -> &'static [TableDef] {
+        match self {
+            Self::Catalog => emporium_catalog::TABLES,
+            Self::Inventory => emporium_inventory::TABLES,
+            Self::Cart => emporium_cart::TABLES,
+            Self::Order => emporium_order::TABLES,
         }
     }
 }
@@ -39,22 +68,48 @@ impl Service {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub common: CommonSettings,
+    pub urls: ServiceUrls,
     pub catalog: CatalogSettings,
+    pub inventory: InventorySettings,
+    pub cart: CartSettings,
+    pub order: OrderSettings,
+}
+
+impl Settings {
+    fn port(&self, service: Service) -> u16 {
+        match service {
+            Service::Catalog => self.catalog.port,
+            Service::Inventory => self.inventory.port,
+            Service::Cart => self.cart.port,
+            Service::Order => self.order.port,
+        }
+    }
+
+    fn configured_url(&self, service: Service) -> Option<&String> {
+        match service {
+            Service::Catalog => self.urls.catalog.as_ref(),
+            Service::Inventory => self.urls.inventory.as_ref(),
+            Service::Cart => self.urls.cart.as_ref(),
+            Service::Order => self.urls.order.as_ref(),
+        }
+    }
 }
 
 /// What to start.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Plan {
     pub services: Vec<Service>,
-    /// Load the demo catalog when the catalog is empty.
+    /// Load the demo shop into empty stores.
     pub seed_when_empty: bool,
+    /// Fault switches of the order service's checkout (off unless set).
+    pub order_faults: Faults,
 }
 
 /// Running services.
 pub struct Platform {
     servers: Vec<RunningServer>,
     /// Each service's store, kept to close it once the service has let go of it.
-    storages: Vec<Arc<dyn Storage>>,
+    storages: Vec<(Service, Arc<dyn Storage>)>,
     /// The admin key in force, and whether it was generated because none was configured.
     pub admin_key: String,
     pub admin_key_generated: bool,
@@ -77,8 +132,6 @@ impl Platform {
             Some(key) => (key.clone(), false),
             None => (emporium_platform::auth::generate_admin_key(), true),
         };
-        let cache: Arc<dyn Cache> = connect::cache(&common.cache)?;
-        let blobs: Arc<dyn Blobs> = connect::blobs(&common.blobs_uri())?;
         let mut platform = Self {
             servers: Vec::new(),
             storages: Vec::new(),
@@ -86,46 +139,14 @@ impl Platform {
             admin_key_generated,
             seeded: None,
         };
-        for service in &plan.services {
-            match service {
-                Service::Catalog => {
-                    let ports = CatalogPorts {
-                        storage: connect::storage(
-                            &common.storage_uri(),
-                            "catalog",
-                            emporium_catalog::TABLES,
-                        )
-                        .context("cannot open the catalog's storage (is another emporium using this data directory?)")?,
-                        cache: cache.clone(),
-                        blobs: blobs.clone(),
-                    };
-                    let config = CatalogConfig {
-                        http: http_settings(common, settings.catalog.port),
-                        currency: common.currency.clone(),
-                        admin_key: platform.admin_key.clone(),
-                        cache_ttl: common.cache_ttl(),
-                        image_limit_bytes: settings.catalog.image_limit_bytes,
-                    };
-                    platform.storages.push(ports.storage.clone());
-                    let catalog = catalog_startup::catalog(&config, &ports);
-                    if plan.seed_when_empty && catalog.categories().await?.is_empty() {
-                        tracing::info!("empty catalog: loading the demo shop");
-                        let report = demo::seed_catalog(&catalog, blobs.as_ref()).await?;
-                        tracing::info!(
-                            categories = report.categories,
-                            products = report.products,
-                            "demo shop loaded"
-                        );
-                        platform.seeded = Some(report);
-                    }
-                    let server = catalog_startup::start(&config, catalog, &ports).with_context(|| {
-                        format!(
-                            "cannot listen on {}:{} for the catalog (set --catalog-port or EMPORIUM_CATALOG_PORT)",
-                            common.host, settings.catalog.port
-                        )
-                    })?;
-                    platform.servers.push(server);
+        let mut starter = Starter::new(settings, plan, &mut platform)?;
+        for service in Service::ALL.iter().filter(|s| plan.services.contains(s)) {
+            if let Err(error) = starter.start(*service).await {
+                let failed = std::mem::take(&mut starter.platform.servers);
+                for server in failed {
+                    let _ = server.stop(false).await;
                 }
+                return Err(error);
             }
         }
         Ok(platform)
@@ -143,36 +164,250 @@ impl Platform {
             .map(RunningServer::url)
     }
 
+    /// Stops one service and closes its store, as if its process ended; the others keep running.
+    pub async fn stop_service(&mut self, service: Service) -> anyhow::Result<()> {
+        if let Some(position) = self.servers.iter().position(|s| s.name() == service.name()) {
+            self.servers.remove(position).stop(true).await?;
+        }
+        let (closing, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.storages)
+            .into_iter()
+            .partition(|(owner, _)| *owner == service);
+        self.storages = kept;
+        close(closing).await
+    }
+
+    /// Starts one more service (or a stopped one again) beside those running; it reaches them
+    /// where they listen.
+    pub async fn start_service(
+        &mut self,
+        settings: &Settings,
+        plan: &Plan,
+        service: Service,
+    ) -> anyhow::Result<()> {
+        Starter::new(settings, plan, self)?.start(service).await
+    }
+
     /// Stops every service (graceful stops let in-flight requests finish), then closes the
-    /// stores. Server worker threads drop their state shortly after the server reports it has
-    /// stopped; waiting for that lets each store close cleanly (an embedded store left open at
-    /// exit is repaired, slowly, on the next start) and frees its file for a new start.
+    /// stores.
     pub async fn stop(self, graceful: bool) -> anyhow::Result<()> {
         let stops = self.servers.into_iter().map(|server| server.stop(graceful));
         for outcome in futures::future::join_all(stops).await {
             outcome?;
         }
-        let deadline = tokio::time::Instant::now() + STORE_RELEASE_TIMEOUT;
-        while self.storages.iter().any(|s| Arc::strong_count(s) > 1) {
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!("a service still holds its store; closing without waiting");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let storages = self.storages;
-        // Dropping the last handle joins the store's writer thread: blocking work.
-        tokio::task::spawn_blocking(move || drop(storages)).await?;
-        Ok(())
+        close(self.storages).await
     }
 }
 
-fn http_settings(common: &CommonSettings, port: u16) -> HttpSettings {
-    HttpSettings {
-        host: common.host.clone(),
-        port,
-        workers: common.workers,
-        body_limit_bytes: common.body_limit_bytes,
-        shutdown_timeout: Duration::from_secs(common.shutdown_timeout_secs),
+/// Closes stores once their services have let go of them. Server worker threads drop their
+/// state shortly after the server reports it has stopped; waiting for that lets each store
+/// close cleanly (an embedded store left open at exit is repaired, slowly, on the next start)
+/// and frees its file for a new start.
+async fn close(storages: Vec<(Service, Arc<dyn Storage>)>) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + STORE_RELEASE_TIMEOUT;
+    while storages.iter().any(|(_, s)| Arc::strong_count(s) > 1) {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!("a service still holds its store; closing without waiting");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Dropping the last handle joins the store's writer thread: blocking work.
+    tokio::task::spawn_blocking(move || drop(storages)).await?;
+    Ok(())
+}
+
+/// Starts services one by one, sharing the cache and blob store, and giving each the URLs of
+/// the services it calls.
+struct Starter<'a> {
+    settings: &'a Settings,
+    plan: &'a Plan,
+    platform: &'a mut Platform,
+    cache: Arc<dyn Cache>,
+    blobs: Arc<dyn Blobs>,
+}
+
+impl<'a> Starter<'a> {
+    fn new(
+        settings: &'a Settings,
+        plan: &'a Plan,
+        platform: &'a mut Platform,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            cache: connect::cache(&settings.common.cache)?,
+            blobs: connect::blobs(&settings.common.blobs_uri())?,
+            settings,
+            plan,
+            platform,
+        })
+    }
+
+    fn common(&self) -> &CommonSettings {
+        &self.settings.common
+    }
+
+    fn http(&self, service: Service) -> HttpSettings {
+        let common = self.common();
+        HttpSettings {
+            host: common.host.clone(),
+            port: self.settings.port(service),
+            workers: common.workers,
+            body_limit_bytes: common.body_limit_bytes,
+            shutdown_timeout: Duration::from_secs(common.shutdown_timeout_secs),
+        }
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            retries: self.common().http_retries,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// Where `service` is reached: where it listens if this process runs it, else the
+    /// configured URL, else its default port on this host.
+    fn url(&self, service: Service) -> String {
+        self.platform
+            .url(service)
+            .or_else(|| self.settings.configured_url(service).cloned())
+            .unwrap_or_else(|| format!("http://127.0.0.1:{}", self.settings.port(service)))
+    }
+
+    fn storage(&mut self, service: Service) -> anyhow::Result<Arc<dyn Storage>> {
+        let storage = connect::storage(&self.common().storage_uri(), service.name(), service.tables())
+            .with_context(|| {
+                format!(
+                    "cannot open the {} service's storage (is another emporium using this data directory?)",
+                    service.name()
+                )
+            })?;
+        self.platform.storages.push((service, storage.clone()));
+        Ok(storage)
+    }
+
+    fn listening(
+        &mut self,
+        service: Service,
+        server: std::io::Result<RunningServer>,
+    ) -> anyhow::Result<()> {
+        let server = server.with_context(|| {
+            format!(
+                "cannot listen on {}:{} for the {name} service (set --{name}-port or EMPORIUM_{upper}_PORT)",
+                self.common().host,
+                self.settings.port(service),
+                name = service.name(),
+                upper = service.name().to_ascii_uppercase(),
+            )
+        })?;
+        self.platform.servers.push(server);
+        Ok(())
+    }
+
+    async fn start(&mut self, service: Service) -> anyhow::Result<()> {
+        match service {
+            Service::Catalog => self.catalog().await,
+            Service::Inventory => self.inventory().await,
+            Service::Cart => self.cart(),
+            Service::Order => self.order(),
+        }
+    }
+
+    async fn catalog(&mut self) -> anyhow::Result<()> {
+        let ports = CatalogPorts {
+            storage: self.storage(Service::Catalog)?,
+            cache: self.cache.clone(),
+            blobs: self.blobs.clone(),
+        };
+        let config = CatalogConfig {
+            http: self.http(Service::Catalog),
+            currency: self.common().currency.clone(),
+            admin_key: self.platform.admin_key.clone(),
+            cache_ttl: self.common().cache_ttl(),
+            image_limit_bytes: self.settings.catalog.image_limit_bytes,
+        };
+        let catalog = catalog_startup::catalog(&config, &ports);
+        if self.plan.seed_when_empty && catalog.categories().await?.is_empty() {
+            tracing::info!("empty catalog: loading the demo shop");
+            let report = demo::seed_catalog(&catalog, self.blobs.as_ref()).await?;
+            let seeded = self.platform.seeded.get_or_insert_with(SeedReport::default);
+            seeded.categories += report.categories;
+            seeded.products += report.products;
+        }
+        let server = catalog_startup::start(&config, catalog, &ports);
+        self.listening(Service::Catalog, server)
+    }
+
+    async fn inventory(&mut self) -> anyhow::Result<()> {
+        let storage = self.storage(Service::Inventory)?;
+        let config = InventoryConfig {
+            http: self.http(Service::Inventory),
+            admin_key: self.platform.admin_key.clone(),
+            reservation_ttl_secs: self.settings.inventory.reservation_ttl_secs,
+            sweep_interval: Duration::from_millis(
+                self.settings.inventory.sweep_interval_ms.max(10),
+            ),
+        };
+        let inventory = inventory_startup::inventory(&config, storage.clone());
+        if self.plan.seed_when_empty && inventory.list_stock(Some(1), None).await?.items.is_empty()
+        {
+            tracing::info!("empty inventory: stocking the demo shop");
+            let stocked = demo::seed_stock(&inventory).await?;
+            self.platform
+                .seeded
+                .get_or_insert_with(SeedReport::default)
+                .stock += stocked;
+        }
+        let server = inventory_startup::start(&config, inventory, storage);
+        self.listening(Service::Inventory, server)
+    }
+
+    fn cart(&mut self) -> anyhow::Result<()> {
+        let ports = CartPorts {
+            storage: self.storage(Service::Cart)?,
+            cache: self.cache.clone(),
+        };
+        let cart = &self.settings.cart;
+        let config = CartConfig {
+            http: self.http(Service::Cart),
+            client: self.common().client_settings(),
+            retry: self.retry(),
+            catalog_url: self.url(Service::Catalog),
+            inventory_url: self.url(Service::Inventory),
+            limits: CartLimits {
+                ttl: Duration::from_secs(cart.ttl_secs),
+                max_lines: cart.max_lines,
+                max_quantity: cart.max_quantity,
+            },
+            currency: self.common().currency.clone(),
+            cache_ttl: self.common().cache_ttl(),
+        };
+        let carts = cart_startup::carts(&config, &ports)?;
+        let server = cart_startup::start(&config, carts, &ports);
+        self.listening(Service::Cart, server)
+    }
+
+    fn order(&mut self) -> anyhow::Result<()> {
+        let storage = self.storage(Service::Order)?;
+        let order = &self.settings.order;
+        let config = OrderConfig {
+            http: self.http(Service::Order),
+            client: self.common().client_settings(),
+            retry: self.retry(),
+            catalog_url: self.url(Service::Catalog),
+            inventory_url: self.url(Service::Inventory),
+            cart_url: self.url(Service::Cart),
+            pricing: Pricing {
+                shipping_fee: order.shipping_fee,
+                free_shipping_from: order.free_shipping_from,
+                tax_rate_bps: order.tax_rate_bps,
+            },
+            currency: self.common().currency.clone(),
+            reservation_ttl_secs: order.reservation_ttl_secs,
+            reconcile_interval: Duration::from_secs(order.reconcile_interval_secs.max(1)),
+            reconcile_grace: Duration::from_secs(order.reconcile_grace_secs),
+        };
+        let orders =
+            order_startup::orders(&config, storage.clone(), self.plan.order_faults.clone())?;
+        let server = order_startup::start(&config, orders, storage);
+        self.listening(Service::Order, server)
     }
 }

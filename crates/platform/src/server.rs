@@ -80,8 +80,9 @@ impl RunningServer {
     }
 
     /// Stops accepting connections; with `graceful`, in-flight requests get up to the shutdown
-    /// timeout to finish. Background tasks stop first, so none starts work that a stopping
-    /// server could not finish.
+    /// timeout to finish and the call returns once the workers are gone. Without it, the call
+    /// returns at once while workers wind down in the background (actix does not wait for them).
+    /// Background tasks stop first, so none starts work that a stopping server could not finish.
     pub async fn stop(mut self, graceful: bool) -> std::io::Result<()> {
         self.stop_background().await;
         self.handle.stop(graceful).await;

@@ -175,13 +175,11 @@ impl Endpoint {
             })?;
             return Ok((status, value));
         }
-        if is_problem {
-            if let Ok(problem) = serde_json::from_slice::<Problem>(&body) {
-                return Err(ClientError::Problem {
-                    service: self.service,
-                    problem: Box::new(problem),
-                });
-            }
+        if is_problem && let Ok(problem) = serde_json::from_slice::<Problem>(&body) {
+            return Err(ClientError::Problem {
+                service: self.service,
+                problem: Box::new(problem),
+            });
         }
         if status.is_server_error() {
             return Err(unavailable(anyhow::anyhow!("answered {status}")));

@@ -28,6 +28,8 @@ pub use data::{CATEGORIES, DemoCategory, DemoProduct, PRODUCTS};
 pub struct SeedReport {
     pub categories: usize,
     pub products: usize,
+    /// SKUs given stock.
+    pub stock: usize,
 }
 
 /// Loads the demo categories, products and images; safe to run any number of times.
@@ -101,6 +103,36 @@ async fn seed_product(
         Err(CatalogError::SkuTaken(_)) => Ok(false),
         Err(error) => Err(error).with_context(|| format!("creating product {}", product.sku)),
     }
+}
+
+/// The demo's stock of a SKU: most products are well stocked, a few run low and a few are sold
+/// out, so the storefront has every state to show.
+pub fn demo_stock(sku: &str) -> i64 {
+    match sku {
+        "OFF-001" | "AUD-003" | "APP-003" | "OUT-002" => 0,
+        "KIT-009" | "BKS-004" => 1,
+        "OUT-001" | "AUD-001" | "APP-004" => 3,
+        other => {
+            let digest = Sha256::digest(other.as_bytes());
+            20 + i64::from(digest[0] % 81)
+        }
+    }
+}
+
+/// Gives every demo SKU its stock, leaving SKUs that already have a stock record alone; returns
+/// how many it created.
+pub async fn seed_stock(inventory: &emporium_inventory::Inventory) -> anyhow::Result<usize> {
+    let mut created = 0;
+    for product in PRODUCTS {
+        if inventory
+            .create_stock(product.sku, demo_stock(product.sku))
+            .await
+            .with_context(|| format!("stocking {}", product.sku))?
+        {
+            created += 1;
+        }
+    }
+    Ok(created)
 }
 
 /// Content-addressed blob key of an image.
@@ -233,6 +265,14 @@ mod tests {
             );
             assert!(product.price > 0);
         }
+    }
+
+    #[test]
+    fn some_demo_products_are_low_or_out_of_stock() {
+        let levels: Vec<i64> = PRODUCTS.iter().map(|p| demo_stock(p.sku)).collect();
+        assert!(levels.iter().filter(|&&n| n == 0).count() >= 3);
+        assert!(levels.iter().filter(|&&n| (1..=3).contains(&n)).count() >= 3);
+        assert!(levels.iter().all(|&n| (0..=100).contains(&n)));
     }
 
     #[test]

@@ -1,0 +1,694 @@
+//! Placing, reading and cancelling orders, and the checkout saga behind them.
+//!
+//! Placing an order first checks everything that can be checked without writing: the customer,
+//! the idempotency key (a repeat returns the first request's order), the body, the cart (it must
+//! exist and hold lines) and the products (each must still be sold; its current catalog price is
+//! the price). A request rejected there writes nothing. Then the order is recorded as PENDING
+//! together with its idempotency key, and the saga drives it:
+//!
+//! ```text
+//! Reserve ──► Authorize ──► Confirm ──► Commit ──► ClearCart ──► Done      (CONFIRMED)
+//!    │            │
+//!    │ short      └─ declined ──► Release ──► Done                          (FAILED)
+//!    └──────────────────────────────────────► Done                          (FAILED, nothing held)
+//! ```
+//!
+//! Every step is written before the next starts (see `repository`), so a crash leaves the order
+//! at a known step, and the reconciler, which takes over orders that have not moved for a while,
+//! picks up from there: before payment it cancels and releases the stock (the card was never
+//! stored, so it cannot pay); after payment it confirms, commits and clears the cart. Steps that
+//! only tidy up (commit, clear, release, return) are idempotent and retried until they succeed.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use emporium_api::Money;
+use emporium_api::client::{CartClient, CatalogClient, ClientError, InventoryClient};
+use emporium_api::inventory::{NewReservation, ReservationLine, ReservationStatus};
+use emporium_api::order::{
+    Order, OrderFailure, OrderLine, OrderPage, OrderStatus, PaymentStatus, PaymentSummary,
+    PlaceOrder,
+};
+use emporium_ports::storage::{Storage, cursor_from_token, page_token};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::domain::{self, Pricing, ValidCard, ValidOrder};
+use crate::error::OrderError;
+use crate::payment::{Decision, SimulatedProvider};
+use crate::repository::{Repository, Step, StoredOrder, WriteError};
+
+const DEFAULT_PAGE: u32 = 10;
+const MAX_PAGE: u32 = 50;
+/// How long a repeated request waits for the first one's checkout to finish.
+const REPLAY_WAIT: Duration = Duration::from_secs(10);
+/// Open orders the reconciler looks at per round.
+const RECONCILE_BATCH: usize = 100;
+
+/// What a fault switch does when the saga reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAction {
+    /// The step fails; the saga compensates as for any failure.
+    Fail,
+    /// The process "dies": the saga stops where it is, leaving the order to the reconciler.
+    Crash,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct FaultPlan {
+    after_reserve: Option<FaultAction>,
+    after_authorize: Option<FaultAction>,
+}
+
+/// Fault switches for practising failures (off unless set).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    plan: Arc<Mutex<FaultPlan>>,
+}
+
+impl Faults {
+    fn with(&self, change: impl FnOnce(&mut FaultPlan)) {
+        let mut plan = self
+            .plan
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        change(&mut plan);
+    }
+
+    fn get(&self) -> FaultPlan {
+        *self
+            .plan
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What happens right after the stock is reserved.
+    pub fn after_reserve(&self, action: Option<FaultAction>) {
+        self.with(|plan| plan.after_reserve = action);
+    }
+
+    /// What happens right after the payment is authorised.
+    pub fn after_authorize(&self, action: Option<FaultAction>) {
+        self.with(|plan| plan.after_authorize = action);
+    }
+}
+
+/// The outcome of placing an order.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub order: Order,
+    /// True when the request repeated an earlier one (same idempotency key).
+    pub replayed: bool,
+}
+
+pub struct Orders {
+    repository: Repository,
+    catalog: CatalogClient,
+    inventory: InventoryClient,
+    carts: CartClient,
+    payments: SimulatedProvider,
+    pricing: Pricing,
+    currency: String,
+    reservation_ttl_secs: u64,
+    faults: Faults,
+}
+
+impl std::fmt::Debug for Orders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orders")
+            .field("pricing", &self.pricing)
+            .finish()
+    }
+}
+
+/// The clients the order service calls.
+#[derive(Debug, Clone)]
+pub struct Dependencies {
+    pub catalog: CatalogClient,
+    pub inventory: InventoryClient,
+    pub carts: CartClient,
+}
+
+fn unavailable(service: &'static str, error: ClientError) -> OrderError {
+    OrderError::DependencyUnavailable(service, error.into())
+}
+
+fn failure(code: &str, message: &str) -> OrderFailure {
+    OrderFailure {
+        code: code.to_owned(),
+        message: message.to_owned(),
+        skus: Vec::new(),
+        decline_code: None,
+    }
+}
+
+/// `stored` moved to `step` (and changed by `change`), stamped now.
+fn moved(stored: &StoredOrder, step: Step, change: impl FnOnce(&mut Order)) -> StoredOrder {
+    let mut next = stored.clone();
+    next.step = step;
+    change(&mut next.order);
+    next.order.updated_at = OffsetDateTime::now_utc();
+    next
+}
+
+fn code_is(error: &ClientError, codes: &[&str]) -> bool {
+    error.code().is_some_and(|code| codes.contains(&code))
+}
+
+impl Orders {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        dependencies: Dependencies,
+        pricing: Pricing,
+        currency: &str,
+        reservation_ttl_secs: u64,
+        faults: Faults,
+    ) -> Self {
+        Self {
+            repository: Repository::new(storage),
+            catalog: dependencies.catalog,
+            inventory: dependencies.inventory,
+            carts: dependencies.carts,
+            payments: SimulatedProvider,
+            pricing,
+            currency: currency.to_owned(),
+            reservation_ttl_secs,
+            faults,
+        }
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    // === Placing ===
+
+    pub async fn place(
+        &self,
+        customer_id: Option<&str>,
+        idempotency_key: Option<&str>,
+        input: &PlaceOrder,
+    ) -> Result<Placement, OrderError> {
+        let customer_id = customer_id
+            .filter(|id| domain::is_customer_id(id))
+            .ok_or(OrderError::CustomerRequired)?;
+        let key = idempotency_key.ok_or(OrderError::IdempotencyKeyMissing)?;
+        if !domain::is_idempotency_key(key) {
+            return Err(OrderError::InvalidIdempotencyKey);
+        }
+        let request_hash = hex::encode(Sha256::digest(
+            serde_json::to_vec(input).map_err(anyhow::Error::from)?,
+        ));
+        if let Some(record) = self.repository.idempotency(customer_id, key).await? {
+            return self
+                .replay(&record.order_id, &record.request_hash, &request_hash)
+                .await;
+        }
+        let now = OffsetDateTime::now_utc();
+        let valid = ValidOrder::parse(input, now).map_err(OrderError::Validation)?;
+        let cart = match self.carts.cart(&valid.cart_id).await {
+            Ok(cart) => cart,
+            Err(error) if error.is_not_found() => return Err(OrderError::CartNotFound),
+            Err(error) => return Err(unavailable("cart", error)),
+        };
+        if cart.lines.is_empty() {
+            return Err(OrderError::CartEmpty);
+        }
+        let lines = self.price(&cart.lines).await?;
+        let amounts: Vec<(i64, i64)> = lines
+            .iter()
+            .map(|line| (line.unit_price.amount, line.quantity))
+            .collect();
+        let totals = domain::totals(&amounts, &self.currency, &self.pricing)
+            .ok_or_else(|| anyhow::anyhow!("order totals overflow"))?;
+        let order = Order {
+            id: emporium_platform::id::new_id(),
+            customer_id: customer_id.to_owned(),
+            status: OrderStatus::Pending,
+            lines,
+            totals,
+            customer: valid.customer.clone(),
+            payment: PaymentSummary {
+                brand: valid.card.brand.to_owned(),
+                last4: valid.card.last4.clone(),
+                status: PaymentStatus::NotAuthorized,
+                authorization_id: None,
+            },
+            failure: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let stored = StoredOrder {
+            order,
+            step: Step::Reserve,
+            cart_id: valid.cart_id.clone(),
+        };
+        match self
+            .repository
+            .create(&stored, key, &request_hash, now)
+            .await
+        {
+            Ok(()) => {}
+            Err(WriteError::KeyTaken) => {
+                // A concurrent request with this key won; answer as its repeat.
+                let record = self
+                    .repository
+                    .idempotency(customer_id, key)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("idempotency record vanished"))?;
+                return self
+                    .replay(&record.order_id, &record.request_hash, &request_hash)
+                    .await;
+            }
+            Err(WriteError::Changed) => return Err(anyhow::anyhow!("new order id in use").into()),
+            Err(WriteError::Storage(error)) => return Err(error.into()),
+        }
+        tracing::info!(order_id = stored.id(), "checkout started");
+        let done = self.drive(stored, Some(&valid.card)).await?;
+        Ok(Placement {
+            order: done.order,
+            replayed: false,
+        })
+    }
+
+    /// The order lines at the catalog's current prices.
+    async fn price(
+        &self,
+        cart_lines: &[emporium_api::cart::CartLine],
+    ) -> Result<Vec<OrderLine>, OrderError> {
+        let lookups = cart_lines
+            .iter()
+            .map(|line| self.catalog.product(&line.product_id));
+        let found = futures::future::join_all(lookups).await;
+        let mut lines = Vec::with_capacity(cart_lines.len());
+        let mut gone = Vec::new();
+        for (cart_line, product) in cart_lines.iter().zip(found) {
+            let product = match product {
+                Ok(product) => product,
+                Err(error) if error.is_not_found() => {
+                    gone.push(cart_line.product_id.clone());
+                    continue;
+                }
+                Err(error) => return Err(unavailable("catalog", error)),
+            };
+            if product.price.currency != self.currency {
+                return Err(anyhow::anyhow!(
+                    "product {} is not priced in {}",
+                    product.id,
+                    self.currency
+                )
+                .into());
+            }
+            let amount = product
+                .price
+                .amount
+                .checked_mul(cart_line.quantity)
+                .ok_or_else(|| anyhow::anyhow!("line total overflows"))?;
+            lines.push(OrderLine {
+                product_id: product.id,
+                sku: product.sku,
+                name: product.name,
+                unit_price: product.price.clone(),
+                quantity: cart_line.quantity,
+                line_total: Money::new(amount, product.price.currency),
+            });
+        }
+        if gone.is_empty() {
+            Ok(lines)
+        } else {
+            Err(OrderError::ProductUnavailable(gone))
+        }
+    }
+
+    /// The answer to a repeated request: the first request's order, once its checkout is over.
+    async fn replay(
+        &self,
+        order_id: &str,
+        first_hash: &str,
+        hash: &str,
+    ) -> Result<Placement, OrderError> {
+        if first_hash != hash {
+            return Err(OrderError::IdempotencyKeyReused);
+        }
+        let deadline = tokio::time::Instant::now() + REPLAY_WAIT;
+        loop {
+            let stored = self.repository.order(order_id).await?.ok_or_else(|| {
+                anyhow::anyhow!("order {order_id} of an idempotency key is missing")
+            })?;
+            if stored.order.status != OrderStatus::Pending
+                || tokio::time::Instant::now() >= deadline
+            {
+                return Ok(Placement {
+                    order: stored.order,
+                    replayed: true,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    // === The saga ===
+
+    /// Advances `stored` step by step until it is done or a step must wait (a dependency that
+    /// does not answer: the reconciler retries later). `card` is known only during the checkout
+    /// request; without it, an unpaid order is cancelled.
+    pub async fn drive(
+        &self,
+        mut stored: StoredOrder,
+        card: Option<&ValidCard>,
+    ) -> Result<StoredOrder, OrderError> {
+        loop {
+            let from = stored.step;
+            let next = match from {
+                Step::Done => return Ok(stored),
+                Step::Reserve | Step::Authorize if card.is_none() => Some(abandon(&stored)),
+                Step::Reserve => Some(self.reserve(&stored).await),
+                Step::Authorize => Some(self.authorize(&stored, card)),
+                Step::Confirm => Some(moved(&stored, Step::Commit, |order| {
+                    order.status = OrderStatus::Confirmed;
+                })),
+                Step::Commit => self.commit(&stored).await,
+                Step::ClearCart => self.clear_cart(&stored).await,
+                Step::Release => self.release(&stored).await,
+                Step::Return => self.return_stock(&stored).await,
+            };
+            let Some(mut next) = next else {
+                // A dependency did not answer; the order stays at this step for the reconciler.
+                return Ok(stored);
+            };
+            let fault = match (from, next.step) {
+                (Step::Reserve, Step::Authorize) => self.faults.get().after_reserve,
+                (Step::Authorize, Step::Confirm) => self.faults.get().after_authorize,
+                _ => None,
+            };
+            if fault == Some(FaultAction::Fail) {
+                next = moved(&next, Step::Release, |order| {
+                    order.status = OrderStatus::Failed;
+                    order.payment.status = match order.payment.status {
+                        PaymentStatus::Authorized => PaymentStatus::Voided,
+                        other => other,
+                    };
+                    order.failure = Some(failure(
+                        "injected_fault",
+                        "a fault was injected into the checkout",
+                    ));
+                });
+            }
+            match self.repository.advance(&next, from).await {
+                Ok(()) => {
+                    tracing::info!(order_id = next.id(), from = ?from, to = ?next.step, status = ?next.order.status, "checkout step");
+                    stored = next;
+                }
+                Err(WriteError::Changed) => {
+                    // Another actor moved the order; carry on from where it is now.
+                    stored = self
+                        .repository
+                        .order(stored.id())
+                        .await?
+                        .ok_or_else(|| anyhow::anyhow!("order vanished"))?;
+                    continue;
+                }
+                Err(WriteError::KeyTaken) => {
+                    return Err(anyhow::anyhow!("unexpected key claim").into());
+                }
+                Err(WriteError::Storage(error)) => return Err(error.into()),
+            }
+            if fault == Some(FaultAction::Crash) {
+                return Err(OrderError::Interrupted(stored.id().to_owned()));
+            }
+        }
+    }
+
+    async fn reserve(&self, stored: &StoredOrder) -> StoredOrder {
+        let request = NewReservation {
+            id: stored.order.id.clone(),
+            lines: stored
+                .order
+                .lines
+                .iter()
+                .map(|line| ReservationLine {
+                    sku: line.sku.clone(),
+                    quantity: line.quantity,
+                })
+                .collect(),
+            ttl_seconds: Some(self.reservation_ttl_secs),
+        };
+        match self.inventory.reserve(&request).await {
+            Ok(reservation) if reservation.status == ReservationStatus::Held => {
+                moved(stored, Step::Authorize, |_| {})
+            }
+            Ok(_) => moved(stored, Step::Release, |order| {
+                order.status = OrderStatus::Failed;
+                order.failure = Some(failure(
+                    "inventory_unavailable",
+                    "the stock hold ended before payment",
+                ));
+            }),
+            Err(error) if code_is(&error, &["out_of_stock"]) => {
+                let skus = error
+                    .problem()
+                    .and_then(|p| p.extensions.get("short"))
+                    .and_then(|short| short.as_array())
+                    .map(|short| {
+                        short
+                            .iter()
+                            .filter_map(|s| s["sku"].as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                moved(stored, Step::Done, |order| {
+                    order.status = OrderStatus::Failed;
+                    order.failure = Some(OrderFailure {
+                        skus,
+                        ..failure("out_of_stock", "some items are out of stock")
+                    });
+                })
+            }
+            Err(error) => {
+                tracing::warn!(order_id = stored.id(), %error, "reservation failed");
+                // The hold may exist even though no answer came back: release to be sure.
+                moved(stored, Step::Release, |order| {
+                    order.status = OrderStatus::Failed;
+                    order.failure = Some(failure(
+                        "inventory_unavailable",
+                        "stock could not be checked; nothing was charged, try again shortly",
+                    ));
+                })
+            }
+        }
+    }
+
+    fn authorize(&self, stored: &StoredOrder, card: Option<&ValidCard>) -> StoredOrder {
+        let Some(card) = card else {
+            return abandon(stored);
+        };
+        match self.payments.authorize(&stored.order.id, card) {
+            Decision::Approved { authorization_id } => moved(stored, Step::Confirm, |order| {
+                order.payment.status = PaymentStatus::Authorized;
+                order.payment.authorization_id = Some(authorization_id);
+            }),
+            Decision::Declined { code, message } => moved(stored, Step::Release, |order| {
+                order.status = OrderStatus::Failed;
+                order.payment.status = PaymentStatus::Declined;
+                order.failure = Some(OrderFailure {
+                    decline_code: Some(code.to_owned()),
+                    ..failure("payment_declined", message)
+                });
+            }),
+        }
+    }
+
+    async fn commit(&self, stored: &StoredOrder) -> Option<StoredOrder> {
+        match self.inventory.commit(stored.id()).await {
+            Ok(_) => Some(moved(stored, Step::ClearCart, |_| {})),
+            Err(error)
+                if code_is(&error, &["reservation_expired", "reservation_released"])
+                    || error.is_not_found() =>
+            {
+                tracing::error!(order_id = stored.id(), %error, "the stock hold of a confirmed order is gone; cancelling it");
+                Some(moved(stored, Step::Done, |order| {
+                    order.status = OrderStatus::Cancelled;
+                    order.payment.status = PaymentStatus::Voided;
+                    order.failure = Some(failure(
+                        "stock_lost",
+                        "the stock hold expired before the order was completed; nothing was charged",
+                    ));
+                }))
+            }
+            Err(error) => {
+                tracing::warn!(order_id = stored.id(), %error, "commit deferred");
+                None
+            }
+        }
+    }
+
+    async fn clear_cart(&self, stored: &StoredOrder) -> Option<StoredOrder> {
+        match self.carts.clear(&stored.cart_id).await {
+            Ok(_) => Some(moved(stored, Step::Done, |_| {})),
+            Err(error) if error.is_not_found() => Some(moved(stored, Step::Done, |_| {})),
+            Err(error) => {
+                tracing::warn!(order_id = stored.id(), %error, "clearing the cart deferred");
+                None
+            }
+        }
+    }
+
+    async fn release(&self, stored: &StoredOrder) -> Option<StoredOrder> {
+        match self.inventory.release(stored.id()).await {
+            Ok(_) => Some(moved(stored, Step::Done, |_| {})),
+            Err(error)
+                if error.is_not_found()
+                    || code_is(&error, &["reservation_released", "reservation_expired"]) =>
+            {
+                Some(moved(stored, Step::Done, |_| {}))
+            }
+            Err(error) if code_is(&error, &["reservation_committed"]) => {
+                Some(moved(stored, Step::Return, |_| {}))
+            }
+            Err(error) => {
+                tracing::warn!(order_id = stored.id(), %error, "release deferred");
+                None
+            }
+        }
+    }
+
+    async fn return_stock(&self, stored: &StoredOrder) -> Option<StoredOrder> {
+        match self.inventory.return_stock(stored.id()).await {
+            Ok(_) => Some(moved(stored, Step::Done, |_| {})),
+            Err(error) if error.is_not_found() => Some(moved(stored, Step::Done, |_| {})),
+            // Cancelled before its stock was sold: the hold is released instead.
+            Err(error) if code_is(&error, &["reservation_not_committed"]) => {
+                Some(moved(stored, Step::Release, |_| {}))
+            }
+            Err(error) => {
+                tracing::warn!(order_id = stored.id(), %error, "return deferred");
+                None
+            }
+        }
+    }
+
+    /// Finishes or undoes checkouts that have not moved for `grace`; returns how many it looked at.
+    pub async fn reconcile(&self, grace: Duration) -> Result<usize, OrderError> {
+        let open = self.repository.open_orders(RECONCILE_BATCH).await?;
+        let cutoff = OffsetDateTime::now_utc() - grace;
+        let mut handled = 0;
+        for stored in open {
+            if stored.order.updated_at > cutoff {
+                // Oldest first: the rest are younger still.
+                break;
+            }
+            let id = stored.id().to_owned();
+            match self.drive(stored, None).await {
+                Ok(done) => {
+                    handled += 1;
+                    tracing::info!(order_id = %id, status = ?done.order.status, step = ?done.step, "reconciled");
+                }
+                Err(error) => {
+                    tracing::warn!(order_id = %id, %error, "reconciling failed; will retry")
+                }
+            }
+        }
+        Ok(handled)
+    }
+
+    // === Reading and cancelling ===
+
+    async fn own(&self, customer_id: Option<&str>, id: &str) -> Result<StoredOrder, OrderError> {
+        let customer_id = customer_id
+            .filter(|c| domain::is_customer_id(c))
+            .ok_or(OrderError::CustomerRequired)?;
+        if !emporium_platform::id::is_valid(id) {
+            return Err(OrderError::OrderNotFound);
+        }
+        match self.repository.order(id).await? {
+            // Another customer's order is reported as missing, not forbidden: its existence is
+            // none of this customer's business.
+            Some(stored) if stored.order.customer_id == customer_id => Ok(stored),
+            _ => Err(OrderError::OrderNotFound),
+        }
+    }
+
+    pub async fn order(&self, customer_id: Option<&str>, id: &str) -> Result<Order, OrderError> {
+        Ok(self.own(customer_id, id).await?.order)
+    }
+
+    pub async fn orders(
+        &self,
+        customer_id: Option<&str>,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<OrderPage, OrderError> {
+        let customer_id = customer_id
+            .filter(|c| domain::is_customer_id(c))
+            .ok_or(OrderError::CustomerRequired)?;
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(OrderError::InvalidQuery(format!(
+                "limit must be between 1 and {MAX_PAGE}"
+            )));
+        }
+        let scope = format!("orders:{customer_id}");
+        let after = match cursor {
+            None | Some("") => None,
+            Some(token) => Some(cursor_from_token(token, &scope)?),
+        };
+        let (orders, next) = self
+            .repository
+            .customer_orders(customer_id, after, limit as usize)
+            .await?;
+        Ok(OrderPage {
+            items: orders.into_iter().map(|stored| stored.order).collect(),
+            next_cursor: next.map(|cursor| page_token(&cursor, &scope)),
+        })
+    }
+
+    /// Cancels a confirmed order: its stock returns and its payment is voided. Cancelling a
+    /// cancelled order changes nothing.
+    pub async fn cancel(&self, customer_id: Option<&str>, id: &str) -> Result<Order, OrderError> {
+        for _ in 0..3 {
+            let stored = self.own(customer_id, id).await?;
+            match stored.order.status {
+                OrderStatus::Cancelled => return Ok(stored.order),
+                OrderStatus::Pending => {
+                    return Err(OrderError::NotCancellable(
+                        "the checkout is still in progress",
+                    ));
+                }
+                OrderStatus::Failed => {
+                    return Err(OrderError::NotCancellable(
+                        "the checkout failed; there is nothing to cancel",
+                    ));
+                }
+                OrderStatus::Confirmed => {}
+            }
+            let next = moved(&stored, Step::Return, |order| {
+                order.status = OrderStatus::Cancelled;
+                order.payment.status = PaymentStatus::Voided;
+                order.failure = Some(failure(
+                    "cancelled_by_customer",
+                    "the customer cancelled the order",
+                ));
+            });
+            match self.repository.advance(&next, stored.step).await {
+                Ok(()) => return Ok(self.drive(next, None).await?.order),
+                Err(WriteError::Changed) => continue,
+                Err(WriteError::Storage(error)) => return Err(error.into()),
+                Err(WriteError::KeyTaken) => {
+                    return Err(anyhow::anyhow!("unexpected key claim").into());
+                }
+            }
+        }
+        Err(anyhow::anyhow!("order {id} kept changing during cancel").into())
+    }
+}
+
+/// A checkout that stopped before payment: nothing was charged, any held stock goes back.
+fn abandon(stored: &StoredOrder) -> StoredOrder {
+    moved(stored, Step::Release, |order| {
+        order.status = OrderStatus::Cancelled;
+        order.failure = Some(failure(
+            "checkout_interrupted",
+            "the checkout stopped before payment; nothing was charged",
+        ));
+    })
+}

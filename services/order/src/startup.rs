@@ -1,0 +1,86 @@
+//! Building and starting the order service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use emporium_api::client::{CartClient, CatalogClient, InventoryClient, RetryPolicy};
+use emporium_platform::client::ClientSettings;
+use emporium_platform::health::Readiness;
+use emporium_platform::server::{self, HttpSettings, RunningServer};
+use emporium_ports::storage::Storage;
+
+use crate::domain::Pricing;
+use crate::routes;
+use crate::service::{Dependencies, Faults, Orders};
+
+#[derive(Debug, Clone)]
+pub struct OrderConfig {
+    pub http: HttpSettings,
+    pub client: ClientSettings,
+    pub retry: RetryPolicy,
+    pub catalog_url: String,
+    pub inventory_url: String,
+    pub cart_url: String,
+    pub pricing: Pricing,
+    pub currency: String,
+    pub reservation_ttl_secs: u64,
+    pub reconcile_interval: Duration,
+    pub reconcile_grace: Duration,
+}
+
+pub fn orders(
+    config: &OrderConfig,
+    storage: Arc<dyn Storage>,
+    faults: Faults,
+) -> anyhow::Result<Arc<Orders>> {
+    let http = emporium_platform::client::build_client(&config.client)?;
+    let dependencies = Dependencies {
+        catalog: CatalogClient::new(&config.catalog_url, http.clone(), config.retry),
+        inventory: InventoryClient::new(&config.inventory_url, http.clone(), config.retry),
+        carts: CartClient::new(&config.cart_url, http, config.retry),
+    };
+    Ok(Arc::new(Orders::new(
+        storage,
+        dependencies,
+        config.pricing,
+        &config.currency,
+        config.reservation_ttl_secs,
+        faults,
+    )))
+}
+
+/// Serves `orders` over HTTP and runs the reconciler, which first looks at unfinished checkouts
+/// as soon as the service starts (a restart after a crash resolves them) and then periodically.
+pub fn start(
+    config: &OrderConfig,
+    orders: Arc<Orders>,
+    storage: Arc<dyn Storage>,
+) -> std::io::Result<RunningServer> {
+    let readiness = Readiness::new().critical("storage", move || {
+        let storage = storage.clone();
+        async move { storage.ping().await.map_err(|e| e.to_string()) }
+    });
+    let data = web::Data::from(orders.clone());
+    let mut server = server::start("order", &config.http, readiness, move |cfg| {
+        cfg.app_data(data.clone());
+        routes::configure(cfg);
+    })?;
+    server.attach(tokio::spawn(reconcile(
+        orders,
+        config.reconcile_interval,
+        config.reconcile_grace,
+    )));
+    Ok(server)
+}
+
+async fn reconcile(orders: Arc<Orders>, interval: Duration, grace: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(error) = orders.reconcile(grace).await {
+            tracing::warn!(%error, "reconciling unfinished checkouts failed");
+        }
+    }
+}

@@ -1,0 +1,707 @@
+//! Checkout through the order API with every service running: the saga, its races, its
+//! failures, and the reconciler after a crash.
+
+use std::collections::BTreeSet;
+
+use emporium::run::Service;
+use emporium_api::order::{Order, OrderStatus, PaymentStatus};
+use emporium_order::{FaultAction, Faults};
+use emporium_platform::Problem;
+use emporium_tests::{
+    CARD_DECLINED, CARD_NO_FUNDS, CARD_OK, TestPlatform, customer, key, order_body,
+};
+use reqwest::StatusCode;
+use serde_json::json;
+
+async fn problem(response: reqwest::Response, status: u16, code: &str) -> Problem {
+    assert_eq!(response.status().as_u16(), status, "expected {code}");
+    let problem: Problem = response.json().await.expect("problem");
+    assert_eq!(problem.code, code);
+    assert!(problem.request_id.is_some());
+    problem
+}
+
+fn counts(level: &emporium_api::inventory::StockLevel) -> (i64, i64, i64) {
+    (level.available, level.reserved, level.sold)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_confirms_the_order_sells_the_stock_and_empties_the_cart() {
+    let shop = TestPlatform::start().await;
+    let kettle = shop.product_with_sku("KIT-001").await;
+    let mugs = shop.product_with_sku("KIT-005").await;
+    let before = (shop.stock("KIT-001").await, shop.stock("KIT-005").await);
+    let cart = shop.cart_with(&[(&kettle, 1), (&mugs, 2)]).await;
+    let buyer = customer();
+
+    let response = shop
+        .place(&buyer, &key(), &order_body(&cart.id, CARD_OK))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("location");
+    let order: Order = response.json().await.expect("order");
+    assert_eq!(location, format!("/v1/orders/{}", order.id));
+    assert_eq!(order.status, OrderStatus::Confirmed);
+    assert_eq!(order.customer_id, buyer);
+    assert_eq!(order.payment.status, PaymentStatus::Authorized);
+    assert_eq!(
+        (order.payment.brand.as_str(), order.payment.last4.as_str()),
+        ("visa", "4242")
+    );
+    assert!(
+        !serde_json::to_string(&order)
+            .expect("json")
+            .contains("4242 4242"),
+        "no card number"
+    );
+
+    // 49.00 + 2 × 32.00 = 113.00; free shipping; tax 8.25% = 9.3225 → 9.32.
+    let totals = &order.totals;
+    assert_eq!(
+        totals.subtotal.amount,
+        kettle.price.amount + 2 * mugs.price.amount
+    );
+    assert_eq!(totals.subtotal.amount, 11_300);
+    assert_eq!(
+        (
+            totals.shipping.amount,
+            totals.tax.amount,
+            totals.total.amount
+        ),
+        (0, 932, 12_232)
+    );
+
+    let after = (shop.stock("KIT-001").await, shop.stock("KIT-005").await);
+    assert_eq!(
+        counts(&after.0),
+        (before.0.available - 1, 0, before.0.sold + 1)
+    );
+    assert_eq!(
+        counts(&after.1),
+        (before.1.available - 2, 0, before.1.sold + 2)
+    );
+    assert!(
+        shop.cart(&cart.id).await.lines.is_empty(),
+        "the cart was cleared"
+    );
+
+    let read: Order = shop
+        .order(&buyer, &order.id)
+        .await
+        .json()
+        .await
+        .expect("order");
+    assert_eq!(read, order);
+    let history = shop.history(&buyer).await;
+    assert_eq!(
+        history.iter().map(|o| &o.id).collect::<Vec<_>>(),
+        [&order.id]
+    );
+    // Another customer sees neither the order nor any history.
+    problem(
+        shop.order(&customer(), &order.id).await,
+        404,
+        "order_not_found",
+    )
+    .await;
+    assert!(shop.history(&customer()).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_checkouts_for_ten_units_confirm_exactly_ten() {
+    let shop = TestPlatform::start().await;
+    let lamp = shop.product_with_sku("OFF-003").await;
+    shop.set_stock("OFF-003", 10).await;
+    let mut carts = Vec::new();
+    for _ in 0..60 {
+        carts.push(shop.cart_with(&[(&lamp, 1)]).await);
+    }
+    let attempts = futures::future::join_all(carts.iter().map(|cart| {
+        let shop = &shop;
+        async move {
+            let buyer = customer();
+            let response = shop
+                .place(&buyer, &key(), &order_body(&cart.id, CARD_OK))
+                .await;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.expect("json");
+            (status, body)
+        }
+    }))
+    .await;
+    let confirmed = attempts
+        .iter()
+        .filter(|(status, body)| *status == StatusCode::CREATED && body["status"] == "confirmed")
+        .count();
+    let short: Vec<&serde_json::Value> = attempts
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::CONFLICT)
+        .map(|(_, body)| body)
+        .collect();
+    let outcomes: Vec<(u16, &serde_json::Value)> = attempts
+        .iter()
+        .map(|(status, body)| (status.as_u16(), body.get("code").unwrap_or(&body["status"])))
+        .collect();
+    assert_eq!(confirmed, 10, "{outcomes:?}");
+    assert_eq!(short.len(), 50, "{outcomes:?}");
+    for body in short {
+        assert_eq!(body["code"], "out_of_stock");
+        assert_eq!(body["skus"], json!(["OFF-003"]));
+    }
+    let level = shop.stock("OFF-003").await;
+    assert_eq!(counts(&level), (0, 0, 10), "sold 10, nothing left held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_sent_twice_at_once_places_one_order() {
+    let shop = TestPlatform::start().await;
+    let tent = shop.product_with_sku("OUT-009").await;
+    let before = shop.stock("OUT-009").await;
+    let cart = shop.cart_with(&[(&tent, 2)]).await;
+    let buyer = customer();
+    let key = key();
+    let body = order_body(&cart.id, CARD_OK);
+    let (first, second) = tokio::join!(
+        shop.place(&buyer, &key, &body),
+        shop.place(&buyer, &key, &body)
+    );
+    let statuses: BTreeSet<u16> = [first.status().as_u16(), second.status().as_u16()].into();
+    assert_eq!(
+        statuses,
+        BTreeSet::from([200, 201]),
+        "one created, one repeated"
+    );
+    let first: Order = first.json().await.expect("order");
+    let second: Order = second.json().await.expect("order");
+    assert_eq!(first.id, second.id);
+    assert_eq!(first.status, OrderStatus::Confirmed);
+    assert_eq!(second.status, OrderStatus::Confirmed);
+    assert_eq!(shop.history(&buyer).await.len(), 1);
+    assert_eq!(
+        shop.stock("OUT-009").await.sold,
+        before.sold + 2,
+        "sold once"
+    );
+
+    // Later repeats return the same order even though the cart is empty now.
+    let again = shop.place(&buyer, &key, &body).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.json::<Order>().await.expect("order").id, first.id);
+    // The same key with another body is refused, and nothing happens.
+    let mut other = body.clone();
+    other["customer"]["name"] = json!("Someone Else");
+    problem(
+        shop.place(&buyer, &key, &other).await,
+        409,
+        "idempotency_key_reused",
+    )
+    .await;
+    assert_eq!(shop.stock("OUT-009").await.sold, before.sold + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declined_cards_leave_stock_and_cart_exactly_as_before() {
+    let shop = TestPlatform::start().await;
+    let socks = shop.product_with_sku("APP-008").await;
+    let before = shop.stock("APP-008").await;
+    let cart = shop.cart_with(&[(&socks, 3)]).await;
+    let buyer = customer();
+    for (card, decline) in [
+        (CARD_DECLINED, "card_declined"),
+        (CARD_NO_FUNDS, "insufficient_funds"),
+    ] {
+        let refused = problem(
+            shop.place(&buyer, &key(), &order_body(&cart.id, card))
+                .await,
+            402,
+            "payment_declined",
+        )
+        .await;
+        assert_eq!(refused.extensions["decline_code"], decline);
+        let order_id = refused.extensions["order_id"]
+            .as_str()
+            .expect("order id")
+            .to_owned();
+        let failed: Order = shop
+            .order(&buyer, &order_id)
+            .await
+            .json()
+            .await
+            .expect("order");
+        assert_eq!(failed.status, OrderStatus::Failed);
+        assert_eq!(failed.payment.status, PaymentStatus::Declined);
+        assert_eq!(
+            counts(&shop.stock("APP-008").await),
+            counts(&before),
+            "{decline}: stock untouched"
+        );
+        assert_eq!(
+            shop.cart(&cart.id).await.item_count,
+            3,
+            "the cart keeps its lines"
+        );
+    }
+    assert!(
+        shop.history(&buyer).await.is_empty(),
+        "failed checkouts are not orders"
+    );
+    // The same cart then goes through with a good card.
+    let placed = shop
+        .place(&buyer, &key(), &order_body(&cart.id, CARD_OK))
+        .await;
+    assert_eq!(placed.status(), StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_after_the_reservation_returns_the_stock() {
+    let faults = Faults::default();
+    let shop = TestPlatform::start_with(&[], faults.clone()).await;
+    let beanie = shop.product_with_sku("APP-005").await;
+    let before = shop.stock("APP-005").await;
+    let cart = shop.cart_with(&[(&beanie, 2)]).await;
+    faults.after_reserve(Some(FaultAction::Fail));
+    let failed = problem(
+        shop.place(&customer(), &key(), &order_body(&cart.id, CARD_OK))
+            .await,
+        503,
+        "injected_fault",
+    )
+    .await;
+    assert!(failed.extensions.contains_key("order_id"));
+    assert_eq!(counts(&shop.stock("APP-005").await), counts(&before));
+    assert_eq!(shop.cart(&cart.id).await.item_count, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_payment_is_undone_by_the_reconciler_after_restart() {
+    let faults = Faults::default();
+    let mut shop =
+        TestPlatform::start_with(&["--order-reconcile-grace-secs", "0"], faults.clone()).await;
+    let knife = shop.product_with_sku("KIT-003").await;
+    let before = shop.stock("KIT-003").await;
+    let cart = shop.cart_with(&[(&knife, 2)]).await;
+    let buyer = customer();
+    faults.after_reserve(Some(FaultAction::Crash));
+    let interrupted = problem(
+        shop.place(&buyer, &key(), &order_body(&cart.id, CARD_OK))
+            .await,
+        503,
+        "checkout_interrupted",
+    )
+    .await;
+    let order_id = interrupted.extensions["order_id"]
+        .as_str()
+        .expect("order id")
+        .to_owned();
+    let held = shop.stock("KIT-003").await;
+    assert_eq!(
+        counts(&held),
+        (before.available - 2, before.reserved + 2, before.sold),
+        "stock is held mid-checkout"
+    );
+    let pending: Order = shop
+        .order(&buyer, &order_id)
+        .await
+        .json()
+        .await
+        .expect("order");
+    assert_eq!(pending.status, OrderStatus::Pending);
+
+    faults.after_reserve(None);
+    shop.restart(Service::Order).await;
+    let resolved = wait_for_status(&shop, &buyer, &order_id, OrderStatus::Pending).await;
+    assert_eq!(resolved.status, OrderStatus::Cancelled);
+    assert_eq!(
+        resolved.failure.as_ref().map(|f| f.code.as_str()),
+        Some("checkout_interrupted")
+    );
+    // The reconciler writes the outcome first and moves the stock in its next step.
+    wait_for_stock(&shop, "KIT-003", counts(&before)).await;
+    assert!(shop.history(&buyer).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_payment_is_finished_by_the_reconciler_after_restart() {
+    let faults = Faults::default();
+    let mut shop =
+        TestPlatform::start_with(&["--order-reconcile-grace-secs", "0"], faults.clone()).await;
+    let pan = shop.product_with_sku("KIT-002").await;
+    let before = shop.stock("KIT-002").await;
+    let cart = shop.cart_with(&[(&pan, 1)]).await;
+    let buyer = customer();
+    faults.after_authorize(Some(FaultAction::Crash));
+    let interrupted = problem(
+        shop.place(&buyer, &key(), &order_body(&cart.id, CARD_OK))
+            .await,
+        503,
+        "checkout_interrupted",
+    )
+    .await;
+    let order_id = interrupted.extensions["order_id"]
+        .as_str()
+        .expect("order id")
+        .to_owned();
+
+    faults.after_authorize(None);
+    shop.restart(Service::Order).await;
+    let resolved = wait_for_status(&shop, &buyer, &order_id, OrderStatus::Pending).await;
+    assert_eq!(resolved.status, OrderStatus::Confirmed);
+    wait_for_stock(&shop, "KIT-002", (before.available - 1, 0, before.sold + 1)).await;
+    // The reconciler also finishes the tidy-up: the cart ends empty.
+    let mut cleared = false;
+    for _ in 0..100 {
+        if shop.cart(&cart.id).await.lines.is_empty() {
+            cleared = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(cleared);
+    assert_eq!(shop.history(&buyer).await.len(), 1);
+}
+
+async fn wait_for_stock(shop: &TestPlatform, sku: &str, expected: (i64, i64, i64)) {
+    let mut seen = (0, 0, 0);
+    for _ in 0..200 {
+        seen = counts(&shop.stock(sku).await);
+        if seen == expected {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("stock of {sku} stayed {seen:?}, expected {expected:?}");
+}
+
+async fn wait_for_status(
+    shop: &TestPlatform,
+    buyer: &str,
+    order_id: &str,
+    leaving: OrderStatus,
+) -> Order {
+    for _ in 0..200 {
+        let order: Order = shop
+            .order(buyer, order_id)
+            .await
+            .json()
+            .await
+            .expect("order");
+        if order.status != leaving {
+            return order;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("order {order_id} stayed {leaving:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_checkouts_are_client_errors_that_reserve_and_write_nothing() {
+    let shop = TestPlatform::start().await;
+    let book = shop.product_with_sku("BKS-005").await;
+    let before = shop.stock("BKS-005").await;
+    let cart = shop.cart_with(&[(&book, 1)]).await;
+    let empty = shop.new_cart().await;
+    let buyer = customer();
+    let good = order_body(&cart.id, CARD_OK);
+    let with = |path: &[&str], value: serde_json::Value| {
+        let mut body = good.clone();
+        let mut slot = &mut body;
+        for part in path {
+            slot = &mut slot[*part];
+        }
+        *slot = value;
+        body
+    };
+    let url = format!("{}/v1/orders", shop.url(Service::Order));
+    let reused_key = key();
+
+    // Missing or wrong identity and keys.
+    let no_customer = shop
+        .http
+        .post(&url)
+        .header("idempotency-key", key())
+        .json(&good)
+        .send()
+        .await
+        .expect("send");
+    problem(no_customer, 401, "customer_required").await;
+    problem(
+        shop.place("not-a-customer", &key(), &good).await,
+        401,
+        "customer_required",
+    )
+    .await;
+    let no_key = shop
+        .http
+        .post(&url)
+        .header("x-customer-id", &buyer)
+        .json(&good)
+        .send()
+        .await
+        .expect("send");
+    problem(no_key, 400, "idempotency_key_missing").await;
+    problem(
+        shop.place(&buyer, "has space", &good).await,
+        400,
+        "invalid_idempotency_key",
+    )
+    .await;
+    problem(
+        shop.place(&buyer, &"k".repeat(129), &good).await,
+        400,
+        "invalid_idempotency_key",
+    )
+    .await;
+
+    // Bad bodies.
+    let cases = [
+        (
+            with(&["cart_id"], json!(emporium_platform::id::new_id())),
+            422,
+            "cart_not_found",
+        ),
+        (
+            with(&["cart_id"], json!("../carts")),
+            422,
+            "validation_failed",
+        ),
+        (with(&["cart_id"], json!(empty.id)), 422, "cart_empty"),
+        (
+            with(&["customer", "email"], json!("grace@")),
+            422,
+            "validation_failed",
+        ),
+        (
+            with(&["customer", "name"], json!("")),
+            422,
+            "validation_failed",
+        ),
+        (
+            with(&["customer", "address", "country"], json!("USA")),
+            422,
+            "validation_failed",
+        ),
+        (
+            with(&["payment", "number"], json!("4242 4242 4242 4241")),
+            422,
+            "validation_failed",
+        ),
+        (
+            with(&["payment", "expiry_year"], json!(2020)),
+            422,
+            "validation_failed",
+        ),
+        (
+            with(&["payment", "cvc"], json!("12a")),
+            422,
+            "validation_failed",
+        ),
+        (
+            with(&["payment", "expiry_month"], json!(-1)),
+            400,
+            "invalid_body",
+        ),
+        (
+            with(&["customer", "phone"], json!("555")),
+            400,
+            "invalid_body",
+        ),
+        (json!({"cart_id": cart.id}), 400, "invalid_body"),
+    ];
+    for (body, status, code) in cases {
+        problem(shop.place(&buyer, &reused_key, &body).await, status, code).await;
+    }
+    let raw = shop
+        .http
+        .post(&url)
+        .header("x-customer-id", &buyer)
+        .header("idempotency-key", key())
+        .header("content-type", "application/json")
+        .body("{\"cart_id\":")
+        .send()
+        .await
+        .expect("send");
+    problem(raw, 400, "invalid_json").await;
+
+    // A product that left the catalog after it went into the cart.
+    let doomed_cart = shop
+        .cart_with(&[(&shop.product_with_sku("BKS-006").await, 1)])
+        .await;
+    let doomed = shop.product_with_sku("BKS-006").await;
+    let deleted = shop
+        .http
+        .delete(format!(
+            "{}/v1/products/{}",
+            shop.url(Service::Catalog),
+            doomed.id
+        ))
+        .bearer_auth(emporium_tests::ADMIN_KEY)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let gone = problem(
+        shop.place(&buyer, &key(), &order_body(&doomed_cart.id, CARD_OK))
+            .await,
+        422,
+        "product_unavailable",
+    )
+    .await;
+    assert_eq!(gone.extensions["product_ids"], json!([doomed.id]));
+
+    assert_eq!(
+        counts(&shop.stock("BKS-005").await),
+        counts(&before),
+        "nothing reserved"
+    );
+    assert!(shop.history(&buyer).await.is_empty(), "nothing written");
+    // Rejected requests did not use up their idempotency key.
+    let placed = shop.place(&buyer, &reused_key, &good).await;
+    assert_eq!(placed.status(), StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_confirmed_order_returns_its_stock() {
+    let shop = TestPlatform::start().await;
+    let shell = shop.product_with_sku("OUT-008").await;
+    let before = shop.stock("OUT-008").await;
+    let buyer = customer();
+    let cart = shop.cart_with(&[(&shell, 2)]).await;
+    let order: Order = shop
+        .place(&buyer, &key(), &order_body(&cart.id, CARD_OK))
+        .await
+        .json()
+        .await
+        .expect("order");
+    assert_eq!(shop.stock("OUT-008").await.sold, before.sold + 2);
+
+    let cancel_url = format!("{}/v1/orders/{}/cancel", shop.url(Service::Order), order.id);
+    let stranger = shop
+        .http
+        .post(&cancel_url)
+        .header("x-customer-id", customer())
+        .send()
+        .await
+        .expect("send");
+    problem(stranger, 404, "order_not_found").await;
+    for _ in 0..2 {
+        let cancelled: Order = shop
+            .http
+            .post(&cancel_url)
+            .header("x-customer-id", &buyer)
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("order");
+        assert_eq!(cancelled.status, OrderStatus::Cancelled);
+        assert_eq!(cancelled.payment.status, PaymentStatus::Voided);
+    }
+    assert_eq!(
+        counts(&shop.stock("OUT-008").await),
+        counts(&before),
+        "stock returned once"
+    );
+    let history = shop.history(&buyer).await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].status, OrderStatus::Cancelled);
+
+    // A failed checkout has nothing to cancel.
+    let declined = problem(
+        shop.place(
+            &buyer,
+            &key(),
+            &order_body(&shop.cart_with(&[(&shell, 1)]).await.id, CARD_DECLINED),
+        )
+        .await,
+        402,
+        "payment_declined",
+    )
+    .await;
+    let failed_id = declined.extensions["order_id"].as_str().expect("id");
+    let refused = shop
+        .http
+        .post(format!(
+            "{}/v1/orders/{failed_id}/cancel",
+            shop.url(Service::Order)
+        ))
+        .header("x-customer-id", &buyer)
+        .send()
+        .await
+        .expect("send");
+    problem(refused, 409, "order_not_cancellable").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_lists_a_customers_orders_newest_first_in_pages() {
+    let shop = TestPlatform::start().await;
+    let pencil = shop.product_with_sku("OFF-007").await;
+    let buyer = customer();
+    let mut placed = Vec::new();
+    for _ in 0..3 {
+        let cart = shop.cart_with(&[(&pencil, 1)]).await;
+        let order: Order = shop
+            .place(&buyer, &key(), &order_body(&cart.id, CARD_OK))
+            .await
+            .json()
+            .await
+            .expect("order");
+        placed.push(order.id);
+    }
+    placed.reverse();
+    let url = format!("{}/v1/orders", shop.url(Service::Order));
+    let first: serde_json::Value = shop
+        .http
+        .get(format!("{url}?limit=2"))
+        .header("x-customer-id", &buyer)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("page");
+    let cursor = first["next_cursor"].as_str().expect("more").to_owned();
+    let second: serde_json::Value = shop
+        .http
+        .get(format!("{url}?limit=2&cursor={cursor}"))
+        .header("x-customer-id", &buyer)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("page");
+    let ids: Vec<&str> = first["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .chain(second["items"].as_array().expect("items"))
+        .filter_map(|o| o["id"].as_str())
+        .collect();
+    assert_eq!(ids, placed.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(second.get("next_cursor").is_none());
+
+    let stolen = shop
+        .http
+        .get(format!("{url}?limit=2&cursor={cursor}"))
+        .header("x-customer-id", customer())
+        .send()
+        .await
+        .expect("send");
+    problem(stolen, 400, "invalid_cursor").await;
+    let no_customer = shop.http.get(&url).send().await.expect("send");
+    problem(no_customer, 401, "customer_required").await;
+    let bad_limit = shop
+        .http
+        .get(format!("{url}?limit=0"))
+        .header("x-customer-id", &buyer)
+        .send()
+        .await
+        .expect("send");
+    problem(bad_limit, 400, "invalid_query").await;
+}
