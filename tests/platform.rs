@@ -97,3 +97,114 @@ fn emporium_api_query() -> emporium_api::catalog::ProductQuery {
         ..Default::default()
     }
 }
+
+/// Browse the catalog → fill a cart → check out → see the order in the history, through the
+/// typed clients the storefront uses, with every service over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shopper_browses_fills_a_cart_checks_out_and_finds_the_order() {
+    use emporium_api::catalog::{ProductQuery, ProductSort};
+    use emporium_api::client::{
+        CartClient, CatalogClient, InventoryClient, OrderClient, RetryPolicy,
+    };
+    use emporium_api::order::OrderStatus;
+
+    let shop = TestPlatform::start().await;
+    let http = reqwest::Client::new();
+    let retry = RetryPolicy::default();
+    let catalog = CatalogClient::new(&shop.url(Service::Catalog), http.clone(), retry);
+    let inventory = InventoryClient::new(&shop.url(Service::Inventory), http.clone(), retry);
+    let carts = CartClient::new(&shop.url(Service::Cart), http.clone(), retry);
+    let orders = OrderClient::new(&shop.url(Service::Order), http, retry);
+
+    // Browse: a department, cheapest first, then a search.
+    let categories = catalog.categories().await.expect("categories");
+    assert!(categories.len() >= 6);
+    let audio = catalog
+        .products(&ProductQuery {
+            category: Some("audio".into()),
+            sort: Some(ProductSort::PriceAsc),
+            ..Default::default()
+        })
+        .await
+        .expect("audio");
+    let prices: Vec<i64> = audio.items.iter().map(|p| p.price.amount).collect();
+    assert!(prices.windows(2).all(|w| w[0] <= w[1]));
+    let found = catalog
+        .products(&ProductQuery {
+            q: Some("merino".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("search");
+    assert!(found.items.iter().all(|p| {
+        let text = format!("{} {} {:?}", p.name, p.description, p.attributes).to_lowercase();
+        text.contains("merino")
+    }));
+
+    // The demo shop has products out of stock and low on stock to show.
+    let skus: Vec<&str> = audio.items.iter().map(|p| p.sku.as_str()).collect();
+    let levels = inventory.stocks(&skus).await.expect("stock");
+    assert_eq!(levels.len(), skus.len(), "every demo product has stock");
+    assert!(levels.iter().any(|l| l.available == 0), "one is sold out");
+    assert!(
+        levels.iter().any(|l| (1..=3).contains(&l.available)),
+        "one runs low"
+    );
+
+    // Fill a cart with two in-stock products.
+    let buyable: Vec<_> = audio
+        .items
+        .iter()
+        .filter(|p| levels.iter().any(|l| l.sku == p.sku && l.available >= 5))
+        .take(2)
+        .collect();
+    assert_eq!(buyable.len(), 2);
+    let cart = carts.create().await.expect("cart");
+    for product in &buyable {
+        carts
+            .add_line(
+                &cart.id,
+                &emporium_api::cart::AddCartLine {
+                    product_id: product.id.clone(),
+                    quantity: 1,
+                },
+            )
+            .await
+            .expect("add");
+    }
+    let cart = carts
+        .set_quantity(&cart.id, &buyable[0].id, 2)
+        .await
+        .expect("quantity");
+    assert_eq!(cart.item_count, 3);
+
+    // Check out.
+    let customer = emporium_tests::customer();
+    let body: emporium_api::order::PlaceOrder = serde_json::from_value(emporium_tests::order_body(
+        &cart.id,
+        emporium_tests::CARD_OK,
+    ))
+    .expect("body");
+    let (status, order) = orders
+        .place(&customer, &emporium_tests::key(), &body)
+        .await
+        .expect("place");
+    assert_eq!(status.as_u16(), 201);
+    assert_eq!(order.status, OrderStatus::Confirmed);
+    assert_eq!(order.lines.len(), 2);
+    assert_eq!(
+        order.totals.subtotal.amount,
+        2 * buyable[0].price.amount + buyable[1].price.amount
+    );
+    assert!(carts.cart(&cart.id).await.expect("cart").lines.is_empty());
+
+    // History.
+    let history = orders.orders(&customer, None, None).await.expect("history");
+    assert_eq!(history.items.len(), 1);
+    assert_eq!(history.items[0].id, order.id);
+    assert_eq!(
+        orders.order(&customer, &order.id).await.expect("order"),
+        order
+    );
+    shop.platform.stop(true).await.expect("stops");
+}

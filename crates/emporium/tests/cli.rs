@@ -134,6 +134,21 @@ fn up_seeds_the_demo_shop_once_and_keeps_data_across_restarts() {
         first.stdout
     );
     assert!(first.stdout.iter().any(|l| l.contains("admin key")));
+    for service in ["catalog", "inventory", "cart", "order"] {
+        assert!(
+            first
+                .stdout
+                .iter()
+                .any(|l| l.trim_start().starts_with(service) && l.contains("http://127.0.0.1:")),
+            "{service} is listed: {:?}",
+            first.stdout
+        );
+    }
+    assert!(
+        first.stdout.iter().any(|l| l.contains("stock for 54 SKUs")),
+        "{:?}",
+        first.stdout
+    );
     let products = all_products(&first.url);
     assert!(products.len() >= 48, "{} products", products.len());
     let categories: std::collections::BTreeSet<&str> = products
