@@ -9,6 +9,7 @@ use emporium_platform::client::ClientSettings;
 use emporium_platform::health::Readiness;
 use emporium_platform::server::{self, HttpSettings, RunningServer};
 use emporium_ports::cache::Cache;
+use emporium_ports::health;
 use emporium_ports::storage::Storage;
 
 use crate::routes;
@@ -50,17 +51,9 @@ pub fn start(
     carts: Arc<Carts>,
     ports: &CartPorts,
 ) -> std::io::Result<RunningServer> {
-    let storage = ports.storage.clone();
-    let cache = ports.cache.clone();
     let readiness = Readiness::new()
-        .critical("storage", move || {
-            let storage = storage.clone();
-            async move { storage.ping().await.map_err(|e| e.to_string()) }
-        })
-        .optional("cache", move || {
-            let cache = cache.clone();
-            async move { cache.ping().await.map_err(|e| e.to_string()) }
-        });
+        .critical("storage", health::storage(&ports.storage))
+        .optional("cache", health::cache(&ports.cache));
     let data = web::Data::from(carts);
     server::start("cart", &config.http, readiness, move |cfg| {
         cfg.app_data(data.clone());

@@ -9,6 +9,7 @@ use emporium_platform::health::Readiness;
 use emporium_platform::server::{self, HttpSettings, RunningServer};
 use emporium_ports::blob::Blobs;
 use emporium_ports::cache::Cache;
+use emporium_ports::health;
 use emporium_ports::storage::Storage;
 
 use crate::routes;
@@ -60,20 +61,8 @@ pub fn start(
 }
 
 fn readiness(ports: &CatalogPorts) -> Readiness {
-    let storage = ports.storage.clone();
-    let blobs = ports.blobs.clone();
-    let cache = ports.cache.clone();
     Readiness::new()
-        .critical("storage", move || {
-            let storage = storage.clone();
-            async move { storage.ping().await.map_err(|e| e.to_string()) }
-        })
-        .critical("blobs", move || {
-            let blobs = blobs.clone();
-            async move { blobs.ping().await.map_err(|e| e.to_string()) }
-        })
-        .optional("cache", move || {
-            let cache = cache.clone();
-            async move { cache.ping().await.map_err(|e| e.to_string()) }
-        })
+        .critical("storage", health::storage(&ports.storage))
+        .critical("blobs", health::blobs(&ports.blobs))
+        .optional("cache", health::cache(&ports.cache))
 }

@@ -7,6 +7,7 @@ use actix_web::web;
 use emporium_platform::auth::AdminKey;
 use emporium_platform::health::Readiness;
 use emporium_platform::server::{self, HttpSettings, RunningServer};
+use emporium_ports::health;
 use emporium_ports::storage::Storage;
 
 use crate::routes;
@@ -31,10 +32,7 @@ pub fn start(
     inventory: Arc<Inventory>,
     storage: Arc<dyn Storage>,
 ) -> std::io::Result<RunningServer> {
-    let readiness = Readiness::new().critical("storage", move || {
-        let storage = storage.clone();
-        async move { storage.ping().await.map_err(|e| e.to_string()) }
-    });
+    let readiness = Readiness::new().critical("storage", health::storage(&storage));
     let admin_key = web::Data::new(AdminKey::new(&config.admin_key));
     let data = web::Data::from(inventory.clone());
     let mut server = server::start("inventory", &config.http, readiness, move |cfg| {

@@ -8,6 +8,7 @@ use emporium_api::client::{CartClient, CatalogClient, InventoryClient, RetryPoli
 use emporium_platform::client::ClientSettings;
 use emporium_platform::health::Readiness;
 use emporium_platform::server::{self, HttpSettings, RunningServer};
+use emporium_ports::health;
 use emporium_ports::storage::Storage;
 
 use crate::domain::Pricing;
@@ -57,10 +58,7 @@ pub fn start(
     orders: Arc<Orders>,
     storage: Arc<dyn Storage>,
 ) -> std::io::Result<RunningServer> {
-    let readiness = Readiness::new().critical("storage", move || {
-        let storage = storage.clone();
-        async move { storage.ping().await.map_err(|e| e.to_string()) }
-    });
+    let readiness = Readiness::new().critical("storage", health::storage(&storage));
     let data = web::Data::from(orders.clone());
     let mut server = server::start("order", &config.http, readiness, move |cfg| {
         cfg.app_data(data.clone());

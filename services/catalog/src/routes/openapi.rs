@@ -6,9 +6,9 @@ use emporium_api::catalog::{
     Category, CategoryPatch, NewCategory, NewProduct, Product, ProductPage, ProductPatch,
     ProductSort, StoredImage,
 };
+use emporium_platform::openapi::AdminKeySecurity;
 use emporium_platform::{FieldError, Problem};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,21 +30,9 @@ use utoipa::{Modify, OpenApi};
         Product, NewProduct, ProductPatch, ProductPage, ProductSort, Money, Category,
         NewCategory, CategoryPatch, StoredImage, Problem, FieldError
     )),
-    modifiers(&AdminKey)
+    modifiers(&AdminKeySecurity)
 )]
 pub struct ApiDoc;
-
-struct AdminKey;
-
-impl Modify for AdminKey {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "admin_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/openapi.json").route(web::get().to(openapi)));

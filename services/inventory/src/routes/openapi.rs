@@ -5,9 +5,9 @@ use emporium_api::inventory::{
     NewReservation, Reservation, ReservationLine, ReservationStatus, SetStock, Shortage,
     StockAdjustment, StockLevel, StockPage,
 };
+use emporium_platform::openapi::AdminKeySecurity;
 use emporium_platform::{FieldError, Problem};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,21 +27,9 @@ use utoipa::{Modify, OpenApi};
         StockLevel, StockPage, SetStock, StockAdjustment, NewReservation, Reservation,
         ReservationLine, ReservationStatus, Shortage, Problem, FieldError
     )),
-    modifiers(&AdminKey)
+    modifiers(&AdminKeySecurity)
 )]
 pub struct ApiDoc;
-
-struct AdminKey;
-
-impl Modify for AdminKey {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "admin_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/openapi.json").route(web::get().to(openapi)));
