@@ -33,6 +33,7 @@ fn http() -> HttpSettings {
 
 struct Shop {
     cart: String,
+    cart_storage: Arc<dyn emporium_ports::storage::Storage>,
     catalog: String,
     inventory: String,
     http: reqwest::Client,
@@ -93,11 +94,12 @@ async fn spawn_shop(limits: CartLimits) -> Shop {
     )
     .expect("inventory");
 
+    let cart_storage: Arc<dyn emporium_ports::storage::Storage> = Arc::new(
+        EmbeddedStorage::open(&dir.path().join("cart.redb"), emporium_cart::TABLES)
+            .expect("storage"),
+    );
     let cart_ports = CartPorts {
-        storage: Arc::new(
-            EmbeddedStorage::open(&dir.path().join("cart.redb"), emporium_cart::TABLES)
-                .expect("storage"),
-        ),
+        storage: cart_storage.clone(),
         cache,
     };
     let cart_config = CartConfig {
@@ -121,6 +123,7 @@ async fn spawn_shop(limits: CartLimits) -> Shop {
     .expect("cart");
     Shop {
         cart: cart.url(),
+        cart_storage,
         catalog: catalog.url(),
         inventory: inventory.url(),
         http: reqwest::Client::new(),
@@ -442,6 +445,34 @@ async fn bad_cart_requests_are_client_errors_and_change_nothing() {
         }
     }
     assert_eq!(shop.cart(&cart.id).await, before, "nothing changed");
+}
+
+#[tokio::test]
+async fn reads_come_from_the_cache_until_a_change_retires_them() {
+    use emporium_ports::storage::{Key, Update};
+    let shop = spawn_shop(limits()).await;
+    let mug = shop.product("MUG-1", 800, 100).await;
+    let cart = shop.new_cart().await;
+    shop.add(&cart.id, &mug.id, 1).await;
+    assert_eq!(shop.cart(&cart.id).await.item_count, 1);
+    // Change the stored cart behind the service's back: reads still answer from the cache.
+    shop.cart_storage
+        .update(
+            "carts",
+            &Key::new(format!("cart#{}", cart.id), "cart"),
+            Update::new().set("lines", json!([])),
+            None,
+        )
+        .await
+        .expect("write behind the service");
+    assert_eq!(
+        shop.cart(&cart.id).await.item_count,
+        1,
+        "served from the cache"
+    );
+    // A change through the service reads the store, writes, and retires the cached copy.
+    shop.add(&cart.id, &mug.id, 2).await;
+    assert_eq!(shop.cart(&cart.id).await.item_count, 2);
 }
 
 #[tokio::test]
