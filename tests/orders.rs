@@ -365,6 +365,36 @@ async fn a_crash_after_payment_is_finished_by_the_reconciler_after_restart() {
     assert_eq!(shop.history(&buyer).await.len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_arriving_after_the_reconciler_closed_the_order_is_given_back() {
+    let faults = Faults::default();
+    let shop = TestPlatform::start_with(
+        &[
+            "--order-reconcile-grace-secs",
+            "0",
+            "--order-reconcile-interval-secs",
+            "1",
+        ],
+        faults.clone(),
+    )
+    .await;
+    let mitt = shop.product_with_sku("KIT-007").await;
+    let before = shop.stock("KIT-007").await;
+    let cart = shop.cart_with(&[(&mitt, 1)]).await;
+    // The reservation call takes longer than the reconciler waits: it closes the order first.
+    faults.delay_before_reserve(Some(std::time::Duration::from_millis(2500)));
+    let response = shop
+        .place(&customer(), &key(), &order_body(&cart.id, CARD_OK))
+        .await;
+    let closed = problem(response, 409, "checkout_interrupted").await;
+    assert!(closed.extensions.contains_key("order_id"));
+    assert_eq!(
+        counts(&shop.stock("KIT-007").await),
+        counts(&before),
+        "the late reservation was released at once"
+    );
+}
+
 async fn wait_for_stock(shop: &TestPlatform, sku: &str, expected: (i64, i64, i64)) {
     let mut seen = (0, 0, 0);
     for _ in 0..200 {

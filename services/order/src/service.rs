@@ -56,6 +56,7 @@ pub enum FaultAction {
 
 #[derive(Debug, Default, Clone, Copy)]
 struct FaultPlan {
+    delay_before_reserve: Option<Duration>,
     after_reserve: Option<FaultAction>,
     after_authorize: Option<FaultAction>,
 }
@@ -80,6 +81,11 @@ impl Faults {
             .plan
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Latency added before a checkout asks for its stock, as if the inventory were slow.
+    pub fn delay_before_reserve(&self, delay: Option<Duration>) {
+        self.with(|plan| plan.delay_before_reserve = delay);
     }
 
     /// What happens right after the stock is reserved.
@@ -362,7 +368,12 @@ impl Orders {
             let next = match from {
                 Step::Done => return Ok(stored),
                 Step::Reserve | Step::Authorize if card.is_none() => Some(abandon(&stored)),
-                Step::Reserve => Some(self.reserve(&stored).await),
+                Step::Reserve => {
+                    if let Some(delay) = self.faults.get().delay_before_reserve {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Some(self.reserve(&stored).await)
+                }
                 Step::Authorize => Some(self.authorize(&stored, card)),
                 Step::Confirm => Some(moved(&stored, Step::Commit, |order| {
                     order.status = OrderStatus::Confirmed;
@@ -406,6 +417,17 @@ impl Orders {
                         .order(stored.id())
                         .await?
                         .ok_or_else(|| anyhow::anyhow!("order vanished"))?;
+                    if from == Step::Reserve
+                        && next.step == Step::Authorize
+                        && stored.step == Step::Done
+                    {
+                        // The order was closed (by the reconciler) while this checkout's
+                        // reservation was on its way: nothing will ever use that stock, so give
+                        // it back now rather than when the reservation expires.
+                        if let Err(error) = self.inventory.release(stored.id()).await {
+                            tracing::warn!(order_id = stored.id(), %error, "releasing a late reservation failed; it expires by itself");
+                        }
+                    }
                     continue;
                 }
                 Err(WriteError::KeyTaken) => {
