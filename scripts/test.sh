@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Runs every check and test of Emporium on a fresh machine: installs what the tests need,
-# then formatting, lints and the whole test suite. Usage: scripts/test.sh
+# Runs every check and test of Emporium on a fresh machine: installs what the tests need
+# (cargo-nextest, redis-server, moto server), starts the stand-ins on free ports, then checks
+# formatting and lints and runs the whole test suite. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/stand-ins.sh
+source scripts/stand-ins.sh
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -20,5 +23,9 @@ step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 ensure_nextest
+step "stand-ins for DynamoDB, S3 and Redis"
+install_stand_ins
+start_stand_ins target/stand-ins
+
 step "tests"
 cargo nextest run --workspace --locked --profile ci

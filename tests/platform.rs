@@ -32,10 +32,11 @@ async fn up_serves_the_seeded_demo_catalog_with_its_images() {
         "every product is counted once"
     );
 
-    let blobs = emporium_ports::connect::blobs(&format!(
+    let blobs = emporium_adapters::connect::blobs(&format!(
         "file://{}",
         shop.data_dir.path().join("blobs").display()
     ))
+    .await
     .expect("blobs");
     for product in products {
         let key = product["images"][0].as_str().expect("image key");
@@ -60,14 +61,19 @@ async fn seeding_again_changes_nothing() {
         .await;
     let settings = emporium_tests::settings(shop.data_dir.path(), &[]);
     // The same service code the platform runs, over a second handle on the same blobs.
-    let blobs = emporium_ports::connect::blobs(&settings.common.blobs_uri()).expect("blobs");
-    let cache = emporium_ports::connect::cache("memory://").expect("cache");
+    let blobs = emporium_adapters::connect::blobs(&settings.common.blobs_uri())
+        .await
+        .expect("blobs");
+    let cache = emporium_adapters::connect::cache("memory://")
+        .await
+        .expect("cache");
     shop.platform.stop(true).await.expect("stops");
-    let storage = emporium_ports::connect::storage(
+    let storage = emporium_adapters::connect::storage(
         &settings.common.storage_uri(),
         "catalog",
         emporium_catalog::TABLES,
     )
+    .await
     .expect("storage");
     let catalog = emporium_catalog::Catalog::new(
         storage,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
+use emporium_adapters::connect;
 use emporium_api::client::RetryPolicy;
 use emporium_cart::startup::{self as cart_startup, CartConfig, CartPorts};
 use emporium_cart::{CartLimits, CartSettings};
@@ -19,7 +20,6 @@ use emporium_platform::server::{HttpSettings, RunningServer};
 use emporium_platform::settings::{CommonSettings, ServiceUrls};
 use emporium_ports::blob::Blobs;
 use emporium_ports::cache::Cache;
-use emporium_ports::connect;
 use emporium_ports::storage::{Storage, TableDef};
 
 use crate::demo::{self, SeedReport};
@@ -139,7 +139,7 @@ impl Platform {
             admin_key_generated,
             seeded: None,
         };
-        let mut starter = Starter::new(settings, plan, &mut platform)?;
+        let mut starter = Starter::new(settings, plan, &mut platform).await?;
         for service in Service::ALL.iter().filter(|s| plan.services.contains(s)) {
             if let Err(error) = starter.start(*service).await {
                 let failed = std::mem::take(&mut starter.platform.servers);
@@ -184,7 +184,10 @@ impl Platform {
         plan: &Plan,
         service: Service,
     ) -> anyhow::Result<()> {
-        Starter::new(settings, plan, self)?.start(service).await
+        Starter::new(settings, plan, self)
+            .await?
+            .start(service)
+            .await
     }
 
     /// Stops every service (graceful stops let in-flight requests finish), then closes the
@@ -227,14 +230,14 @@ struct Starter<'a> {
 }
 
 impl<'a> Starter<'a> {
-    fn new(
+    async fn new(
         settings: &'a Settings,
         plan: &'a Plan,
         platform: &'a mut Platform,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            cache: connect::cache(&settings.common.cache)?,
-            blobs: connect::blobs(&settings.common.blobs_uri())?,
+            cache: connect::cache(&settings.common.cache_uri()).await?,
+            blobs: connect::blobs(&settings.common.blobs_uri()).await?,
             settings,
             plan,
             platform,
@@ -272,8 +275,9 @@ impl<'a> Starter<'a> {
             .unwrap_or_else(|| format!("http://127.0.0.1:{}", self.settings.port(service)))
     }
 
-    fn storage(&mut self, service: Service) -> anyhow::Result<Arc<dyn Storage>> {
+    async fn storage(&mut self, service: Service) -> anyhow::Result<Arc<dyn Storage>> {
         let storage = connect::storage(&self.common().storage_uri(), service.name(), service.tables())
+            .await
             .with_context(|| {
                 format!(
                     "cannot open the {} service's storage (is another emporium using this data directory?)",
@@ -306,14 +310,14 @@ impl<'a> Starter<'a> {
         match service {
             Service::Catalog => self.catalog().await,
             Service::Inventory => self.inventory().await,
-            Service::Cart => self.cart(),
-            Service::Order => self.order(),
+            Service::Cart => self.cart().await,
+            Service::Order => self.order().await,
         }
     }
 
     async fn catalog(&mut self) -> anyhow::Result<()> {
         let ports = CatalogPorts {
-            storage: self.storage(Service::Catalog)?,
+            storage: self.storage(Service::Catalog).await?,
             cache: self.cache.clone(),
             blobs: self.blobs.clone(),
         };
@@ -337,7 +341,7 @@ impl<'a> Starter<'a> {
     }
 
     async fn inventory(&mut self) -> anyhow::Result<()> {
-        let storage = self.storage(Service::Inventory)?;
+        let storage = self.storage(Service::Inventory).await?;
         let config = InventoryConfig {
             http: self.http(Service::Inventory),
             admin_key: self.platform.admin_key.clone(),
@@ -360,9 +364,9 @@ impl<'a> Starter<'a> {
         self.listening(Service::Inventory, server)
     }
 
-    fn cart(&mut self) -> anyhow::Result<()> {
+    async fn cart(&mut self) -> anyhow::Result<()> {
         let ports = CartPorts {
-            storage: self.storage(Service::Cart)?,
+            storage: self.storage(Service::Cart).await?,
             cache: self.cache.clone(),
         };
         let cart = &self.settings.cart;
@@ -385,8 +389,8 @@ impl<'a> Starter<'a> {
         self.listening(Service::Cart, server)
     }
 
-    fn order(&mut self) -> anyhow::Result<()> {
-        let storage = self.storage(Service::Order)?;
+    async fn order(&mut self) -> anyhow::Result<()> {
+        let storage = self.storage(Service::Order).await?;
         let order = &self.settings.order;
         let config = OrderConfig {
             http: self.http(Service::Order),

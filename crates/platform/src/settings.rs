@@ -35,22 +35,21 @@ pub struct CommonSettings {
     #[arg(long = "data-dir", env = "EMPORIUM_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
-    /// Storage backend. `embedded:///<dir>` keeps one crash-safe file per service in <dir>.
+    /// Storage backend. `embedded:///<dir>` keeps one crash-safe file per service in <dir>;
+    /// `dynamodb://<prefix>` uses the DynamoDB tables `<prefix>-<table>` (region, credentials and
+    /// `AWS_ENDPOINT_URL` come from the standard AWS configuration).
     /// [default: embedded storage under --data-dir]
     #[arg(long = "storage", env = "EMPORIUM_STORAGE", value_name = "URI")]
     pub storage: Option<String>,
 
-    /// Cache backend. `memory://` is an in-process cache; `memory://?capacity_mb=64` sizes it.
-    #[arg(
-        long = "cache",
-        env = "EMPORIUM_CACHE",
-        value_name = "URI",
-        default_value = "memory://"
-    )]
-    pub cache: String,
+    /// Cache backend. `memory://` is an in-process cache (`memory://?capacity_mb=64` sizes it);
+    /// `redis://host:port[/db]` (or `rediss://`) is Redis or ElastiCache, with the options
+    /// `prefix`, `pool_size` and `timeout_ms`. [default: REDIS_URL when set, else memory://]
+    #[arg(long = "cache", env = "EMPORIUM_CACHE", value_name = "URI")]
+    pub cache: Option<String>,
 
-    /// Blob store for product images and static files. `file:///<dir>` is a local directory.
-    /// [default: a directory under --data-dir]
+    /// Blob store for product images and static files. `file:///<dir>` is a local directory;
+    /// `s3://<bucket>[/<prefix>]` is an S3 bucket. [default: a directory under --data-dir]
     #[arg(long = "blobs", env = "EMPORIUM_BLOBS", value_name = "URI")]
     pub blobs: Option<String>,
 
@@ -139,6 +138,18 @@ impl CommonSettings {
                 absolute(&self.data_dir.join("blobs")).display()
             )
         })
+    }
+
+    /// Cache URI: the configured one, else the standard `REDIS_URL`, else the in-process cache.
+    pub fn cache_uri(&self) -> String {
+        self.cache
+            .clone()
+            .or_else(|| {
+                std::env::var("REDIS_URL")
+                    .ok()
+                    .filter(|url| !url.is_empty())
+            })
+            .unwrap_or_else(|| "memory://".to_owned())
     }
 
     pub fn cache_ttl(&self) -> Duration {

@@ -6,6 +6,5 @@
 
 pub mod blob;
 pub mod cache;
-pub mod connect;
 pub mod health;
 pub mod storage;

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Blob, BlobError, BlobKey, BlobMeta, BlobPage, Blobs, MAX_LIST_LIMIT, Result, etag_of,
-    validate_content_type,
+    Blob, BlobEntry, BlobError, BlobKey, BlobMeta, BlobPage, Blobs, MAX_LIST_LIMIT, Result,
+    etag_of, validate_content_type,
 };
 
 #[derive(Serialize, Deserialize)]
@@ -259,10 +259,16 @@ impl Blobs for LocalBlobs {
                     continue;
                 };
                 let header = read_header(&mut file)?;
-                items.push(meta(&key, header, &file));
+                let meta = meta(&key, header, &file);
+                items.push(BlobEntry {
+                    key: meta.key,
+                    size: meta.size,
+                    etag: meta.etag,
+                    last_modified: meta.last_modified,
+                });
             }
             let next = if more {
-                items.last().map(|m: &BlobMeta| m.key.clone())
+                items.last().map(|entry: &BlobEntry| entry.key.clone())
             } else {
                 None
             };

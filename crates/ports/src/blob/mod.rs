@@ -73,9 +73,19 @@ pub struct Blob {
     pub body: Bytes,
 }
 
+/// One object in a listing. No content type: S3 does not list it, and a listing should not have
+/// to read every object to find out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobEntry {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified: SystemTime,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BlobPage {
-    pub items: Vec<BlobMeta>,
+    pub items: Vec<BlobEntry>,
     /// Token for the next page; `None` when the listing is complete.
     pub next: Option<String>,
 }

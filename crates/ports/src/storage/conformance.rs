@@ -959,6 +959,13 @@ pub async fn invalid_requests_are_rejected(storage: &dyn Storage) {
         storage
             .put(
                 THINGS.name,
+                item(json!({"pk": "p", "sk": "s", "owner": "", "created": "x"})),
+                None,
+            )
+            .await,
+        storage
+            .put(
+                THINGS.name,
                 item(json!({"pk": "p".repeat(3000), "sk": "s"})),
                 None,
             )

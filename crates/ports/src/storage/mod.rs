@@ -77,7 +77,14 @@ impl TableDef {
         for index in self.indexes {
             for attribute in [index.pk, index.sk] {
                 match item.get(attribute) {
-                    None | Some(Value::String(_)) => {}
+                    None => {}
+                    Some(Value::String(value)) if !value.is_empty() => {}
+                    Some(Value::String(_)) => {
+                        return Err(StorageError::Invalid(format!(
+                            "attribute {attribute} keys index {} and must not be empty",
+                            index.name
+                        )));
+                    }
                     Some(_) => {
                         return Err(StorageError::Invalid(format!(
                             "attribute {attribute} keys index {} and must be a string",

@@ -1,0 +1,290 @@
+//! The AWS-API adapters against the ports' conformance suites, on the local stand-ins that
+//! `scripts/test.sh` starts (moto server for DynamoDB and S3, redis-server for Redis), plus
+//! what only these adapters have: table and bucket creation, and Redis outages.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use emporium_adapters::dynamodb::DynamoStorage;
+use emporium_adapters::redis::{RedisCache, RedisOptions};
+use emporium_adapters::s3::S3Blobs;
+use emporium_adapters::{aws, connect, testing};
+use emporium_ports::blob::BlobKey;
+use emporium_ports::cache::{Cache, CacheError};
+use emporium_ports::storage::{Condition, IndexDef, Key, Storage, TableDef, conformance};
+use serde_json::json;
+
+async fn dynamodb_storage(tables: &[TableDef]) -> conformance::Fixture {
+    testing::aws_stand_in();
+    let storage = DynamoStorage::new(aws::dynamodb().await, &testing::unique("conf"), tables);
+    storage.ensure_tables().await.expect("create tables");
+    // moto's state goes with its process at the end of the run; nothing to clean up.
+    conformance::Fixture {
+        storage: Arc::new(storage),
+        guard: Box::new(()),
+    }
+}
+
+async fn s3_blobs_at(prefix: &str) -> emporium_ports::blob::conformance::Fixture {
+    testing::aws_stand_in();
+    let blobs = S3Blobs::new(aws::s3().await, &testing::unique("conf"), prefix);
+    blobs.ensure_bucket().await.expect("create bucket");
+    emporium_ports::blob::conformance::Fixture {
+        blobs: Arc::new(blobs),
+        guard: Box::new(()),
+    }
+}
+
+async fn s3_blobs() -> emporium_ports::blob::conformance::Fixture {
+    s3_blobs_at("").await
+}
+
+/// Objects under a key prefix inside a shared bucket, as `s3://bucket/prefix` configures.
+async fn s3_blobs_under_a_prefix() -> emporium_ports::blob::conformance::Fixture {
+    s3_blobs_at("assets/v1").await
+}
+
+async fn redis_cache() -> emporium_ports::cache::conformance::Fixture {
+    let options = RedisOptions {
+        prefix: format!("{}:", testing::unique("conf")),
+        ..RedisOptions::default()
+    };
+    let cache = RedisCache::new(&testing::redis_url(), options).expect("redis pool");
+    emporium_ports::cache::conformance::Fixture {
+        cache: Arc::new(cache),
+        namespace: "n".into(),
+        guard: Box::new(()),
+    }
+}
+
+mod dynamodb_suite {
+    use super::*;
+    emporium_ports::storage_conformance!(dynamodb_storage);
+}
+
+mod s3_suite {
+    use super::*;
+    emporium_ports::blob_conformance!(s3_blobs);
+}
+
+mod s3_prefixed_suite {
+    use super::*;
+    emporium_ports::blob_conformance!(s3_blobs_under_a_prefix);
+}
+
+mod redis_suite {
+    use super::*;
+    emporium_ports::cache_conformance!(redis_cache);
+}
+
+#[tokio::test]
+async fn ensure_tables_creates_keys_indexes_and_ttl_and_is_idempotent() {
+    testing::aws_stand_in();
+    let prefix = testing::unique("init");
+    let client = aws::dynamodb().await;
+    let storage = DynamoStorage::new(client.clone(), &prefix, conformance::TABLES);
+    storage.ensure_tables().await.expect("first init");
+    storage
+        .ensure_tables()
+        .await
+        .expect("second init changes nothing");
+
+    let described = client
+        .describe_table()
+        .table_name(storage.physical(conformance::THINGS.name))
+        .send()
+        .await
+        .expect("described");
+    let table = described.table().expect("table");
+    let keys: Vec<(&str, &str)> = table
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name(), k.key_type().as_str()))
+        .collect();
+    assert_eq!(keys, [("pk", "HASH"), ("sk", "RANGE")]);
+    let indexes: Vec<&str> = table
+        .global_secondary_indexes()
+        .iter()
+        .filter_map(|g| g.index_name())
+        .collect();
+    assert_eq!(indexes, ["by_owner"]);
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(storage.physical(conformance::THINGS.name))
+        .send()
+        .await
+        .expect("ttl");
+    assert_eq!(
+        ttl.time_to_live_description()
+            .and_then(|d| d.attribute_name()),
+        Some("expires_at")
+    );
+}
+
+#[tokio::test]
+async fn ensure_tables_adds_an_index_a_newer_definition_has() {
+    testing::aws_stand_in();
+    let prefix = testing::unique("grow");
+    let client = aws::dynamodb().await;
+    const OLD: TableDef = TableDef {
+        name: "growing",
+        indexes: &[],
+        ttl_attribute: None,
+    };
+    const NEW: TableDef = TableDef {
+        name: "growing",
+        indexes: &[IndexDef {
+            name: "by_colour",
+            pk: "colour",
+            sk: "name",
+        }],
+        ttl_attribute: None,
+    };
+    let old = DynamoStorage::new(client.clone(), &prefix, &[OLD]);
+    old.ensure_tables().await.expect("old init");
+    old.put(
+        "growing",
+        json!({"pk": "a", "sk": "1", "colour": "red", "name": "apple"})
+            .as_object()
+            .cloned()
+            .expect("object"),
+        None,
+    )
+    .await
+    .expect("put");
+    let new = DynamoStorage::new(client, &prefix, &[NEW]);
+    new.ensure_tables().await.expect("new init adds the index");
+    let page = new
+        .query_index(
+            "growing",
+            "by_colour",
+            emporium_ports::storage::Query::partition("red"),
+        )
+        .await
+        .expect("index query");
+    assert_eq!(page.items.len(), 1, "the index covers the existing item");
+}
+
+#[tokio::test]
+async fn a_missing_table_says_to_run_init() {
+    testing::aws_stand_in();
+    let storage = DynamoStorage::new(
+        aws::dynamodb().await,
+        &testing::unique("absent"),
+        conformance::TABLES,
+    );
+    let error = storage
+        .get(conformance::THINGS.name, &Key::new("p", "s"))
+        .await
+        .expect_err("no table");
+    assert!(format!("{error:?}").contains("emporium init"), "{error:?}");
+    let error = storage
+        .put(
+            conformance::THINGS.name,
+            json!({"pk": "p", "sk": "s"})
+                .as_object()
+                .cloned()
+                .expect("object"),
+            Some(Condition::NotExists),
+        )
+        .await
+        .expect_err("no table");
+    assert!(
+        matches!(error, emporium_ports::storage::StorageError::Backend(_)),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn init_through_uris_is_idempotent() {
+    testing::aws_stand_in();
+    let storage_uri = format!("dynamodb://{}", testing::unique("uri"));
+    let blobs_uri = format!("s3://{}/images", testing::unique("uri"));
+    for _ in 0..2 {
+        connect::init_storage(&storage_uri, "things", conformance::TABLES)
+            .await
+            .expect("tables");
+        connect::init_blobs(&blobs_uri).await.expect("bucket");
+    }
+    let blobs = connect::blobs(&blobs_uri).await.expect("blobs");
+    blobs.ping().await.expect("bucket reachable");
+    let key = BlobKey::parse("a/b.txt").expect("key");
+    blobs
+        .put(&key, Bytes::from_static(b"hi"), "text/plain")
+        .await
+        .expect("put");
+    let storage = connect::storage(&storage_uri, "things", conformance::TABLES)
+        .await
+        .expect("storage");
+    storage.ping().await.expect("tables reachable");
+}
+
+/// A port nothing listens on: Redis "down".
+fn dead_redis() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    format!("redis://127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_fast_and_is_retried_after_a_pause() {
+    let cache = RedisCache::new(
+        &dead_redis(),
+        RedisOptions {
+            timeout: Duration::from_millis(200),
+            ..RedisOptions::default()
+        },
+    )
+    .expect("pool");
+    let started = Instant::now();
+    let error = cache.get("k").await.expect_err("down");
+    assert!(matches!(error, CacheError::Unavailable(_)), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "bounded by the timeout"
+    );
+    // While cooling down, calls fail without trying.
+    let started = Instant::now();
+    for _ in 0..100 {
+        assert!(cache.get("k").await.is_err());
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+    // Readiness always tries, to tell the truth.
+    assert!(cache.ping().await.is_err());
+}
+
+#[tokio::test]
+async fn a_redis_prefix_keeps_deployments_apart() {
+    let url = testing::redis_url();
+    let first = RedisCache::new(
+        &url,
+        RedisOptions {
+            prefix: format!("{}:", testing::unique("a")),
+            ..RedisOptions::default()
+        },
+    )
+    .expect("pool");
+    let second = RedisCache::new(
+        &url,
+        RedisOptions {
+            prefix: format!("{}:", testing::unique("b")),
+            ..RedisOptions::default()
+        },
+    )
+    .expect("pool");
+    first
+        .set("shared", Bytes::from_static(b"1"), Duration::from_secs(60))
+        .await
+        .expect("set");
+    assert_eq!(second.get("shared").await.expect("get"), None);
+    assert_eq!(
+        first.get("shared").await.expect("get"),
+        Some(Bytes::from_static(b"1"))
+    );
+}

@@ -1,0 +1,94 @@
+# shellcheck shell=bash
+# Local stand-ins for the AWS side of Emporium: moto server (DynamoDB and S3 on one port, as
+# LocalStack serves them) and redis-server (as ElastiCache). Source this file, then:
+#
+#   install_stand_ins            # redis-server from Debian, moto in .venv; skips what is there
+#   start_stand_ins <dir>        # both on free ports, logs in <dir>; stopped when the shell exits
+#
+# start_stand_ins exports what the adapters and the tests read:
+#   AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION   (moto)
+#   EMPORIUM_TEST_REDIS_URL                                                  (the shared Redis)
+#   EMPORIUM_TEST_REDIS_SERVER    (the redis-server binary, for tests that run and kill their own)
+
+MOTO_VERSION="5.2.5"
+VENV="${VENV:-.venv}"
+
+stand_in_log() { printf '    %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    echo "need root (or sudo) to run: $*" >&2
+    return 1
+  fi
+}
+
+install_stand_ins() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    stand_in_log "installing redis-server (Debian)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+  if [ ! -x "$VENV/bin/moto_server" ]; then
+    stand_in_log "installing moto server $MOTO_VERSION into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_for() {
+  local what="$1" log="$2"
+  shift 2
+  for _ in $(seq 1 200); do
+    if "$@" >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "$what did not start; its log ($log):" >&2
+  tail -n 30 "$log" >&2 || true
+  return 1
+}
+
+STAND_IN_PIDS=()
+
+stop_stand_ins() {
+  local pid
+  for pid in "${STAND_IN_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  STAND_IN_PIDS=()
+}
+
+start_stand_ins() {
+  local dir="$1"
+  mkdir -p "$dir"
+  dir="$(cd "$dir" && pwd)"
+  trap stop_stand_ins EXIT
+
+  local moto_port redis_port
+  moto_port="$(free_port)"
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$dir/moto.log" 2>&1 &
+  STAND_IN_PIDS+=("$!")
+  wait_for "moto server" "$dir/moto.log" curl -sf "http://127.0.0.1:$moto_port/moto-api/"
+
+  redis_port="$(free_port)"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+    --logfile "$dir/redis.log" --dir "$dir" &
+  STAND_IN_PIDS+=("$!")
+  wait_for "redis-server" "$dir/redis.log" redis-cli -p "$redis_port" ping
+
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+  export EMPORIUM_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
+  EMPORIUM_TEST_REDIS_SERVER="$(command -v redis-server)"
+  export EMPORIUM_TEST_REDIS_SERVER
+  stand_in_log "moto server at $AWS_ENDPOINT_URL, redis at $EMPORIUM_TEST_REDIS_URL (logs in $dir)"
+}
