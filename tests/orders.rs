@@ -8,10 +8,24 @@ use emporium_api::order::{Order, OrderStatus, PaymentStatus};
 use emporium_order::{FaultAction, Faults};
 use emporium_platform::Problem;
 use emporium_tests::{
-    CARD_DECLINED, CARD_NO_FUNDS, CARD_OK, TestPlatform, customer, key, order_body,
+    Backend, CARD_DECLINED, CARD_NO_FUNDS, CARD_OK, TestPlatform, customer, key, order_body,
 };
 use reqwest::StatusCode;
 use serde_json::json;
+
+emporium_tests::on_every_backend!(
+    a_checkout_confirms_the_order_sells_the_stock_and_empties_the_cart,
+    sixty_checkouts_for_ten_units_confirm_exactly_ten,
+    one_idempotency_key_sent_twice_at_once_places_one_order,
+    declined_cards_leave_stock_and_cart_exactly_as_before,
+    a_failure_after_the_reservation_returns_the_stock,
+    a_crash_before_payment_is_undone_by_the_reconciler_after_restart,
+    a_crash_after_payment_is_finished_by_the_reconciler_after_restart,
+    a_reservation_arriving_after_the_reconciler_closed_the_order_is_given_back,
+    bad_checkouts_are_client_errors_that_reserve_and_write_nothing,
+    cancelling_a_confirmed_order_returns_its_stock,
+    history_lists_a_customers_orders_newest_first_in_pages,
+);
 
 async fn problem(response: reqwest::Response, status: u16, code: &str) -> Problem {
     assert_eq!(response.status().as_u16(), status, "expected {code}");
@@ -25,9 +39,8 @@ fn counts(level: &emporium_api::inventory::StockLevel) -> (i64, i64, i64) {
     (level.available, level.reserved, level.sold)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_checkout_confirms_the_order_sells_the_stock_and_empties_the_cart() {
-    let shop = TestPlatform::start().await;
+async fn a_checkout_confirms_the_order_sells_the_stock_and_empties_the_cart(backend: Backend) {
+    let shop = TestPlatform::start(backend).await;
     let kettle = shop.product_with_sku("KIT-001").await;
     let mugs = shop.product_with_sku("KIT-005").await;
     let before = (shop.stock("KIT-001").await, shop.stock("KIT-005").await);
@@ -112,9 +125,8 @@ async fn a_checkout_confirms_the_order_sells_the_stock_and_empties_the_cart() {
     assert!(shop.history(&customer()).await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixty_checkouts_for_ten_units_confirm_exactly_ten() {
-    let shop = TestPlatform::start().await;
+async fn sixty_checkouts_for_ten_units_confirm_exactly_ten(backend: Backend) {
+    let shop = TestPlatform::start(backend).await;
     let lamp = shop.product_with_sku("OFF-003").await;
     shop.set_stock("OFF-003", 10).await;
     let mut carts = Vec::new();
@@ -157,9 +169,8 @@ async fn sixty_checkouts_for_ten_units_confirm_exactly_ten() {
     assert_eq!(counts(&level), (0, 0, 10), "sold 10, nothing left held");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_idempotency_key_sent_twice_at_once_places_one_order() {
-    let shop = TestPlatform::start().await;
+async fn one_idempotency_key_sent_twice_at_once_places_one_order(backend: Backend) {
+    let shop = TestPlatform::start(backend).await;
     let tent = shop.product_with_sku("OUT-009").await;
     let before = shop.stock("OUT-009").await;
     let cart = shop.cart_with(&[(&tent, 2)]).await;
@@ -204,9 +215,8 @@ async fn one_idempotency_key_sent_twice_at_once_places_one_order() {
     assert_eq!(shop.stock("OUT-009").await.sold, before.sold + 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn declined_cards_leave_stock_and_cart_exactly_as_before() {
-    let shop = TestPlatform::start().await;
+async fn declined_cards_leave_stock_and_cart_exactly_as_before(backend: Backend) {
+    let shop = TestPlatform::start(backend).await;
     let socks = shop.product_with_sku("APP-008").await;
     let before = shop.stock("APP-008").await;
     let cart = shop.cart_with(&[(&socks, 3)]).await;
@@ -257,10 +267,9 @@ async fn declined_cards_leave_stock_and_cart_exactly_as_before() {
     assert_eq!(placed.status(), StatusCode::CREATED);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failure_after_the_reservation_returns_the_stock() {
+async fn a_failure_after_the_reservation_returns_the_stock(backend: Backend) {
     let faults = Faults::default();
-    let shop = TestPlatform::start_with(&[], faults.clone()).await;
+    let shop = TestPlatform::start_with(backend, &[], faults.clone()).await;
     let beanie = shop.product_with_sku("APP-005").await;
     let before = shop.stock("APP-005").await;
     let cart = shop.cart_with(&[(&beanie, 2)]).await;
@@ -277,11 +286,14 @@ async fn a_failure_after_the_reservation_returns_the_stock() {
     assert_eq!(shop.cart(&cart.id).await.item_count, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_before_payment_is_undone_by_the_reconciler_after_restart() {
+async fn a_crash_before_payment_is_undone_by_the_reconciler_after_restart(backend: Backend) {
     let faults = Faults::default();
-    let mut shop =
-        TestPlatform::start_with(&["--order-reconcile-grace-secs", "0"], faults.clone()).await;
+    let mut shop = TestPlatform::start_with(
+        backend,
+        &["--order-reconcile-grace-secs", "0"],
+        faults.clone(),
+    )
+    .await;
     let knife = shop.product_with_sku("KIT-003").await;
     let before = shop.stock("KIT-003").await;
     let cart = shop.cart_with(&[(&knife, 2)]).await;
@@ -325,11 +337,14 @@ async fn a_crash_before_payment_is_undone_by_the_reconciler_after_restart() {
     assert!(shop.history(&buyer).await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_after_payment_is_finished_by_the_reconciler_after_restart() {
+async fn a_crash_after_payment_is_finished_by_the_reconciler_after_restart(backend: Backend) {
     let faults = Faults::default();
-    let mut shop =
-        TestPlatform::start_with(&["--order-reconcile-grace-secs", "0"], faults.clone()).await;
+    let mut shop = TestPlatform::start_with(
+        backend,
+        &["--order-reconcile-grace-secs", "0"],
+        faults.clone(),
+    )
+    .await;
     let pan = shop.product_with_sku("KIT-002").await;
     let before = shop.stock("KIT-002").await;
     let cart = shop.cart_with(&[(&pan, 1)]).await;
@@ -365,10 +380,12 @@ async fn a_crash_after_payment_is_finished_by_the_reconciler_after_restart() {
     assert_eq!(shop.history(&buyer).await.len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reservation_arriving_after_the_reconciler_closed_the_order_is_given_back() {
+async fn a_reservation_arriving_after_the_reconciler_closed_the_order_is_given_back(
+    backend: Backend,
+) {
     let faults = Faults::default();
     let shop = TestPlatform::start_with(
+        backend,
         &[
             "--order-reconcile-grace-secs",
             "0",
@@ -428,9 +445,8 @@ async fn wait_for_status(
     panic!("order {order_id} stayed {leaving:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_checkouts_are_client_errors_that_reserve_and_write_nothing() {
-    let shop = TestPlatform::start().await;
+async fn bad_checkouts_are_client_errors_that_reserve_and_write_nothing(backend: Backend) {
+    let shop = TestPlatform::start(backend).await;
     let book = shop.product_with_sku("BKS-005").await;
     let before = shop.stock("BKS-005").await;
     let cart = shop.cart_with(&[(&book, 1)]).await;
@@ -594,9 +610,8 @@ async fn bad_checkouts_are_client_errors_that_reserve_and_write_nothing() {
     assert_eq!(placed.status(), StatusCode::CREATED);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_a_confirmed_order_returns_its_stock() {
-    let shop = TestPlatform::start().await;
+async fn cancelling_a_confirmed_order_returns_its_stock(backend: Backend) {
+    let shop = TestPlatform::start(backend).await;
     let shell = shop.product_with_sku("OUT-008").await;
     let before = shop.stock("OUT-008").await;
     let buyer = customer();
@@ -667,9 +682,8 @@ async fn cancelling_a_confirmed_order_returns_its_stock() {
     problem(refused, 409, "order_not_cancellable").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_lists_a_customers_orders_newest_first_in_pages() {
-    let shop = TestPlatform::start().await;
+async fn history_lists_a_customers_orders_newest_first_in_pages(backend: Backend) {
+    let shop = TestPlatform::start(backend).await;
     let pencil = shop.product_with_sku("OFF-007").await;
     let buyer = customer();
     let mut placed = Vec::new();

@@ -1,12 +1,19 @@
-//! The whole platform, started as `emporium up` starts it.
+//! The whole platform, started as `emporium up` starts it, on each backend; and `init` and
+//! `seed`, as the deployment's setup job runs them.
 
-use emporium::run::Service;
+use emporium::run::{Service, Settings};
 use emporium_ports::blob::BlobKey;
-use emporium_tests::TestPlatform;
+use emporium_tests::{Backend, TestPlatform};
+use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn up_serves_the_seeded_demo_catalog_with_its_images() {
-    let shop = TestPlatform::start().await;
+emporium_tests::on_every_backend!(
+    up_serves_the_seeded_demo_catalog_with_its_images,
+    init_and_seed_twice_leave_the_state_of_once,
+    a_shopper_browses_fills_a_cart_checks_out_and_finds_the_order,
+);
+
+async fn up_serves_the_seeded_demo_catalog_with_its_images(backend: Backend) {
+    let shop = TestPlatform::start(backend).await;
     let catalog = shop.url(Service::Catalog);
     let seeded = shop.platform.seeded.expect("an empty store is seeded");
     assert!(
@@ -32,12 +39,9 @@ async fn up_serves_the_seeded_demo_catalog_with_its_images() {
         "every product is counted once"
     );
 
-    let blobs = emporium_adapters::connect::blobs(&format!(
-        "file://{}",
-        shop.data_dir.path().join("blobs").display()
-    ))
-    .await
-    .expect("blobs");
+    let blobs = emporium_adapters::connect::blobs(&shop.settings.common.blobs_uri())
+        .await
+        .expect("blobs");
     for product in products {
         let key = product["images"][0].as_str().expect("image key");
         let image = blobs
@@ -52,69 +56,122 @@ async fn up_serves_the_seeded_demo_catalog_with_its_images() {
     shop.platform.stop(true).await.expect("stops");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seeding_again_changes_nothing() {
-    let shop = TestPlatform::start().await;
-    let catalog_url = shop.url(Service::Catalog);
-    let before = shop
-        .get_json(&format!("{catalog_url}/v1/products?limit=100"))
-        .await;
-    let settings = emporium_tests::settings(shop.data_dir.path(), &[]);
-    // The same service code the platform runs, over a second handle on the same blobs.
-    let blobs = emporium_adapters::connect::blobs(&settings.common.blobs_uri())
-        .await
-        .expect("blobs");
-    let cache = emporium_adapters::connect::cache("memory://")
-        .await
-        .expect("cache");
-    shop.platform.stop(true).await.expect("stops");
-    let storage = emporium_adapters::connect::storage(
-        &settings.common.storage_uri(),
-        "catalog",
-        emporium_catalog::TABLES,
-    )
-    .await
-    .expect("storage");
+/// Everything `init` and `seed` leave behind, read through the services' own code: catalog
+/// categories and products, stock levels, and the blob listing with ETags.
+async fn state(settings: &Settings) -> Value {
+    use emporium_adapters::connect;
+    let common = &settings.common;
+    let blobs = connect::blobs(&common.blobs_uri()).await.expect("blobs");
+    // No cache: the state as stored, not as remembered.
+    let cache = connect::cache("memory://").await.expect("cache");
+    let storage = |service: Service| {
+        let uri = common.storage_uri();
+        async move {
+            connect::storage(&uri, service.name(), service.tables())
+                .await
+                .expect("storage")
+        }
+    };
     let catalog = emporium_catalog::Catalog::new(
-        storage,
+        storage(Service::Catalog).await,
         cache,
         blobs.clone(),
-        "USD",
-        std::time::Duration::from_secs(60),
+        &common.currency,
+        common.cache_ttl(),
     );
-    let report = emporium::demo::seed_catalog(&catalog, blobs.as_ref())
+    let inventory = emporium_inventory::Inventory::new(storage(Service::Inventory).await, 600);
+    let categories = catalog.categories().await.expect("categories");
+    let products = catalog
+        .list_products(&emporium_api::catalog::ProductQuery {
+            limit: Some(100),
+            ..Default::default()
+        })
         .await
-        .expect("seed");
-    assert_eq!(report, emporium::demo::SeedReport::default());
-    let page = catalog
-        .list_products(&emporium_api_query())
+        .expect("products");
+    assert!(products.next_cursor.is_none(), "one page holds the demo shop");
+    let stock = inventory.list_stock(Some(100), None).await.expect("stock");
+    assert!(stock.next_cursor.is_none(), "one page holds the demo stock");
+    let listed = blobs.list("", None, 1000).await.expect("blobs");
+    let blob_list: Vec<Value> = listed
+        .items
+        .iter()
+        .map(|b| json!({"key": b.key, "size": b.size, "etag": b.etag}))
+        .collect();
+    let state = json!({
+        "categories": categories,
+        "products": products.items,
+        "stock": stock.items,
+        "blobs": blob_list,
+    });
+    tokio::task::spawn_blocking(move || drop((catalog, inventory)))
         .await
-        .expect("list");
-    assert_eq!(
-        serde_json::to_value(&page.items).expect("json"),
-        before["items"],
-        "nothing changed"
-    );
+        .expect("closed");
+    state
 }
 
-fn emporium_api_query() -> emporium_api::catalog::ProductQuery {
-    emporium_api::catalog::ProductQuery {
-        limit: Some(100),
+async fn init_and_seed_twice_leave_the_state_of_once(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = backend.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let settings = emporium_tests::settings(dir.path(), &flags);
+
+    emporium::setup::init(&settings).await.expect("init");
+    let first = emporium::setup::seed(&settings, &emporium::demo::quiet)
+        .await
+        .expect("seed");
+    assert_eq!(first.categories, emporium::demo::CATEGORIES.len());
+    assert_eq!(first.products, emporium::demo::PRODUCTS.len());
+    assert_eq!(first.stock, emporium::demo::PRODUCTS.len());
+    let once = state(&settings).await;
+    assert_eq!(
+        once["products"].as_array().map(Vec::len),
+        Some(emporium::demo::PRODUCTS.len())
+    );
+    assert!(!once["blobs"].as_array().expect("blobs").is_empty());
+
+    emporium::setup::init(&settings).await.expect("init again");
+    let second = emporium::setup::seed(&settings, &emporium::demo::quiet)
+        .await
+        .expect("seed again");
+    assert_eq!(
+        second,
+        emporium::demo::SeedReport::default(),
+        "nothing new the second time"
+    );
+    let twice = state(&settings).await;
+    assert_eq!(once, twice, "the second run changed nothing");
+
+    // And the services serve what was seeded, without seeding again themselves.
+    let plan = emporium::run::Plan {
+        services: Service::ALL.to_vec(),
+        seed_when_empty: true,
         ..Default::default()
-    }
+    };
+    let platform = emporium::run::Platform::start(&settings, &plan)
+        .await
+        .expect("starts");
+    assert_eq!(platform.seeded, None, "found the shop already there");
+    let catalog = platform.url(Service::Catalog).expect("catalog");
+    let page: Value = reqwest::get(format!("{catalog}/v1/products?limit=100"))
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page["items"], once["products"]);
+    platform.stop(true).await.expect("stops");
 }
 
 /// Browse the catalog → fill a cart → check out → see the order in the history, through the
 /// typed clients the storefront uses, with every service over HTTP.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shopper_browses_fills_a_cart_checks_out_and_finds_the_order() {
+async fn a_shopper_browses_fills_a_cart_checks_out_and_finds_the_order(backend: Backend) {
     use emporium_api::catalog::{ProductQuery, ProductSort};
     use emporium_api::client::{
         CartClient, CatalogClient, InventoryClient, OrderClient, RetryPolicy,
     };
     use emporium_api::order::OrderStatus;
 
-    let shop = TestPlatform::start().await;
+    let shop = TestPlatform::start(backend).await;
     let http = reqwest::Client::new();
     let retry = RetryPolicy::default();
     let catalog = CatalogClient::new(&shop.url(Service::Catalog), http.clone(), retry);

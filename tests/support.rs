@@ -1,6 +1,8 @@
-//! Helpers for whole-platform tests: every service started in this process on free ports over a
-//! temporary data directory, as `emporium up` starts them, and a client that speaks to them over
-//! HTTP as the storefront will.
+//! Helpers for whole-platform tests: every service started in this process on free ports, as
+//! `emporium up` starts them, on either backend: the embedded stand-ins over a temporary data
+//! directory, or the AWS adapters (DynamoDB and S3 on moto server, Redis) under names no other
+//! test uses; and a client that speaks to them over HTTP as the storefront will.
+//! [`on_every_backend!`] runs a test body once per backend.
 
 use clap::Parser as _;
 use emporium::run::{Plan, Platform, Service, Settings};
@@ -43,8 +45,63 @@ pub fn settings(dir: &std::path::Path, extra: &[&str]) -> Settings {
     let cli = emporium::cli::Cli::try_parse_from(args).expect("settings parse");
     match cli.command {
         emporium::cli::Command::Up(up) => Settings::from(up.services),
-        emporium::cli::Command::Serve(_) => unreachable!("built an up command"),
+        _ => unreachable!("built an up command"),
     }
+}
+
+/// Which adapters the services run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// redb storage, in-process cache, local blob directory.
+    Embedded,
+    /// DynamoDB, S3 and Redis, on the stand-ins `scripts/test.sh` starts.
+    Aws,
+}
+
+impl Backend {
+    /// The settings that put every port on this backend, with fresh tables, bucket and cache
+    /// keys.
+    pub fn flags(self) -> Vec<String> {
+        match self {
+            Backend::Embedded => Vec::new(),
+            Backend::Aws => {
+                emporium_adapters::testing::aws_stand_in();
+                let name = emporium_adapters::testing::unique("shop");
+                vec![
+                    "--storage".into(),
+                    format!("dynamodb://{name}"),
+                    "--blobs".into(),
+                    format!("s3://{name}/assets"),
+                    "--cache".into(),
+                    format!("{}?prefix={name}:", emporium_adapters::testing::redis_url()),
+                ]
+            }
+        }
+    }
+}
+
+/// Generates, for each named `async fn test(backend: Backend)`, a test per backend:
+/// `embedded::test` and `aws::test`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::Backend::Embedded).await;
+                }
+            )*
+        }
+        mod aws {
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::Backend::Aws).await;
+                }
+            )*
+        }
+    };
 }
 
 /// A running platform, the directory holding its data, and what it was started with.
@@ -57,15 +114,22 @@ pub struct TestPlatform {
 }
 
 impl TestPlatform {
-    /// Every service, seeded with the demo shop.
-    pub async fn start() -> Self {
-        Self::start_with(&[], Faults::default()).await
+    /// Every service on `backend`, seeded with the demo shop.
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[], Faults::default()).await
     }
 
-    /// Every service with extra settings and checkout fault switches.
-    pub async fn start_with(extra: &[&str], faults: Faults) -> Self {
+    /// Every service on `backend` with extra settings and checkout fault switches. On AWS,
+    /// `emporium init` runs first, as the deployment's setup job does.
+    pub async fn start_with(backend: Backend, extra: &[&str], faults: Faults) -> Self {
         let data_dir = tempfile::tempdir().expect("tempdir");
-        let settings = settings(data_dir.path(), extra);
+        let mut flags = backend.flags();
+        flags.extend(extra.iter().map(|s| (*s).to_owned()));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let settings = settings(data_dir.path(), &flags);
+        if backend == Backend::Aws {
+            emporium::setup::init(&settings).await.expect("init");
+        }
         let plan = Plan {
             services: Service::ALL.to_vec(),
             seed_when_empty: true,

@@ -1,4 +1,5 @@
-//! The command line: `emporium up` (the default) and `emporium serve <service>`.
+//! The command line: `emporium up` (the default), `emporium serve <service>`, and
+//! `emporium init` / `emporium seed`, which prepare the configured backends.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -27,6 +28,17 @@ pub enum Command {
     Up(UpArgs),
     /// Run one service, as its container does.
     Serve(ServeArgs),
+    /// Create every table (keys, indexes, TTL) and the blob bucket in the configured backends;
+    /// safe to run again.
+    Init(SetupArgs),
+    /// Load the demo catalog, images and stock into the configured backends; safe to run again.
+    Seed(SetupArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SetupArgs {
+    #[command(flatten)]
+    pub services: ServiceArgs,
 }
 
 #[derive(Args, Debug)]
@@ -126,6 +138,8 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (settings, plan, name, up) = match cli.command {
+        Command::Init(args) => return init(args.services.into()).await,
+        Command::Seed(args) => return seed(args.services.into()).await,
         Command::Up(args) => (
             Settings::from(args.services),
             Plan {
@@ -167,6 +181,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     emporium_platform::shutdown::terminated().await;
     platform.stop(true).await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+fn setup_logs(settings: &Settings) -> anyhow::Result<emporium_platform::telemetry::TelemetryGuard> {
+    emporium_platform::telemetry::init(
+        "emporium-setup",
+        settings.common.log_format,
+        &settings.common.log_filter,
+    )
+}
+
+async fn init(settings: Settings) -> anyhow::Result<()> {
+    let _telemetry = setup_logs(&settings)?;
+    let report = crate::setup::init(&settings).await?;
+    println!("Storage ready at {}:", report.storage);
+    for (service, tables) in &report.tables {
+        println!("  {service:<10} {}", tables.join(", "));
+    }
+    println!("Blob store ready at {}.", report.blobs);
+    Ok(())
+}
+
+async fn seed(settings: Settings) -> anyhow::Result<()> {
+    let _telemetry = setup_logs(&settings)?;
+    // Hidden by itself when stderr is not a terminal (a container's log), where the summary
+    // line below is what is left.
+    let bar = indicatif::ProgressBar::new(crate::demo::seed_steps()).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} seeding [{bar:30}] {pos}/{len} {wide_msg}",
+        )?
+        .progress_chars("=> "),
+    );
+    let progress = |item: &str| {
+        bar.set_message(item.to_owned());
+        bar.inc(1);
+    };
+    let report = crate::setup::seed(&settings, &progress).await;
+    bar.finish_and_clear();
+    let report = report?;
+    println!(
+        "Demo shop seeded: {} categories, {} products and stock for {} SKUs added \
+         (0 means it was already there).",
+        report.categories, report.products, report.stock
+    );
     Ok(())
 }
 

@@ -331,7 +331,7 @@ impl<'a> Starter<'a> {
         let catalog = catalog_startup::catalog(&config, &ports);
         if self.plan.seed_when_empty && catalog.categories().await?.is_empty() {
             tracing::info!("empty catalog: loading the demo shop");
-            let report = demo::seed_catalog(&catalog, self.blobs.as_ref()).await?;
+            let report = demo::seed_catalog(&catalog, self.blobs.as_ref(), &demo::quiet).await?;
             let seeded = self.platform.seeded.get_or_insert_with(SeedReport::default);
             seeded.categories += report.categories;
             seeded.products += report.products;
@@ -354,7 +354,7 @@ impl<'a> Starter<'a> {
         if self.plan.seed_when_empty && inventory.list_stock(Some(1), None).await?.items.is_empty()
         {
             tracing::info!("empty inventory: stocking the demo shop");
-            let stocked = demo::seed_stock(&inventory).await?;
+            let stocked = demo::seed_stock(&inventory, &demo::quiet).await?;
             self.platform
                 .seeded
                 .get_or_insert_with(SeedReport::default)

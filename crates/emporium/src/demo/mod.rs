@@ -32,8 +32,23 @@ pub struct SeedReport {
     pub stock: usize,
 }
 
+/// Told of every demo record as it is loaded (categories, products, stock), for progress bars.
+pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
+
+/// Reports nothing.
+pub fn quiet(_: &str) {}
+
+/// How many records seeding visits: what a progress bar counts to.
+pub fn seed_steps() -> u64 {
+    (CATEGORIES.len() + 2 * PRODUCTS.len()) as u64
+}
+
 /// Loads the demo categories, products and images; safe to run any number of times.
-pub async fn seed_catalog(catalog: &Catalog, blobs: &dyn Blobs) -> anyhow::Result<SeedReport> {
+pub async fn seed_catalog(
+    catalog: &Catalog,
+    blobs: &dyn Blobs,
+    progress: Progress<'_>,
+) -> anyhow::Result<SeedReport> {
     let mut report = SeedReport::default();
     for (position, category) in CATEGORIES.iter().enumerate() {
         let input = NewCategory {
@@ -49,11 +64,16 @@ pub async fn seed_catalog(catalog: &Catalog, blobs: &dyn Blobs) -> anyhow::Resul
                 return Err(error).with_context(|| format!("creating category {}", category.slug));
             }
         }
+        progress(category.slug);
     }
     let currency = catalog.currency().to_owned();
     // Several at a time: the embedded store commits concurrent writes together.
     let created = futures::stream::iter(PRODUCTS)
-        .map(|product| seed_product(catalog, blobs, product, &currency))
+        .map(|product| async {
+            let created = seed_product(catalog, blobs, product, &currency).await;
+            progress(product.sku);
+            created
+        })
         .buffer_unordered(8)
         .collect::<Vec<_>>()
         .await;
@@ -121,7 +141,10 @@ pub fn demo_stock(sku: &str) -> i64 {
 
 /// Gives every demo SKU its stock, leaving SKUs that already have a stock record alone; returns
 /// how many it created.
-pub async fn seed_stock(inventory: &emporium_inventory::Inventory) -> anyhow::Result<usize> {
+pub async fn seed_stock(
+    inventory: &emporium_inventory::Inventory,
+    progress: Progress<'_>,
+) -> anyhow::Result<usize> {
     let mut created = 0;
     for product in PRODUCTS {
         if inventory
@@ -131,6 +154,7 @@ pub async fn seed_stock(inventory: &emporium_inventory::Inventory) -> anyhow::Re
         {
             created += 1;
         }
+        progress(product.sku);
     }
     Ok(created)
 }
