@@ -88,7 +88,10 @@ async fn state(settings: &Settings) -> Value {
         })
         .await
         .expect("products");
-    assert!(products.next_cursor.is_none(), "one page holds the demo shop");
+    assert!(
+        products.next_cursor.is_none(),
+        "one page holds the demo shop"
+    );
     let stock = inventory.list_stock(Some(100), None).await.expect("stock");
     assert!(stock.next_cursor.is_none(), "one page holds the demo stock");
     let listed = blobs.list("", None, 1000).await.expect("blobs");

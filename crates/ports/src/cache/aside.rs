@@ -95,7 +95,9 @@ impl CacheAside {
     fn record<T, E: std::fmt::Display>(&self, outcome: Result<T, E>, what: &str) -> Option<T> {
         match outcome {
             Ok(value) => {
-                self.stats.degraded.store(false, Ordering::Relaxed);
+                if self.stats.degraded.swap(false, Ordering::Relaxed) {
+                    tracing::info!(operation = what, "cache answers again");
+                }
                 Some(value)
             }
             Err(error) => {
