@@ -361,3 +361,91 @@ fn serve_exports_traces_over_otlp_and_logs_json_with_request_and_trace_ids() {
     assert_eq!(content_type, "application/x-protobuf");
     assert!(size > 0);
 }
+
+/// Runs `program` with `args` and `env`, returning its stdout; panics with its output on failure.
+fn run_ok(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .env_remove("EMPORIUM_STORAGE")
+        .env_remove("EMPORIUM_BLOBS")
+        .envs(env.iter().copied())
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}\nstdout: {stdout}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// LocalStack's ready hook creates the tables and bucket by running `emporium init` (here
+/// against moto, which speaks the same APIs on one port); then `emporium seed` loads the demo
+/// shop. Both run twice, as a restarted LocalStack or a re-run job would.
+#[test]
+fn the_localstack_hook_inits_and_seed_loads_the_demo_once() {
+    let endpoint = emporium_adapters::testing::aws_stand_in();
+    let name = emporium_adapters::testing::unique("hook");
+    let storage = format!("dynamodb://{name}");
+    let blobs = format!("s3://{name}");
+    let hook = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../localstack/init/ready.d/10-emporium-init.sh"
+    );
+    let binary = env!("CARGO_BIN_EXE_emporium");
+    let hook_env = [
+        ("EMPORIUM_BIN", binary),
+        ("EMPORIUM_INIT_ENDPOINT", endpoint.as_str()),
+        ("EMPORIUM_STORAGE", storage.as_str()),
+        ("EMPORIUM_BLOBS", blobs.as_str()),
+    ];
+    for _ in 0..2 {
+        let out = run_ok(hook, &[], &hook_env);
+        for table in ["catalog", "inventory", "carts", "orders"] {
+            assert!(out.contains(table), "init names the {table} tables: {out}");
+        }
+        assert!(
+            out.contains(&format!("Blob store ready at {blobs}")),
+            "{out}"
+        );
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().display().to_string();
+    let seed = |expected: &str| {
+        let out = run_ok(
+            binary,
+            &[
+                "seed",
+                "--storage",
+                &storage,
+                "--blobs",
+                &blobs,
+                "--data-dir",
+                &data_dir,
+            ],
+            &[],
+        );
+        assert!(out.contains(expected), "expected {expected:?} in {out:?}");
+    };
+    seed("Demo shop seeded: 6 categories, 54 products and stock for 54 SKUs added");
+    seed("Demo shop seeded: 0 categories, 0 products and stock for 0 SKUs added");
+}
+
+/// The hook fails clearly when no binary is mounted, which LocalStack reports as an ERROR state
+/// (and the compose health check then never turns healthy).
+#[test]
+fn the_localstack_hook_fails_clearly_without_the_binary() {
+    let hook = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../localstack/init/ready.d/10-emporium-init.sh"
+    );
+    let output = Command::new(hook)
+        .env("EMPORIUM_BIN", "/nonexistent/emporium")
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no emporium binary"));
+}
