@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Local stand-ins for the AWS side of Emporium: moto server (DynamoDB and S3 on one port, as
-# LocalStack serves them) and redis-server (as ElastiCache). Source this file, then:
+# LocalStack serves them; run through scripts/moto_server.py, which keeps moto from racing with
+# itself) and redis-server (as ElastiCache). Source this file, then:
 #
 #   install_stand_ins            # redis-server from Debian, moto in .venv; skips what is there
 #   start_stand_ins <dir>        # both on free ports, logs in <dir>; stopped when the shell exits
@@ -75,7 +76,8 @@ start_stand_ins() {
 
   local moto_port redis_port
   moto_port="$(free_port)"
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$dir/moto.log" 2>&1 &
+  "$VENV/bin/python" "$(dirname "${BASH_SOURCE[0]}")/moto_server.py" 127.0.0.1 "$moto_port" \
+    >"$dir/moto.log" 2>&1 &
   STAND_IN_PIDS+=("$!")
   wait_for "moto server" "$dir/moto.log" curl -sf "http://127.0.0.1:$moto_port/moto-api/"
 
