@@ -228,11 +228,28 @@ async fn seed(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A URI without its password, for printing.
+fn redacted(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+        }
+        _ => uri.to_owned(),
+    }
+}
+
 fn print_banner(settings: &Settings, platform: &Platform) {
-    let data = std::path::absolute(&settings.common.data_dir)
-        .unwrap_or_else(|_| settings.common.data_dir.clone());
+    let common = &settings.common;
     println!();
-    println!("Emporium is up. Data lives in {}", data.display());
+    println!("Emporium is up.");
+    println!("  storage  {}", common.storage_uri());
+    println!("  cache    {}", redacted(&common.cache_uri()));
+    println!("  blobs    {}", common.blobs_uri());
     if let Some(report) = platform.seeded {
         println!(
             "Loaded the demo shop: {} categories, {} products, stock for {} SKUs.",
@@ -277,6 +294,21 @@ mod tests {
             panic!("up")
         };
         assert_eq!(up.services.catalog.port, 9999);
+    }
+
+    #[test]
+    fn printed_uris_hide_passwords() {
+        assert_eq!(
+            redacted("redis://:secret@cache:6379/0"),
+            "redis://:***@cache:6379/0"
+        );
+        assert_eq!(
+            redacted("rediss://app:secret@cache:6379"),
+            "rediss://app:***@cache:6379"
+        );
+        assert_eq!(redacted("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(redacted("redis://app@cache:6379"), "redis://app@cache:6379");
+        assert_eq!(redacted("memory://"), "memory://");
     }
 
     #[test]

@@ -48,6 +48,15 @@ pub struct CommonSettings {
     #[arg(long = "cache", env = "EMPORIUM_CACHE", value_name = "URI")]
     pub cache: Option<String>,
 
+    /// Redis to cache in when --cache is not given, under the variable Redis clients share.
+    #[arg(
+        long = "redis-url",
+        env = "REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
+
     /// Blob store for product images and static files. `file:///<dir>` is a local directory;
     /// `s3://<bucket>[/<prefix>]` is an S3 bucket. [default: a directory under --data-dir]
     #[arg(long = "blobs", env = "EMPORIUM_BLOBS", value_name = "URI")]
@@ -140,15 +149,11 @@ impl CommonSettings {
         })
     }
 
-    /// Cache URI: the configured one, else the standard `REDIS_URL`, else the in-process cache.
+    /// Cache URI: the configured one, else `REDIS_URL`, else the in-process cache.
     pub fn cache_uri(&self) -> String {
         self.cache
             .clone()
-            .or_else(|| {
-                std::env::var("REDIS_URL")
-                    .ok()
-                    .filter(|url| !url.is_empty())
-            })
+            .or_else(|| self.redis_url.clone().filter(|url| !url.is_empty()))
             .unwrap_or_else(|| "memory://".to_owned())
     }
 
@@ -382,6 +387,27 @@ mod tests {
         let path = dir.path().join("emporium.toml");
         std::fs::write(&path, text).expect("write settings file");
         path.display().to_string()
+    }
+
+    #[test]
+    fn the_cache_is_the_configured_one_else_redis_url_else_memory() {
+        let (common, _) = parse(&["emporium", "up"]).expect("parse");
+        if std::env::var_os("REDIS_URL").is_none() && std::env::var_os("EMPORIUM_CACHE").is_none() {
+            assert_eq!(common.cache_uri(), "memory://");
+        }
+        let (common, _) =
+            parse(&["emporium", "up", "--redis-url", "redis://r:6379"]).expect("parse");
+        assert_eq!(common.cache_uri(), "redis://r:6379");
+        let (common, _) = parse(&[
+            "emporium",
+            "up",
+            "--redis-url",
+            "redis://r:6379",
+            "--cache",
+            "memory://?capacity_mb=8",
+        ])
+        .expect("parse");
+        assert_eq!(common.cache_uri(), "memory://?capacity_mb=8");
     }
 
     #[test]
