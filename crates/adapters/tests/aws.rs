@@ -288,3 +288,152 @@ async fn a_redis_prefix_keeps_deployments_apart() {
         Some(Bytes::from_static(b"1"))
     );
 }
+
+/// A proxy in front of the DynamoDB stand-in that counts the operations it sees and can answer
+/// the first `fail_first` of them with a 500 itself, before they reach DynamoDB.
+struct CountingProxy {
+    url: String,
+    operations: Arc<std::sync::Mutex<Vec<String>>>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl CountingProxy {
+    async fn start(upstream: String, fail_first: usize) -> Self {
+        use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+        let operations = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = operations.clone();
+        let http = reqwest::Client::new();
+        let server = HttpServer::new(move || {
+            let seen = seen.clone();
+            let http = http.clone();
+            let upstream = upstream.clone();
+            App::new().default_service(web::to(move |request: HttpRequest, body: web::Bytes| {
+                let seen = seen.clone();
+                let http = http.clone();
+                let upstream = upstream.clone();
+                async move {
+                    let operation = request
+                        .headers()
+                        .get("x-amz-target")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("?")
+                        .to_owned();
+                    let position = {
+                        let mut seen = seen.lock().expect("lock");
+                        seen.push(operation);
+                        seen.len()
+                    };
+                    if position <= fail_first {
+                        return HttpResponse::InternalServerError()
+                            .content_type("application/x-amz-json-1.0")
+                            .body(r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected"}"#);
+                    }
+                    let mut forward = http.post(format!("{upstream}{}", request.uri()));
+                    for (name, value) in request.headers() {
+                        if name != "host" && name != "content-length" {
+                            forward = forward.header(name.as_str(), value.as_bytes());
+                        }
+                    }
+                    let answer = forward.body(body.to_vec()).send().await.expect("upstream");
+                    let status = answer.status().as_u16();
+                    let content_type = answer
+                        .headers()
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("application/x-amz-json-1.0")
+                        .to_owned();
+                    let body = answer.bytes().await.expect("upstream body");
+                    HttpResponse::build(
+                        actix_web::http::StatusCode::from_u16(status).expect("status"),
+                    )
+                    .content_type(content_type)
+                    .body(body)
+                }
+            }))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .expect("bind");
+        let url = format!("http://{}", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            url,
+            operations,
+            server: handle,
+        }
+    }
+
+    fn writes(&self) -> usize {
+        self.operations
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|op| op.ends_with("TransactWriteItems"))
+            .count()
+    }
+}
+
+async fn storage_through(proxy: &CountingProxy, prefix: &str) -> DynamoStorage {
+    let config = aws_sdk_dynamodb::config::Builder::from(aws::sdk_config().await)
+        .endpoint_url(&proxy.url)
+        .build();
+    DynamoStorage::new(
+        aws_sdk_dynamodb::Client::from_conf(config),
+        prefix,
+        conformance::TABLES,
+    )
+}
+
+fn thing(pk: &str) -> emporium_ports::storage::Item {
+    json!({"pk": pk, "sk": "s", "owner": "o", "created": "1"})
+        .as_object()
+        .cloned()
+        .expect("object")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_errors_are_retried_and_failed_conditions_never() {
+    let upstream = testing::aws_stand_in();
+    let prefix = testing::unique("retry");
+    DynamoStorage::new(aws::dynamodb().await, &prefix, conformance::TABLES)
+        .ensure_tables()
+        .await
+        .expect("tables");
+
+    // Two 500s, then the write gets through: the SDK's retries (3 attempts) carry it.
+    let flaky = CountingProxy::start(upstream.clone(), 2).await;
+    let storage = storage_through(&flaky, &prefix).await;
+    storage
+        .put(
+            conformance::THINGS.name,
+            thing("a"),
+            Some(Condition::NotExists),
+        )
+        .await
+        .expect("written after two transient failures");
+    assert_eq!(flaky.writes(), 3, "two failed attempts and one that worked");
+    flaky.server.stop(true).await;
+
+    // A failed condition is an answer, not a fault: sent once, never again.
+    let counting = CountingProxy::start(upstream, 0).await;
+    let storage = storage_through(&counting, &prefix).await;
+    let error = storage
+        .put(
+            conformance::THINGS.name,
+            thing("a"),
+            Some(Condition::NotExists),
+        )
+        .await
+        .expect_err("exists");
+    assert!(
+        matches!(
+            error,
+            emporium_ports::storage::StorageError::ConditionFailed
+        ),
+        "{error:?}"
+    );
+    assert_eq!(counting.writes(), 1, "the failed condition was not retried");
+    counting.server.stop(true).await;
+}
