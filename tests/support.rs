@@ -68,6 +68,10 @@ impl Backend {
                 emporium_adapters::testing::aws_stand_in();
                 let name = emporium_adapters::testing::unique("shop");
                 vec![
+                    // moto answers one call at a time; on a busy machine a checkout's calls
+                    // queue behind other tests' longer than in production.
+                    "--http-timeout-ms".into(),
+                    "20000".into(),
                     "--storage".into(),
                     format!("dynamodb://{name}"),
                     "--blobs".into(),

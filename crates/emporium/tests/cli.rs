@@ -19,14 +19,21 @@ struct Running {
     stdout: Vec<String>,
 }
 
-/// Starts `emporium` with `args`, waits for its banner's last line, and returns what it printed.
-fn start(data_dir: &std::path::Path, port: u16, extra: &[&str]) -> Running {
+/// Starts `emporium` with `args`, waits for its banner's last line, and returns what it printed
+/// and where the catalog listens. Every service takes a port the OS picks (port 0), so parallel
+/// tests never race for one.
+fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_emporium"))
         .args(["--data-dir", &data_dir.display().to_string()])
-        .args(["--catalog-port", &port.to_string(), "--log", "warn"])
-        .args(["--inventory-port", &free_port().to_string()])
-        .args(["--cart-port", &free_port().to_string()])
-        .args(["--order-port", &free_port().to_string()])
+        .args(["--catalog-port", "0", "--log", "warn"])
+        .args([
+            "--inventory-port",
+            "0",
+            "--cart-port",
+            "0",
+            "--order-port",
+            "0",
+        ])
         .args(extra)
         .env_remove("EMPORIUM_ADMIN_KEY")
         .stdout(Stdio::piped())
@@ -53,9 +60,15 @@ fn start(data_dir: &std::path::Path, port: u16, extra: &[&str]) -> Running {
         seen.iter().any(|l| l.starts_with("Stop with Ctrl-C")),
         "emporium did not come up: {seen:?}"
     );
+    let url = seen
+        .iter()
+        .filter(|line| line.trim_start().starts_with("catalog"))
+        .find_map(|line| line.split_whitespace().find(|w| w.starts_with("http://")))
+        .expect("the banner names the catalog's URL")
+        .to_owned();
     Running {
         child,
-        url: format!("http://127.0.0.1:{port}"),
+        url,
         stdout: seen,
     }
 }
@@ -122,9 +135,8 @@ fn all_products(base: &str) -> Vec<Value> {
 #[test]
 fn up_seeds_the_demo_shop_once_and_keeps_data_across_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
 
-    let first = start(dir.path(), port, &[]);
+    let first = start(dir.path(), &[]);
     assert!(
         first
             .stdout
@@ -165,7 +177,7 @@ fn up_seeds_the_demo_shop_once_and_keeps_data_across_restarts() {
     }
     terminate(first);
 
-    let second = start(dir.path(), port, &[]);
+    let second = start(dir.path(), &[]);
     assert!(
         !second
             .stdout
@@ -181,7 +193,7 @@ fn up_seeds_the_demo_shop_once_and_keeps_data_across_restarts() {
 #[test]
 fn no_seed_starts_an_empty_shop() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let running = start(dir.path(), free_port(), &["--no-seed"]);
+    let running = start(dir.path(), &["--no-seed"]);
     assert!(all_products(&running.url).is_empty());
     terminate(running);
 }
