@@ -290,7 +290,8 @@ async fn a_redis_prefix_keeps_deployments_apart() {
 }
 
 /// A proxy in front of the DynamoDB stand-in that counts the operations it sees and can answer
-/// the first `fail_first` of them with a 500 itself, before they reach DynamoDB.
+/// the first `fail_first` of them itself, before they reach DynamoDB: throttling first, then
+/// server errors.
 struct CountingProxy {
     url: String,
     operations: Arc<std::sync::Mutex<Vec<String>>>,
@@ -323,6 +324,12 @@ impl CountingProxy {
                         seen.push(operation);
                         seen.len()
                     };
+                    // The first failure is throttling, the others server errors.
+                    if position == 1 && fail_first > 0 {
+                        return HttpResponse::BadRequest()
+                            .content_type("application/x-amz-json-1.0")
+                            .body(r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"injected"}"#);
+                    }
                     if position <= fail_first {
                         return HttpResponse::InternalServerError()
                             .content_type("application/x-amz-json-1.0")
@@ -402,7 +409,8 @@ async fn transient_errors_are_retried_and_failed_conditions_never() {
         .await
         .expect("tables");
 
-    // Two 500s, then the write gets through: the SDK's retries (3 attempts) carry it.
+    // Throttled, then a 500, then the write gets through: the SDK's retries (3 attempts) carry
+    // it.
     let flaky = CountingProxy::start(upstream.clone(), 2).await;
     let storage = storage_through(&flaky, &prefix).await;
     storage
@@ -412,7 +420,7 @@ async fn transient_errors_are_retried_and_failed_conditions_never() {
             Some(Condition::NotExists),
         )
         .await
-        .expect("written after two transient failures");
+        .expect("written after throttling and a server error");
     assert_eq!(flaky.writes(), 3, "two failed attempts and one that worked");
     flaky.server.stop(true).await;
 
