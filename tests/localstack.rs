@@ -9,8 +9,11 @@ use serde_norway::Value;
 const COMPOSE: &str = include_str!("../localstack/compose.yaml");
 const HOOK: &str = include_str!("../localstack/init/ready.d/10-emporium-init.sh");
 
+/// The compose file with its `<<` merge keys applied, as Compose reads it.
 fn compose() -> Value {
-    serde_norway::from_str(COMPOSE).expect("compose.yaml is YAML")
+    let mut compose: Value = serde_norway::from_str(COMPOSE).expect("compose.yaml is YAML");
+    compose.apply_merge().expect("merge keys");
+    compose
 }
 
 fn text(value: &Value) -> String {
@@ -22,11 +25,9 @@ fn text(value: &Value) -> String {
     }
 }
 
-/// Every variable of a service's environment (Compose merges `<<` keys as YAML does).
+/// Every variable of a service's environment.
 fn environment(service: &Value) -> Vec<(String, String)> {
-    let mut merged = service["environment"].clone();
-    merged.apply_merge().expect("merge keys");
-    merged
+    service["environment"]
         .as_mapping()
         .expect("environment is a mapping")
         .iter()
@@ -42,8 +43,7 @@ fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn localstack_is_pinned_takes_a_token_and_runs_the_init_hook() {
-    let mut compose = compose();
-    compose.apply_merge().expect("merge keys");
+    let compose = compose();
     let localstack = service(&compose, "localstack");
     assert_eq!(
         localstack["image"].as_str(),
@@ -108,8 +108,7 @@ fn the_hook_holds_no_copy_of_the_schema() {
 
 #[test]
 fn each_service_runs_on_its_port_and_finds_the_others() {
-    let mut compose = compose();
-    compose.apply_merge().expect("merge keys");
+    let compose = compose();
     let cli = emporium::cli::parse(vec!["emporium".into(), "up".into()]).expect("defaults");
     let emporium::cli::Command::Up(defaults) = cli.command else {
         panic!("up")
@@ -157,8 +156,7 @@ fn each_service_runs_on_its_port_and_finds_the_others() {
 
 #[test]
 fn every_emporium_setting_in_compose_is_one_the_binary_knows() {
-    let mut compose = compose();
-    compose.apply_merge().expect("merge keys");
+    let compose = compose();
     let mut command = emporium::cli::Cli::command();
     let help = command
         .find_subcommand_mut("serve")

@@ -59,27 +59,14 @@ async fn up_serves_the_seeded_demo_catalog_with_its_images(backend: Backend) {
 /// Everything `init` and `seed` leave behind, read through the services' own code: catalog
 /// categories and products, stock levels, and the blob listing with ETags.
 async fn state(settings: &Settings) -> Value {
-    use emporium_adapters::connect;
-    let common = &settings.common;
-    let blobs = connect::blobs(&common.blobs_uri()).await.expect("blobs");
-    // No cache: the state as stored, not as remembered.
-    let cache = connect::cache("memory://").await.expect("cache");
-    let storage = |service: Service| {
-        let uri = common.storage_uri();
-        async move {
-            connect::storage(&uri, service.name(), service.tables())
-                .await
-                .expect("storage")
-        }
-    };
-    let catalog = emporium_catalog::Catalog::new(
-        storage(Service::Catalog).await,
-        cache,
-        blobs.clone(),
-        &common.currency,
-        common.cache_ttl(),
-    );
-    let inventory = emporium_inventory::Inventory::new(storage(Service::Inventory).await, 600);
+    // No shared cache: the state as stored, not as remembered.
+    let cache = emporium_adapters::connect::cache("memory://")
+        .await
+        .expect("cache");
+    let shop = emporium::setup::DemoShop::open(settings, cache)
+        .await
+        .expect("stores");
+    let (catalog, inventory, blobs) = (&shop.catalog, &shop.inventory, &shop.blobs);
     let categories = catalog.categories().await.expect("categories");
     let products = catalog
         .list_products(&emporium_api::catalog::ProductQuery {
@@ -106,9 +93,7 @@ async fn state(settings: &Settings) -> Value {
         "stock": stock.items,
         "blobs": blob_list,
     });
-    tokio::task::spawn_blocking(move || drop((catalog, inventory)))
-        .await
-        .expect("closed");
+    shop.close().await.expect("closed");
     state
 }
 

@@ -539,18 +539,16 @@ impl DynamoStorage {
         if !def.is_expired(&item, now_epoch_seconds()) {
             return Ok(false);
         }
-        let Some(ttl) = def.ttl_attribute else {
+        let mut expression = Expression::default();
+        let Some(expired) = self.expiry(&def).expired(&mut expression) else {
             return Ok(false);
         };
-        let mut expression = Expression::default();
-        let name = expression.name(ttl);
-        let now = expression.value(AttributeValue::N(now_epoch_seconds().to_string()));
         let outcome = self
             .client
             .delete_item()
             .table_name(self.physical(table))
             .set_key(Some(key_map(key)))
-            .condition_expression(format!("{name} <= {now}"))
+            .condition_expression(expired.render())
             .set_expression_attribute_names(expression.names())
             .set_expression_attribute_values(expression.values())
             .send()
@@ -828,22 +826,6 @@ impl DynamoStorage {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         anyhow::bail!("table {name} did not become active")
-    }
-
-    /// Deletes the tables (tests clean up with it).
-    pub async fn delete_tables(&self) -> anyhow::Result<()> {
-        for def in self.tables.values() {
-            let name = self.physical(def.name);
-            match self.client.delete_table().table_name(&name).send().await {
-                Ok(_) => {}
-                Err(error)
-                    if error
-                        .as_service_error()
-                        .is_some_and(|e| e.is_resource_not_found_exception()) => {}
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Ok(())
     }
 }
 

@@ -24,6 +24,25 @@ fn system_time(value: Option<&aws_sdk_s3::primitives::DateTime>) -> SystemTime {
         .unwrap_or_else(SystemTime::now)
 }
 
+/// What GET and HEAD say of an object, as the port's metadata.
+fn object_meta(
+    key: &BlobKey,
+    size: u64,
+    content_type: Option<&str>,
+    etag: Option<&str>,
+    last_modified: Option<&aws_sdk_s3::primitives::DateTime>,
+) -> BlobMeta {
+    BlobMeta {
+        key: key.as_str().to_owned(),
+        size,
+        content_type: content_type
+            .unwrap_or("application/octet-stream")
+            .to_owned(),
+        etag: etag.unwrap_or_default().to_owned(),
+        last_modified: system_time(last_modified),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct S3Blobs {
     client: Client,
@@ -96,40 +115,6 @@ impl S3Blobs {
             }
         }
     }
-
-    /// Deletes every object and the bucket (tests clean up with it).
-    pub async fn delete_bucket(&self) -> anyhow::Result<()> {
-        loop {
-            let listed = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .send()
-                .await?;
-            let keys: Vec<String> = listed
-                .contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned))
-                .collect();
-            if keys.is_empty() {
-                break;
-            }
-            for key in keys {
-                self.client
-                    .delete_object()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .send()
-                    .await?;
-            }
-        }
-        self.client
-            .delete_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await?;
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -171,27 +156,18 @@ impl Blobs for S3Blobs {
             }
             Err(error) => return Err(backend(error)),
         };
-        let meta = BlobMeta {
-            key: key.as_str().to_owned(),
-            size: response
-                .content_length()
-                .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or(0),
-            content_type: response
-                .content_type()
-                .unwrap_or("application/octet-stream")
-                .to_owned(),
-            etag: response.e_tag().unwrap_or_default().to_owned(),
-            last_modified: system_time(response.last_modified()),
-        };
+        let content_type = response.content_type().map(str::to_owned);
+        let etag = response.e_tag().map(str::to_owned);
+        let last_modified = response.last_modified().copied();
         let body = response.body.collect().await.map_err(backend)?.into_bytes();
-        Ok(Some(Blob {
-            meta: BlobMeta {
-                size: body.len() as u64,
-                ..meta
-            },
-            body,
-        }))
+        let meta = object_meta(
+            key,
+            body.len() as u64,
+            content_type.as_deref(),
+            etag.as_deref(),
+            last_modified.as_ref(),
+        );
+        Ok(Some(Blob { meta, body }))
     }
 
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobMeta>> {
@@ -203,19 +179,16 @@ impl Blobs for S3Blobs {
             .send()
             .await
         {
-            Ok(response) => Ok(Some(BlobMeta {
-                key: key.as_str().to_owned(),
-                size: response
+            Ok(response) => Ok(Some(object_meta(
+                key,
+                response
                     .content_length()
                     .and_then(|n| u64::try_from(n).ok())
                     .unwrap_or(0),
-                content_type: response
-                    .content_type()
-                    .unwrap_or("application/octet-stream")
-                    .to_owned(),
-                etag: response.e_tag().unwrap_or_default().to_owned(),
-                last_modified: system_time(response.last_modified()),
-            })),
+                response.content_type(),
+                response.e_tag(),
+                response.last_modified(),
+            ))),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
             // HEAD answers carry no body, so some servers' 404s surface without a code.
             Err(error)

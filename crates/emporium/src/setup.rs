@@ -7,10 +7,14 @@
 //! so it writes exactly what the HTTP APIs would, and invalidates the shared cache as they do.
 //! Both are idempotent: running them again changes nothing.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use emporium_adapters::connect;
 use emporium_catalog::Catalog;
 use emporium_inventory::Inventory;
+use emporium_ports::blob::Blobs;
+use emporium_ports::cache::Cache;
 
 use crate::demo::{self, SeedReport};
 use crate::run::{Service, Settings};
@@ -52,37 +56,59 @@ pub async fn init(settings: &Settings) -> anyhow::Result<InitReport> {
 /// each record to `progress`.
 pub async fn seed(settings: &Settings, progress: demo::Progress<'_>) -> anyhow::Result<SeedReport> {
     let common = &settings.common;
-    let storage_uri = common.storage_uri();
     let cache = connect::cache(&common.cache_uri()).await?;
-    let blobs = connect::blobs(&common.blobs_uri()).await?;
-    let catalog_storage = connect::storage(
-        &storage_uri,
-        Service::Catalog.name(),
-        Service::Catalog.tables(),
-    )
-    .await?;
-    let inventory_storage = connect::storage(
-        &storage_uri,
-        Service::Inventory.name(),
-        Service::Inventory.tables(),
-    )
-    .await?;
-    let catalog = Catalog::new(
-        catalog_storage,
-        cache,
-        blobs.clone(),
-        &common.currency,
-        common.cache_ttl(),
-    );
-    let inventory = Inventory::new(inventory_storage, settings.inventory.reservation_ttl_secs);
-    let mut report = demo::seed_catalog(&catalog, blobs.as_ref(), progress)
+    let shop = DemoShop::open(settings, cache).await?;
+    let (catalog, inventory, blobs) = (&shop.catalog, &shop.inventory, &shop.blobs);
+    let mut report = demo::seed_catalog(catalog, blobs.as_ref(), progress)
         .await
         .context("loading the demo catalog")?;
-    report.stock = demo::seed_stock(&inventory, progress)
+    report.stock = demo::seed_stock(inventory, progress)
         .await
         .context("stocking the demo catalog")?;
-    // Dropping the last handle on an embedded store joins its writer thread and frees the file
-    // for the services: blocking work, and done before returning so they can start right after.
-    tokio::task::spawn_blocking(move || drop((catalog, inventory))).await?;
+    shop.close().await?;
     Ok(report)
+}
+
+/// The catalog and inventory services over the configured storage and blobs, outside any
+/// server: what `seed` writes through, and what tests read the seeded state through.
+pub struct DemoShop {
+    pub catalog: Catalog,
+    pub inventory: Inventory,
+    pub blobs: Arc<dyn Blobs>,
+}
+
+impl DemoShop {
+    /// Opens both services' stores and the blob store; `cache` is the catalog's cache.
+    pub async fn open(settings: &Settings, cache: Arc<dyn Cache>) -> anyhow::Result<Self> {
+        let common = &settings.common;
+        let storage = |service: Service| {
+            let uri = common.storage_uri();
+            async move { connect::storage(&uri, service.name(), service.tables()).await }
+        };
+        let blobs = connect::blobs(&common.blobs_uri()).await?;
+        let catalog = Catalog::new(
+            storage(Service::Catalog).await?,
+            cache,
+            blobs.clone(),
+            &common.currency,
+            common.cache_ttl(),
+        );
+        let inventory = Inventory::new(
+            storage(Service::Inventory).await?,
+            settings.inventory.reservation_ttl_secs,
+        );
+        Ok(Self {
+            catalog,
+            inventory,
+            blobs,
+        })
+    }
+
+    /// Closes the stores. Dropping the last handle on an embedded store joins its writer thread
+    /// and frees the file for the services: blocking work, done before returning so they can
+    /// start right after.
+    pub async fn close(self) -> anyhow::Result<()> {
+        tokio::task::spawn_blocking(move || drop(self)).await?;
+        Ok(())
+    }
 }

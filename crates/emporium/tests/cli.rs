@@ -374,6 +374,12 @@ fn serve_exports_traces_over_otlp_and_logs_json_with_request_and_trace_ids() {
     assert!(size > 0);
 }
 
+/// LocalStack's ready hook, as the compose file mounts it.
+const LOCALSTACK_HOOK: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../localstack/init/ready.d/10-emporium-init.sh"
+);
+
 /// Runs `program` with `args` and `env`, returning its stdout; panics with its output on failure.
 fn run_ok(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let output = Command::new(program)
@@ -402,10 +408,6 @@ fn the_localstack_hook_inits_and_seed_loads_the_demo_once() {
     let name = emporium_adapters::testing::unique("hook");
     let storage = format!("dynamodb://{name}");
     let blobs = format!("s3://{name}");
-    let hook = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../localstack/init/ready.d/10-emporium-init.sh"
-    );
     let binary = env!("CARGO_BIN_EXE_emporium");
     let hook_env = [
         ("EMPORIUM_BIN", binary),
@@ -414,7 +416,7 @@ fn the_localstack_hook_inits_and_seed_loads_the_demo_once() {
         ("EMPORIUM_BLOBS", blobs.as_str()),
     ];
     for _ in 0..2 {
-        let out = run_ok(hook, &[], &hook_env);
+        let out = run_ok(LOCALSTACK_HOOK, &[], &hook_env);
         for table in ["catalog", "inventory", "carts", "orders"] {
             assert!(out.contains(table), "init names the {table} tables: {out}");
         }
@@ -450,11 +452,7 @@ fn the_localstack_hook_inits_and_seed_loads_the_demo_once() {
 /// (and the compose health check then never turns healthy).
 #[test]
 fn the_localstack_hook_fails_clearly_without_the_binary() {
-    let hook = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../localstack/init/ready.d/10-emporium-init.sh"
-    );
-    let output = Command::new(hook)
+    let output = Command::new(LOCALSTACK_HOOK)
         .env("EMPORIUM_BIN", "/nonexistent/emporium")
         .output()
         .expect("runs");
