@@ -31,6 +31,8 @@ pub fn settings(dir: &std::path::Path, extra: &[&str]) -> Settings {
         "0",
         "--order-port",
         "0",
+        "--storefront-port",
+        "0",
         "--workers",
         "2",
         "--admin-key",

@@ -10,6 +10,7 @@ use emporium_catalog::CatalogSettings;
 use emporium_inventory::InventorySettings;
 use emporium_order::OrderSettings;
 use emporium_platform::settings::{CommonSettings, ServiceUrls, apply_config_file};
+use emporium_storefront::StorefrontSettings;
 
 use crate::run::{Plan, Platform, Service, Settings};
 
@@ -74,6 +75,8 @@ pub struct ServiceArgs {
     pub cart: CartSettings,
     #[command(flatten)]
     pub order: OrderSettings,
+    #[command(flatten)]
+    pub storefront: StorefrontSettings,
 }
 
 impl From<ServiceArgs> for Settings {
@@ -85,6 +88,7 @@ impl From<ServiceArgs> for Settings {
             inventory: args.inventory,
             cart: args.cart,
             order: args.order,
+            storefront: args.storefront,
         }
     }
 }
@@ -258,7 +262,12 @@ fn print_banner(settings: &Settings, platform: &Platform) {
     }
     println!();
     for (service, url) in platform.endpoints() {
-        println!("  {service:<12} {url}   (API: {url}/openapi.json)");
+        let api = if service == Service::Storefront.name() {
+            "/api/v1/openapi.json"
+        } else {
+            "/openapi.json"
+        };
+        println!("  {service:<12} {url}   (API: {url}{api})");
     }
     println!();
     if platform.admin_key_generated {
@@ -270,6 +279,9 @@ fn print_banner(settings: &Settings, platform: &Platform) {
         println!("  admin key    as configured");
     }
     println!();
+    if let Some(shop) = platform.url(Service::Storefront) {
+        println!("Open the shop:  {shop}/");
+    }
     println!(
         "Try:  curl {}/v1/products",
         platform.url(Service::Catalog).unwrap_or_default()

@@ -21,6 +21,9 @@ use emporium_platform::settings::{CommonSettings, ServiceUrls};
 use emporium_ports::blob::Blobs;
 use emporium_ports::cache::Cache;
 use emporium_ports::storage::{Storage, TableDef};
+use emporium_storefront::StorefrontSettings;
+use emporium_storefront::session::SessionKey;
+use emporium_storefront::startup::{self as storefront_startup, StorefrontConfig};
 
 use crate::demo::{self, SeedReport};
 
@@ -34,6 +37,7 @@ pub enum Service {
     Inventory,
     Cart,
     Order,
+    Storefront,
 }
 
 impl Service {
@@ -42,6 +46,7 @@ impl Service {
         Service::Inventory,
         Service::Cart,
         Service::Order,
+        Service::Storefront,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +55,7 @@ impl Service {
             Self::Inventory => "inventory",
             Self::Cart => "cart",
             Self::Order => "order",
+            Self::Storefront => "storefront",
         }
     }
 
@@ -60,6 +66,8 @@ impl Service {
             Self::Inventory => emporium_inventory::TABLES,
             Self::Cart => emporium_cart::TABLES,
             Self::Order => emporium_order::TABLES,
+            // The storefront owns no data: it holds sessions in cookies.
+            Self::Storefront => &[],
         }
     }
 }
@@ -73,6 +81,7 @@ pub struct Settings {
     pub inventory: InventorySettings,
     pub cart: CartSettings,
     pub order: OrderSettings,
+    pub storefront: StorefrontSettings,
 }
 
 impl Settings {
@@ -82,6 +91,7 @@ impl Settings {
             Service::Inventory => self.inventory.port,
             Service::Cart => self.cart.port,
             Service::Order => self.order.port,
+            Service::Storefront => self.storefront.port,
         }
     }
 
@@ -91,6 +101,7 @@ impl Settings {
             Service::Inventory => self.urls.inventory.as_ref(),
             Service::Cart => self.urls.cart.as_ref(),
             Service::Order => self.urls.order.as_ref(),
+            Service::Storefront => None,
         }
     }
 }
@@ -312,6 +323,7 @@ impl<'a> Starter<'a> {
             Service::Inventory => self.inventory().await,
             Service::Cart => self.cart().await,
             Service::Order => self.order().await,
+            Service::Storefront => self.storefront().await,
         }
     }
 
@@ -413,5 +425,40 @@ impl<'a> Starter<'a> {
             order_startup::orders(&config, storage.clone(), self.plan.order_faults.clone())?;
         let server = order_startup::start(&config, orders, storage);
         self.listening(Service::Order, server)
+    }
+
+    async fn storefront(&mut self) -> anyhow::Result<()> {
+        let settings = &self.settings.storefront;
+        let session_key = match &settings.session_key {
+            Some(secret) => SessionKey::from_secret(secret.as_bytes())?,
+            None => {
+                tracing::warn!(
+                    "no session key configured (EMPORIUM_SESSION_KEY): sessions end when this process stops, and replicas cannot share them"
+                );
+                SessionKey::generate()
+            }
+        };
+        let config = StorefrontConfig {
+            http: self.http(Service::Storefront),
+            client: self.common().client_settings(),
+            retry: self.retry(),
+            catalog_url: self.url(Service::Catalog),
+            inventory_url: self.url(Service::Inventory),
+            cart_url: self.url(Service::Cart),
+            order_url: self.url(Service::Order),
+            session_key,
+            asset_cache_bytes: settings.asset_cache_bytes,
+            page_size: settings.page_size,
+            max_quantity: self.settings.cart.max_quantity,
+        };
+        let server = storefront_startup::start(&config, self.blobs.clone()).await;
+        let server = match server {
+            Ok(server) => Ok(server),
+            Err(error) => match error.downcast::<std::io::Error>() {
+                Ok(io) => Err(io),
+                Err(other) => return Err(other.context("cannot start the storefront")),
+            },
+        };
+        self.listening(Service::Storefront, server)
     }
 }

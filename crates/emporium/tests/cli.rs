@@ -33,6 +33,8 @@ fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
             "0",
             "--order-port",
             "0",
+            "--storefront-port",
+            "0",
         ])
         .args(extra)
         .env_remove("EMPORIUM_ADMIN_KEY")

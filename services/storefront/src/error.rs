@@ -1,0 +1,129 @@
+//! How failures reach shoppers: every service problem becomes a page that says what happened
+//! and what to do, or (under `/api/v1`) a problem+json with a stable code. A service that does
+//! not answer gives "... is temporarily unavailable" with `Retry-After`, never a hang (every
+//! call has the client's timeouts) and never internal detail.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpResponse, ResponseError};
+use emporium_api::client::ClientError;
+use emporium_platform::Problem;
+
+use crate::pages::{self, ErrorPage};
+
+/// Seconds a shopper is asked to wait after a dependency failed.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+/// What the shopper calls the part of the shop a service provides.
+pub fn feature_of(service: &str) -> &'static str {
+    match service {
+        "catalog" => "The catalog",
+        "inventory" => "Stock information",
+        "cart" => "The cart",
+        "order" => "Checkout",
+        _ => "This part of the shop",
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("not found")]
+    NotFound,
+    /// A form from another site, or without this session's token.
+    #[error("forbidden form")]
+    Forbidden,
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Service(#[from] ClientError),
+}
+
+impl PageError {
+    fn page(&self) -> (StatusCode, ErrorPage) {
+        match self {
+            Self::NotFound => (StatusCode::NOT_FOUND, ErrorPage::not_found()),
+            Self::Forbidden => (
+                StatusCode::FORBIDDEN,
+                ErrorPage::new(
+                    "This form has expired",
+                    "The form was sent from another site, or your session changed since the page was loaded. Go back, reload the page and try again.",
+                ),
+            ),
+            Self::BadRequest(why) => (
+                StatusCode::BAD_REQUEST,
+                ErrorPage::new("That request did not make sense", why),
+            ),
+            Self::Service(ClientError::Unavailable { service, source }) => {
+                tracing::warn!(service, error = %format!("{source:#}"), "service unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorPage::new(
+                        &format!("{} is temporarily unavailable", feature_of(service)),
+                        "Nothing was lost. Please try again in a few seconds.",
+                    ),
+                )
+            }
+            Self::Service(ClientError::Problem { service, problem }) => {
+                let status =
+                    StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                if status == StatusCode::NOT_FOUND {
+                    (status, ErrorPage::not_found())
+                } else if status.is_server_error() {
+                    tracing::warn!(service, code = %problem.code, "service failed");
+                    (
+                        status,
+                        ErrorPage::new(
+                            &format!("{} is temporarily unavailable", feature_of(service)),
+                            "Nothing was lost. Please try again in a few seconds.",
+                        ),
+                    )
+                } else {
+                    let detail = problem.detail.as_deref().unwrap_or(problem.title.as_str());
+                    (status, ErrorPage::new(&problem.title, detail))
+                }
+            }
+        }
+    }
+}
+
+impl ResponseError for PageError {
+    fn status_code(&self) -> StatusCode {
+        self.page().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, page) = self.page();
+        let mut response = pages::render(status, &page);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
+        response
+    }
+}
+
+/// The API's answer for a failed service call: the service's own problem (its codes are part
+/// of the public API), or 503 naming what is unavailable.
+pub fn api_problem(error: ClientError) -> Problem {
+    let text = error_text(&error);
+    match error {
+        ClientError::Problem { problem, .. } if problem.status < 500 => *problem,
+        ClientError::Problem { service, .. } | ClientError::Unavailable { service, .. } => {
+            tracing::warn!(service, error = %text, "service unavailable");
+            Problem::unavailable(&format!(
+                "{} is temporarily unavailable; try again in a few seconds",
+                feature_of(service)
+            ))
+            .with_extension("retry_after_secs", RETRY_AFTER_SECS)
+        }
+    }
+}
+
+fn error_text(error: &ClientError) -> String {
+    match error {
+        ClientError::Unavailable { source, .. } => format!("{source:#}"),
+        ClientError::Problem { problem, .. } => problem.code.clone(),
+    }
+}

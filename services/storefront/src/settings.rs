@@ -1,0 +1,43 @@
+//! Settings of the storefront.
+
+use clap::Args;
+
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Storefront")]
+pub struct StorefrontSettings {
+    /// Port the storefront (the shop and its public API) listens on.
+    #[arg(
+        id = "storefront-port",
+        long = "storefront-port",
+        env = "EMPORIUM_STOREFRONT_PORT",
+        default_value_t = 8080
+    )]
+    pub port: u16,
+
+    /// Secret that signs session cookies: at least 32 bytes, the same on every replica.
+    /// Without it a random key is made at start, and sessions end when the process does.
+    #[arg(
+        long = "session-key",
+        env = "EMPORIUM_SESSION_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub session_key: Option<String>,
+
+    /// Bytes of images and static files the storefront keeps in memory, like an edge cache.
+    #[arg(
+        long = "asset-cache-bytes",
+        env = "EMPORIUM_ASSET_CACHE_BYTES",
+        default_value_t = 32 * 1024 * 1024
+    )]
+    pub asset_cache_bytes: u64,
+
+    /// Products per page on category and search pages.
+    #[arg(
+        long = "page-size",
+        env = "EMPORIUM_PAGE_SIZE",
+        default_value_t = 12,
+        value_parser = clap::value_parser!(u32).range(1..=100)
+    )]
+    pub page_size: u32,
+}

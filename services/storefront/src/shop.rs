@@ -1,0 +1,156 @@
+//! The storefront's view of the services: the calls pages and the API share, with the session
+//! rules applied (a cart is made on the first add; an expired cart is forgotten and replaced).
+
+use std::collections::HashMap;
+
+use emporium_api::cart::{AddCartLine, Cart};
+use emporium_api::catalog::{Category, Product};
+use emporium_api::client::{CartClient, CatalogClient, ClientError, InventoryClient, OrderClient};
+use emporium_api::inventory::StockLevel;
+
+use crate::session::Visitor;
+
+/// The four services the storefront fronts.
+#[derive(Debug, Clone)]
+pub struct Shop {
+    pub catalog: CatalogClient,
+    pub inventory: InventoryClient,
+    pub carts: CartClient,
+    pub orders: OrderClient,
+    /// Products per listing page.
+    pub page_size: u32,
+    /// Most units of one product a cart takes (the cart service's limit).
+    pub max_quantity: i64,
+}
+
+impl Shop {
+    /// Stock of each product by SKU. Empty when the inventory does not answer: pages then say
+    /// availability is unknown instead of failing.
+    pub async fn stock_of(&self, products: &[Product]) -> HashMap<String, StockLevel> {
+        if products.is_empty() {
+            return HashMap::new();
+        }
+        let skus: Vec<&str> = products.iter().map(|p| p.sku.as_str()).collect();
+        match self.inventory.stocks(&skus).await {
+            Ok(levels) => levels.into_iter().map(|l| (l.sku.clone(), l)).collect(),
+            Err(error) => {
+                tracing::warn!(%error, "stock levels unavailable; showing products without them");
+                HashMap::new()
+            }
+        }
+    }
+
+    /// Categories for navigation; empty when the catalog does not answer, so a page can still
+    /// show what it has.
+    pub async fn categories_or_none(&self) -> Vec<Category> {
+        match self.catalog.categories().await {
+            Ok(mut categories) => {
+                categories.sort_by_key(|c| (c.position, c.name.clone()));
+                categories
+            }
+            Err(error) => {
+                tracing::warn!(%error, "categories unavailable");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The visitor's cart, if they have one that still exists.
+    pub async fn cart(&self, visitor: &Visitor) -> Result<Option<Cart>, ClientError> {
+        let Some(id) = visitor.cart_id() else {
+            return Ok(None);
+        };
+        match self.carts.cart(&id).await {
+            Ok(cart) => Ok(Some(cart)),
+            Err(error) if error.is_not_found() => {
+                visitor.set_cart(None);
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Units in the visitor's cart, 0 when it cannot be read (for the header's badge).
+    pub async fn cart_count(&self, visitor: &Visitor) -> i64 {
+        if visitor.cart_id().is_none() {
+            return 0;
+        }
+        self.cart(visitor)
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |c| c.item_count)
+    }
+
+    /// Adds units of a product, making the visitor a cart first if they have none (or theirs
+    /// expired).
+    pub async fn add(
+        &self,
+        visitor: &Visitor,
+        product_id: &str,
+        quantity: i64,
+    ) -> Result<Cart, ClientError> {
+        let line = AddCartLine {
+            product_id: product_id.to_owned(),
+            quantity,
+        };
+        if let Some(id) = visitor.cart_id() {
+            match self.carts.add_line(&id, &line).await {
+                Err(error) if error.code() == Some("cart_not_found") => {}
+                outcome => return outcome,
+            }
+        }
+        let cart = self.carts.create().await?;
+        visitor.set_cart(Some(cart.id.clone()));
+        self.carts.add_line(&cart.id, &line).await
+    }
+
+    /// Sets a line's quantity; 0 removes the line. `None` when the visitor has no cart.
+    pub async fn set_quantity(
+        &self,
+        visitor: &Visitor,
+        product_id: &str,
+        quantity: i64,
+    ) -> Result<Option<Cart>, ClientError> {
+        if quantity == 0 {
+            return self.remove(visitor, product_id).await;
+        }
+        let Some(id) = visitor.cart_id() else {
+            return Ok(None);
+        };
+        self.forget_missing(
+            visitor,
+            self.carts.set_quantity(&id, product_id, quantity).await,
+        )
+    }
+
+    pub async fn remove(
+        &self,
+        visitor: &Visitor,
+        product_id: &str,
+    ) -> Result<Option<Cart>, ClientError> {
+        let Some(id) = visitor.cart_id() else {
+            return Ok(None);
+        };
+        match self.carts.remove_line(&id, product_id).await {
+            // Removing what is not there leaves the cart as the visitor wants it.
+            Err(error) if error.code() == Some("line_not_found") => self.cart(visitor).await,
+            outcome => self.forget_missing(visitor, outcome),
+        }
+    }
+
+    fn forget_missing(
+        &self,
+        visitor: &Visitor,
+        outcome: Result<Cart, ClientError>,
+    ) -> Result<Option<Cart>, ClientError> {
+        match outcome {
+            Ok(cart) => Ok(Some(cart)),
+            Err(error) if error.code() == Some("cart_not_found") => {
+                visitor.set_cart(None);
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Building and starting the storefront.
+
+use std::sync::Arc;
+
+use actix_web::middleware::{DefaultHeaders, from_fn};
+use actix_web::web;
+use emporium_api::client::{CartClient, CatalogClient, InventoryClient, OrderClient, RetryPolicy};
+use emporium_platform::client::ClientSettings;
+use emporium_platform::health::Readiness;
+use emporium_platform::server::{self, HttpSettings, RunningServer};
+use emporium_ports::blob::Blobs;
+use emporium_ports::health;
+
+use crate::assets::{self, Assets};
+use crate::session::{self, SessionKey};
+use crate::shop::Shop;
+use crate::{api, pages};
+
+#[derive(Debug, Clone)]
+pub struct StorefrontConfig {
+    pub http: HttpSettings,
+    pub client: ClientSettings,
+    pub retry: RetryPolicy,
+    pub catalog_url: String,
+    pub inventory_url: String,
+    pub cart_url: String,
+    pub order_url: String,
+    pub session_key: SessionKey,
+    pub asset_cache_bytes: u64,
+    pub page_size: u32,
+    /// The cart service's most units of one product, so pages offer no more.
+    pub max_quantity: i64,
+}
+
+/// What every page answers with: no framing by other sites, no sniffing, no referrer leaking
+/// ids, and only this origin's styles, images and forms.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
+/// Publishes the static files to the blob store and starts serving.
+pub async fn start(
+    config: &StorefrontConfig,
+    blobs: Arc<dyn Blobs>,
+) -> anyhow::Result<RunningServer> {
+    let http = emporium_platform::client::build_client(&config.client)?;
+    let shop = web::Data::new(Shop {
+        catalog: CatalogClient::new(&config.catalog_url, http.clone(), config.retry),
+        inventory: InventoryClient::new(&config.inventory_url, http.clone(), config.retry),
+        carts: CartClient::new(&config.cart_url, http.clone(), config.retry),
+        orders: OrderClient::new(&config.order_url, http, config.retry),
+        page_size: config.page_size,
+        max_quantity: config.max_quantity,
+    });
+    let assets = Assets::new(blobs.clone(), config.asset_cache_bytes);
+    assets.publish().await?;
+    let assets = web::Data::new(assets);
+    let key = web::Data::new(config.session_key.clone());
+    // The shop can show pages without the services (it says what is unavailable), so only
+    // the blob store, which it serves itself, decides readiness.
+    let readiness = Readiness::new().critical("blobs", health::blobs(&blobs));
+    let server = server::start("storefront", &config.http, readiness, move |cfg| {
+        cfg.app_data(shop.clone())
+            .app_data(assets.clone())
+            .app_data(key.clone())
+            .configure(assets::configure)
+            .service(
+                web::scope("/api/v1")
+                    .wrap(from_fn(session::middleware))
+                    .configure(api::configure),
+            )
+            .service(
+                web::scope("")
+                    .wrap(security_headers())
+                    .wrap(from_fn(session::middleware))
+                    .configure(pages::configure)
+                    .default_service(web::to(pages::not_found)),
+            );
+    })?;
+    Ok(server)
+}
+
+fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("Referrer-Policy", "same-origin"))
+}
