@@ -1,15 +1,19 @@
 # shellcheck shell=bash
 # Local stand-ins for the AWS side of Emporium: moto server (DynamoDB and S3 on one port, as
 # LocalStack serves them; run through scripts/moto_server.py, which keeps moto from racing with
-# itself) and redis-server (as ElastiCache). Source this file, then:
+# itself) and redis-server (as ElastiCache); and the browser the storefront's browser test
+# drives (Debian's Chromium and its chromedriver). Source this file, then:
 #
-#   install_stand_ins            # redis-server from Debian, moto in .venv; skips what is there
+#   install_stand_ins            # redis-server and Chromium from Debian, moto in .venv; skips
+#                                # what is there
 #   start_stand_ins <dir>        # both on free ports, logs in <dir>; stopped when the shell exits
 #
 # start_stand_ins exports what the adapters and the tests read:
 #   AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION   (moto)
 #   EMPORIUM_TEST_REDIS_URL                                                  (the shared Redis)
 #   EMPORIUM_TEST_REDIS_SERVER    (the redis-server binary, for tests that run and kill their own)
+#   EMPORIUM_TEST_MOTO_PYTHON, EMPORIUM_TEST_MOTO_SCRIPT   (for tests that run a moto of their own)
+#   EMPORIUM_TEST_CHROMIUM, EMPORIUM_TEST_CHROMEDRIVER                     (the browser test)
 
 MOTO_VERSION="5.2.5"
 VENV="${VENV:-.venv}"
@@ -28,10 +32,14 @@ as_root() {
 }
 
 install_stand_ins() {
-  if ! command -v redis-server >/dev/null 2>&1; then
-    stand_in_log "installing redis-server (Debian)"
+  local missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    stand_in_log "installing ${missing[*]} (Debian)"
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
   if [ ! -x "$VENV/bin/moto_server" ]; then
     stand_in_log "installing moto server $MOTO_VERSION into $VENV"
@@ -91,6 +99,11 @@ start_stand_ins() {
   export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
   export EMPORIUM_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
   EMPORIUM_TEST_REDIS_SERVER="$(command -v redis-server)"
-  export EMPORIUM_TEST_REDIS_SERVER
+  EMPORIUM_TEST_MOTO_PYTHON="$(cd "$VENV" && pwd)/bin/python"
+  EMPORIUM_TEST_MOTO_SCRIPT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/moto_server.py"
+  export EMPORIUM_TEST_MOTO_PYTHON EMPORIUM_TEST_MOTO_SCRIPT
+  EMPORIUM_TEST_CHROMIUM="$(command -v chromium)"
+  EMPORIUM_TEST_CHROMEDRIVER="$(command -v chromedriver)"
+  export EMPORIUM_TEST_REDIS_SERVER EMPORIUM_TEST_CHROMIUM EMPORIUM_TEST_CHROMEDRIVER
   stand_in_log "moto server at $AWS_ENDPOINT_URL, redis at $EMPORIUM_TEST_REDIS_URL (logs in $dir)"
 }

@@ -99,9 +99,8 @@ async fn state(settings: &Settings) -> Value {
 
 async fn init_and_seed_twice_leave_the_state_of_once(backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let flags = backend.flags();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let settings = emporium_tests::settings(dir.path(), &flags);
+    let stand = backend.stand();
+    let settings = emporium_tests::settings(dir.path(), &stand.flags());
 
     emporium::setup::init(&settings).await.expect("init");
     let first = emporium::setup::seed(&settings, &emporium::demo::quiet)

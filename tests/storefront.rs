@@ -1,1 +1,952 @@
-fn main() {}
+//! The storefront over HTTP, as a browser and an API client use it: every page and API route,
+//! the session cookie (tampering starts a fresh session), cross-site form posts, stock states,
+//! assets with ETags, and what shoppers see when a service is down or slow.
+
+use std::time::{Duration, Instant};
+
+use emporium::run::{Plan, Platform, Service};
+use emporium_order::Faults;
+use emporium_tests::{Backend, CARD_DECLINED, CARD_OK, Page, Shopper, TestPlatform};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn shop() -> (TestPlatform, Shopper) {
+    let platform = TestPlatform::start(Backend::Embedded).await;
+    let shopper = Shopper::new(platform.url(Service::Storefront));
+    (platform, shopper)
+}
+
+fn assert_page(page: &Page, status: u16) {
+    assert_eq!(page.status, status, "{}", page.body);
+    assert!(
+        page.header("content-type").starts_with("text/html"),
+        "{}",
+        page.header("content-type")
+    );
+    assert!(page.body.starts_with("<!doctype html>"));
+    // No script anywhere: the journey works with JavaScript off, and the policy forbids any.
+    assert!(!page.body.contains("<script"), "a page carries a script");
+    assert!(
+        page.header("content-security-policy")
+            .contains("script-src 'none'")
+    );
+    assert!(
+        page.header("content-security-policy")
+            .contains("frame-ancestors 'none'")
+    );
+    assert_eq!(page.header("x-content-type-options"), "nosniff");
+}
+
+/// The form fields of a checkout with `card`, carrying the page's token and key.
+fn checkout_fields<'a>(page: &'a Page, csrf: &'a str, card: &'a str) -> Vec<(&'a str, String)> {
+    let key_marker = r#"name="idempotency_key" value=""#;
+    let start = page.body.find(key_marker).expect("idempotency key") + key_marker.len();
+    let key = page.body[start..start + 26].to_owned();
+    vec![
+        ("csrf", csrf.to_owned()),
+        ("idempotency_key", key),
+        ("name", "Grace Hopper".into()),
+        ("email", "grace@example.com".into()),
+        ("line1", "1 Harbor Way".into()),
+        ("line2", String::new()),
+        ("city", "Arlington".into()),
+        ("region", "VA".into()),
+        ("postal_code", "22201".into()),
+        ("country", "US".into()),
+        ("card_number", card.into()),
+        ("exp_month", "12".into()),
+        ("exp_year", "2035".into()),
+        ("cvc", "123".into()),
+    ]
+}
+
+fn borrowed<'a>(fields: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    fields.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Adds `quantity` of a product through the product page's form.
+async fn add(shopper: &mut Shopper, product_id: &str, quantity: &str) -> Page {
+    let page = shopper.get(&format!("/p/{product_id}")).await;
+    let csrf = page.csrf();
+    shopper
+        .post_form(
+            "/cart/add",
+            &[
+                ("csrf", &csrf),
+                ("product_id", product_id),
+                ("quantity", quantity),
+            ],
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_renders_for_a_new_visitor_who_gets_a_session_cookie() {
+    let (platform, mut shopper) = shop().await;
+    let product = &platform.products().await[0];
+    let home = shopper.get("/").await;
+    assert_page(&home, 200);
+    let cookie = home.header("set-cookie");
+    assert!(cookie.starts_with("emporium_session="), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP gets no Secure cookie: {cookie}"
+    );
+    assert_eq!(home.header("cache-control"), "private, no-store");
+    assert!(home.body.contains("Shop by category") && home.body.contains("New arrivals"));
+    for path in [
+        "/c/kitchen".to_owned(),
+        "/c/kitchen?sort=price_desc".to_owned(),
+        "/c/kitchen?sort=nonsense".to_owned(),
+        "/search?q=mug".to_owned(),
+        "/search".to_owned(),
+        format!("/p/{}", product.id),
+        "/cart".to_owned(),
+        "/orders".to_owned(),
+    ] {
+        let page = shopper.get(&path).await;
+        assert_page(&page, 200);
+        // The session is set once; later pages do not send it again.
+        assert_eq!(page.header("set-cookie"), "", "{path} resent the cookie");
+    }
+    let product_page = shopper.get(&format!("/p/{}", product.id)).await;
+    assert!(product_page.body.contains(&product.name));
+    assert!(
+        product_page
+            .body
+            .contains(&format!("alt=\"{}\"", product.name))
+    );
+    assert!(product_page.body.contains(r#"<label for="quantity">"#));
+    // Checkout with an empty cart goes back to the cart, which says why.
+    let checkout = shopper.get("/checkout").await;
+    assert_eq!(
+        (checkout.status, checkout.location()),
+        (303, "/cart?notice=empty")
+    );
+    let cart = shopper.get("/cart?notice=empty").await;
+    assert!(cart.body.contains("Your cart is empty"));
+    // Behind HTTPS (a TLS-terminating load balancer) the cookie is Secure.
+    let mut secure = Shopper::new(shopper.base.clone());
+    let page = secure
+        .send(
+            secure
+                .http
+                .get(format!("{}/", secure.base))
+                .header("x-forwarded-proto", "https"),
+        )
+        .await;
+    assert!(
+        page.header("set-cookie").contains("Secure"),
+        "{}",
+        page.header("set-cookie")
+    );
+    platform.platform.stop(true).await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_pages_products_and_categories_get_the_friendly_404() {
+    let (platform, mut shopper) = shop().await;
+    for path in [
+        "/no/such/page",
+        "/p/not-an-id",
+        "/p/0000000000000000000000000a",
+        "/c/no-such-category",
+        "/orders/0000000000000000000000000a",
+        "/orders/..%2F..%2Fetc",
+    ] {
+        let page = shopper.get(path).await;
+        assert_page(&page, 404);
+        assert!(page.body.contains("We couldn’t find that page"), "{path}");
+    }
+    // The API answers unknown routes and products with problems, not pages.
+    let api = shopper
+        .api(
+            Method::GET,
+            "/products/0000000000000000000000000a",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(api.status, 404);
+    assert!(
+        api.header("content-type")
+            .starts_with("application/problem+json")
+    );
+    platform.platform.stop(true).await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_sort_paginate_and_escape_what_shoppers_type() {
+    let (platform, mut shopper) = shop().await;
+    let first = shopper.get("/search?sort=price_asc").await;
+    assert_page(&first, 200);
+    let next = first
+        .body
+        .split(r#"rel="next""#)
+        .next()
+        .and_then(|head| head.rsplit("href=\"").next())
+        .and_then(|tail| tail.split('"').next())
+        .expect("a next page link")
+        .replace("&#38;", "&");
+    assert!(next.starts_with("/search?sort=price_asc&cursor="), "{next}");
+    let second = shopper.get(&next).await;
+    assert_page(&second, 200);
+    assert!(second.body.contains("First page"));
+    let names = |page: &Page| -> Vec<String> {
+        page.body
+            .split(r#"<h3 class="card-title">"#)
+            .skip(1)
+            .map(|s| s.split('<').next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let (a, b) = (names(&first), names(&second));
+    assert_eq!(a.len(), 12);
+    assert!(
+        !b.is_empty() && a.iter().all(|n| !b.contains(n)),
+        "pages overlap"
+    );
+    // A cursor that is not one starts the listing again.
+    let junk = shopper.get("/search?sort=price_asc&cursor=junk").await;
+    assert_eq!(
+        (junk.status, junk.location()),
+        (303, "/search?sort=price_asc")
+    );
+    // What shoppers type is shown, escaped.
+    let hostile = shopper
+        .get("/search?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E%22%3E")
+        .await;
+    assert_page(&hostile, 200);
+    assert!(
+        hostile
+            .body
+            .contains("&#60;script&#62;alert(1)&#60;/script&#62;")
+    );
+    assert!(hostile.body.contains("Nothing matched your search"));
+    platform.platform.stop(true).await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cart_adds_changes_and_removes_and_stock_states_show() {
+    let (platform, mut shopper) = shop().await;
+    let products = platform.products().await;
+    let (plenty, low, sold_out) = (&products[0], &products[1], &products[2]);
+    platform.set_stock(&plenty.sku, 50).await;
+    platform.set_stock(&low.sku, 3).await;
+    platform.set_stock(&sold_out.sku, 0).await;
+
+    let page = shopper.get(&format!("/p/{}", plenty.id)).await;
+    assert!(page.body.contains("In stock"));
+    let page = shopper.get(&format!("/p/{}", low.id)).await;
+    assert!(page.body.contains("Only 3 left"));
+    assert!(page.body.contains(r#"max="3""#));
+    let page = shopper.get(&format!("/p/{}", sold_out.id)).await;
+    assert!(page.body.contains("Out of stock"));
+    assert!(page.body.contains("disabled"));
+    assert!(!page.body.contains("Add to cart"));
+    // A new product the inventory has never stocked is out of stock too, not "unknown".
+    let created: Value = platform
+        .http
+        .post(format!("{}/v1/products", platform.url(Service::Catalog)))
+        .bearer_auth(emporium_tests::ADMIN_KEY)
+        .json(
+            &json!({"sku": "KIT-900", "name": "Butter Dish", "category": "kitchen",
+            "price": {"amount": 1500, "currency": "USD"}}),
+        )
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("product");
+    let page = shopper
+        .get(&format!("/p/{}", created["id"].as_str().expect("id")))
+        .await;
+    assert!(page.body.contains("Out of stock"), "{}", page.body);
+    let listing = shopper.get("/search?q=butter").await;
+    assert!(listing.body.contains("stock-out"), "{}", listing.body);
+
+    // Add: redirect to the cart, which shows the line.
+    let added = add(&mut shopper, &plenty.id, "2").await;
+    assert_eq!(
+        (added.status, added.location()),
+        (303, "/cart?notice=added")
+    );
+    let cart = shopper.get("/cart?notice=added").await;
+    assert!(cart.body.contains("Added to your cart."));
+    assert!(cart.body.contains(&plenty.name));
+    assert!(cart.body.contains(r#"class="badge" aria-label="2 items""#));
+    let csrf = cart.csrf();
+
+    // Change the quantity.
+    let changed = shopper
+        .post_form(
+            "/cart/update",
+            &[
+                ("csrf", &csrf),
+                ("product_id", &plenty.id),
+                ("quantity", "4"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (changed.status, changed.location()),
+        (303, "/cart?notice=updated")
+    );
+    let cart = shopper.get("/cart").await;
+    assert!(cart.body.contains(r#"value="4""#));
+
+    // More than the stock: a clear message on the product page, nothing added.
+    let short = add(&mut shopper, &low.id, "5").await;
+    assert_page(&short, 409);
+    assert!(
+        short.body.contains("we don’t have that many"),
+        "{}",
+        short.body
+    );
+    // Sold out (its page has no form; the post is made by hand): the same.
+    let none = shopper
+        .post_form(
+            "/cart/add",
+            &[
+                ("csrf", &csrf),
+                ("product_id", &sold_out.id),
+                ("quantity", "1"),
+            ],
+        )
+        .await;
+    assert_page(&none, 409);
+    // Not a number, or not a product.
+    let junk = add(&mut shopper, &plenty.id, "lots").await;
+    assert_page(&junk, 400);
+    let unknown = shopper
+        .post_form(
+            "/cart/add",
+            &[
+                ("csrf", &csrf),
+                ("product_id", "0000000000000000000000000a"),
+                ("quantity", "1"),
+            ],
+        )
+        .await;
+    assert_page(&unknown, 404);
+    let too_many = add(&mut shopper, &plenty.id, "999").await;
+    assert_eq!(too_many.status, 422, "{}", too_many.body);
+    let cart = shopper.get("/cart").await;
+    assert!(!cart.body.contains(&low.name) && !cart.body.contains(&sold_out.name));
+    assert!(cart.body.contains(r#"aria-label="4 items""#));
+
+    // Quantity 0 removes; so does the remove button.
+    add(&mut shopper, &low.id, "1").await;
+    let zero = shopper
+        .post_form(
+            "/cart/update",
+            &[
+                ("csrf", &csrf),
+                ("product_id", &plenty.id),
+                ("quantity", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(zero.location(), "/cart?notice=removed");
+    let removed = shopper
+        .post_form("/cart/remove", &[("csrf", &csrf), ("product_id", &low.id)])
+        .await;
+    assert_eq!(removed.location(), "/cart?notice=removed");
+    let cart = shopper.get("/cart").await;
+    assert!(cart.body.contains("Your cart is empty"));
+    platform.platform.stop(true).await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_cookie_starts_a_fresh_session_and_cross_site_forms_are_refused() {
+    let (platform, mut shopper) = shop().await;
+    let product = &platform.products().await[0];
+    platform.set_stock(&product.sku, 50).await;
+    add(&mut shopper, &product.id, "1").await;
+    let cart = shopper.get("/cart").await;
+    assert!(cart.body.contains(&product.name));
+    let csrf = cart.csrf();
+    let original = shopper.cookie.clone().expect("a session");
+
+    // Cross-site: the browser names another origin, or says the request is cross-site.
+    for headers in [
+        vec![("origin", "https://evil.example")],
+        vec![("origin", "null")],
+        vec![("sec-fetch-site", "cross-site")],
+    ] {
+        let page = shopper
+            .post_form_with(
+                "/cart/update",
+                &[
+                    ("csrf", &csrf),
+                    ("product_id", &product.id),
+                    ("quantity", "7"),
+                ],
+                &headers,
+            )
+            .await;
+        assert_page(&page, 403);
+        assert!(page.body.contains("This form has expired"));
+    }
+    // A missing or foreign token.
+    let mut stranger = Shopper::new(shopper.base.clone());
+    let foreign = stranger.get(&format!("/p/{}", product.id)).await.csrf();
+    for token in ["", foreign.as_str(), "x"] {
+        let page = shopper
+            .post_form(
+                "/cart/update",
+                &[
+                    ("csrf", token),
+                    ("product_id", &product.id),
+                    ("quantity", "7"),
+                ],
+            )
+            .await;
+        assert_page(&page, 403);
+    }
+    // Nothing changed.
+    let cart = shopper.get("/cart").await;
+    assert!(
+        cart.body.contains(r#"aria-label="1 items""#),
+        "{}",
+        cart.body
+    );
+
+    // Tamper with the signed value: the storefront ignores it and starts a new session.
+    let value = original.trim_start_matches("emporium_session=");
+    let position = value.len() - 10;
+    let flipped = if &value[position..=position] == "a" {
+        "b"
+    } else {
+        "a"
+    };
+    let tampered = format!(
+        "emporium_session={}{}{}",
+        &value[..position],
+        flipped,
+        &value[position + 1..]
+    );
+    shopper.cookie = Some(tampered.clone());
+    let fresh = shopper.get("/cart").await;
+    assert_page(&fresh, 200);
+    assert!(fresh.body.contains("Your cart is empty"));
+    let renewed = shopper.cookie.clone().expect("a new session");
+    assert_ne!(renewed, tampered);
+    assert_ne!(renewed, original);
+    // The old page's token is worthless in the new session.
+    let page = shopper
+        .post_form(
+            "/cart/update",
+            &[
+                ("csrf", &csrf),
+                ("product_id", &product.id),
+                ("quantity", "2"),
+            ],
+        )
+        .await;
+    assert_page(&page, 403);
+    // An unsigned cookie is no better.
+    shopper.cookie = Some("emporium_session=whatever".into());
+    let page = shopper.get("/orders").await;
+    assert_page(&page, 200);
+    assert!(page.header("set-cookie").starts_with("emporium_session="));
+    platform.platform.stop(true).await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_confirms_declines_keep_the_cart_and_orders_stay_private() {
+    let (platform, mut shopper) = shop().await;
+    let product = &platform.products().await[3];
+    platform.set_stock(&product.sku, 20).await;
+    add(&mut shopper, &product.id, "2").await;
+
+    // A declined card: the reason, a kept cart, the stock untouched.
+    let form = shopper.get("/checkout").await;
+    assert_page(&form, 200);
+    assert!(form.body.contains("4242 4242 4242 4242") && form.body.contains("4000 0000 0000 0002"));
+    let csrf = form.csrf();
+    let fields = checkout_fields(&form, &csrf, CARD_DECLINED);
+    let declined = shopper.post_form("/checkout", &borrowed(&fields)).await;
+    assert_page(&declined, 402);
+    assert!(declined.body.contains("card_declined"), "{}", declined.body);
+    assert!(
+        declined.body.contains("Grace Hopper"),
+        "the details are kept"
+    );
+    assert!(
+        !declined
+            .body
+            .contains(&format!(r#"value="{CARD_DECLINED}""#)),
+        "the card number is not filled in again"
+    );
+    let stock = platform.stock(&product.sku).await;
+    assert_eq!((stock.available, stock.reserved, stock.sold), (20, 0, 0));
+    assert!(shopper.get("/cart").await.body.contains(&product.name));
+
+    // Invalid details: messages beside the fields, nothing placed.
+    let mut bad = checkout_fields(&declined, &csrf, CARD_OK);
+    for (name, value) in &mut bad {
+        if *name == "email" {
+            *value = "not-an-email".into();
+        }
+        if *name == "exp_month" {
+            *value = "December".into();
+        }
+    }
+    let invalid = shopper.post_form("/checkout", &borrowed(&bad)).await;
+    assert_page(&invalid, 422);
+    assert!(
+        invalid.body.contains(r#"id="exp_month-error""#),
+        "{}",
+        invalid.body
+    );
+    let mut bad_email = checkout_fields(&invalid, &csrf, CARD_OK);
+    for (name, value) in &mut bad_email {
+        if *name == "email" {
+            *value = "not-an-email".into();
+        }
+    }
+    let invalid = shopper.post_form("/checkout", &borrowed(&bad_email)).await;
+    assert_page(&invalid, 422);
+    assert!(
+        invalid.body.contains(r#"aria-describedby="email-error""#),
+        "{}",
+        invalid.body
+    );
+
+    // An approving card: one order, even when the form is sent twice.
+    let form = shopper.get("/checkout").await;
+    let fields = checkout_fields(&form, &csrf, CARD_OK);
+    let placed = shopper.post_form("/checkout", &borrowed(&fields)).await;
+    assert_eq!(placed.status, 303, "{}", placed.body);
+    let location = placed.location().to_owned();
+    assert!(location.starts_with("/orders/") && location.ends_with("?placed=1"));
+    let again = shopper.post_form("/checkout", &borrowed(&fields)).await;
+    // The cart is empty now, so the repeat finds nothing to buy and no second order is made.
+    assert_eq!(again.status, 303);
+    let confirmation = shopper.get(&location).await;
+    assert_page(&confirmation, 200);
+    assert!(
+        confirmation
+            .body
+            .contains("Thank you, your order is confirmed")
+    );
+    let order_id = location
+        .trim_start_matches("/orders/")
+        .trim_end_matches("?placed=1")
+        .to_owned();
+    let stock = platform.stock(&product.sku).await;
+    assert_eq!((stock.available, stock.reserved, stock.sold), (18, 0, 2));
+    let history = shopper.get("/orders").await;
+    assert_page(&history, 200);
+    assert_eq!(history.body.matches("/orders/").count(), 1, "one order");
+    assert!(history.body.contains(&format!("/orders/{order_id}")));
+
+    // Another visitor cannot see it.
+    let mut stranger = Shopper::new(shopper.base.clone());
+    let page = stranger.get(&format!("/orders/{order_id}")).await;
+    assert_page(&page, 404);
+
+    // Cancel: stock returns.
+    let csrf = confirmation.csrf();
+    let cancelled = shopper
+        .post_form(&format!("/orders/{order_id}/cancel"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        cancelled.location(),
+        format!("/orders/{order_id}?notice=cancelled")
+    );
+    let page = shopper.get(cancelled.location()).await;
+    assert!(page.body.contains("Your order was cancelled") && page.body.contains("Cancelled"));
+    let stock = platform.stock(&product.sku).await;
+    assert_eq!((stock.available, stock.sold), (20, 0));
+    platform.platform.stop(true).await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assets_come_from_the_blob_store_with_etags_and_immutable_caching() {
+    let (platform, mut shopper) = shop().await;
+    let home = shopper.get("/").await;
+    let stylesheet = home
+        .body
+        .split(r#"<link rel="stylesheet" href=""#)
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a stylesheet")
+        .to_owned();
+    assert!(stylesheet.starts_with("/assets/static/shop."));
+    let css = shopper.get(&stylesheet).await;
+    assert_eq!(css.status, 200);
+    assert!(css.header("content-type").starts_with("text/css"));
+    assert_eq!(
+        css.header("cache-control"),
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(css.header("set-cookie"), "", "assets carry no session");
+    let etag = css.header("etag").to_owned();
+    assert!(etag.starts_with('"'), "{etag}");
+    let revalidated = shopper
+        .send(
+            shopper
+                .http
+                .get(format!("{}{stylesheet}", shopper.base))
+                .header("if-none-match", &etag),
+        )
+        .await;
+    assert_eq!((revalidated.status, revalidated.body.as_str()), (304, ""));
+    assert_eq!(revalidated.header("etag"), etag);
+    let stale = shopper
+        .send(
+            shopper
+                .http
+                .get(format!("{}{stylesheet}", shopper.base))
+                .header("if-none-match", "\"other\""),
+        )
+        .await;
+    assert_eq!(stale.status, 200);
+    let head = shopper
+        .send(shopper.http.head(format!("{}{stylesheet}", shopper.base)))
+        .await;
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+
+    let product = &platform.products().await[0];
+    let image = format!("/assets/{}", product.images[0]);
+    assert!(home.body.contains("/assets/images/"));
+    let svg = shopper.get(&image).await;
+    assert_eq!(svg.status, 200);
+    assert_eq!(svg.header("content-type"), "image/svg+xml");
+    assert!(svg.header("content-security-policy").contains("sandbox"));
+    assert_eq!(
+        svg.header("cache-control"),
+        "public, max-age=31536000, immutable"
+    );
+
+    for path in [
+        "/assets/images/ffffffffffffffffffffffffffffffff.svg",
+        "/assets/images/../static/x.css",
+        "/assets/images/%2E%2E/%2E%2E/etc/passwd",
+        "/assets/private/key.pem",
+        "/assets/images//x.svg",
+    ] {
+        let page = shopper.get(path).await;
+        assert_eq!(page.status, 404, "{path}");
+    }
+    platform.platform.stop(true).await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_api_covers_the_journey_with_problem_codes() {
+    let (platform, mut client) = shop().await;
+    let products = platform.products().await;
+    let (item, scarce) = (&products[5], &products[6]);
+    platform.set_stock(&item.sku, 10).await;
+    platform.set_stock(&scarce.sku, 1).await;
+
+    let categories = client.api(Method::GET, "/categories", None, &[]).await;
+    assert_eq!(categories.status, 200);
+    assert_eq!(categories.json().as_array().map(Vec::len), Some(6));
+    let search = client
+        .api(Method::GET, "/products?q=skillet&limit=5", None, &[])
+        .await;
+    assert_eq!(search.status, 200);
+    assert!(!search.json()["items"].as_array().expect("items").is_empty());
+    let bad = client
+        .api(Method::GET, "/products?limit=1000", None, &[])
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let view = client
+        .api(Method::GET, &format!("/products/{}", scarce.id), None, &[])
+        .await;
+    assert_eq!(view.status, 200);
+    assert_eq!(
+        view.json()["stock"],
+        json!({"state": "low_stock", "available": 1, "purchasable": 1})
+    );
+
+    let empty = client.api(Method::GET, "/cart", None, &[]).await;
+    assert_eq!(empty.json(), json!({"lines": [], "item_count": 0}));
+    let line = json!({"product_id": item.id, "quantity": 2});
+    let added = client
+        .api(Method::POST, "/cart/lines", Some(&line), &[])
+        .await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert_eq!(added.json()["item_count"], 2);
+    let short = client
+        .api(
+            Method::POST,
+            "/cart/lines",
+            Some(&json!({"product_id": scarce.id, "quantity": 2})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (short.status, short.json()["code"].as_str()),
+        (409, Some("out_of_stock"))
+    );
+    let unknown = client
+        .api(
+            Method::POST,
+            "/cart/lines",
+            Some(&json!({"product_id": "0000000000000000000000000a", "quantity": 1})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (unknown.status, unknown.json()["code"].as_str()),
+        (422, Some("unknown_product"))
+    );
+    let malformed = client
+        .send(
+            client
+                .http
+                .post(format!("{}/api/v1/cart/lines", client.base))
+                .header("content-type", "application/json")
+                .body("{\"product_id\": "),
+        )
+        .await;
+    assert_eq!(
+        (malformed.status, malformed.json()["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
+    let cross = client
+        .api(
+            Method::POST,
+            "/cart/lines",
+            Some(&line),
+            &[("sec-fetch-site", "cross-site")],
+        )
+        .await;
+    assert_eq!(
+        (cross.status, cross.json()["code"].as_str()),
+        (403, Some("cross_site_request"))
+    );
+    let changed = client
+        .api(
+            Method::PUT,
+            &format!("/cart/lines/{}", item.id),
+            Some(&json!({"quantity": 3})),
+            &[],
+        )
+        .await;
+    assert_eq!(changed.json()["item_count"], 3);
+
+    let checkout = json!({
+        "customer": {"name": "Grace Hopper", "email": "grace@example.com",
+            "address": {"line1": "1 Harbor Way", "city": "Arlington", "postal_code": "22201", "country": "US"}},
+        "payment": {"number": CARD_OK, "expiry_month": 12, "expiry_year": 2035, "cvc": "123"}
+    });
+    let no_key = client
+        .api(Method::POST, "/checkout", Some(&checkout), &[])
+        .await;
+    assert_eq!(
+        no_key.json()["code"].as_str(),
+        Some("idempotency_key_missing"),
+        "{}",
+        no_key.body
+    );
+    let key = emporium_tests::key();
+    let placed = client
+        .api(
+            Method::POST,
+            "/checkout",
+            Some(&checkout),
+            &[("idempotency-key", &key)],
+        )
+        .await;
+    assert_eq!(placed.status, 201, "{}", placed.body);
+    let order: Value = placed.json();
+    assert_eq!(order["status"], "confirmed");
+    let repeat = client
+        .api(
+            Method::POST,
+            "/checkout",
+            Some(&checkout),
+            &[("idempotency-key", &key)],
+        )
+        .await;
+    // The cart is empty after the order, so a repeat is refused before it reaches the orders.
+    assert_eq!(
+        (repeat.status, repeat.json()["code"].as_str()),
+        (409, Some("cart_empty"))
+    );
+    let id = order["id"].as_str().expect("id");
+    let orders = client.api(Method::GET, "/orders", None, &[]).await;
+    assert_eq!(orders.json()["items"][0]["id"], id);
+    let fetched = client
+        .api(Method::GET, &format!("/orders/{id}"), None, &[])
+        .await;
+    assert_eq!(fetched.json()["totals"], order["totals"]);
+    let mut stranger = Shopper::new(client.base.clone());
+    let hidden = stranger
+        .api(Method::GET, &format!("/orders/{id}"), None, &[])
+        .await;
+    assert_eq!(hidden.status, 404);
+
+    // Declined through the API: 402 with the reason; the cart stays.
+    client
+        .api(Method::POST, "/cart/lines", Some(&line), &[])
+        .await;
+    let mut declined_body = checkout.clone();
+    declined_body["payment"]["number"] = json!(CARD_DECLINED);
+    let declined = client
+        .api(
+            Method::POST,
+            "/checkout",
+            Some(&declined_body),
+            &[("idempotency-key", &emporium_tests::key())],
+        )
+        .await;
+    assert_eq!(declined.status, 402, "{}", declined.body);
+    assert_eq!(declined.json()["decline_code"], "card_declined");
+    let cart = client.api(Method::GET, "/cart", None, &[]).await;
+    assert_eq!(cart.json()["item_count"], 2);
+    let removed = client
+        .api(
+            Method::DELETE,
+            &format!("/cart/lines/{}", item.id),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(removed.json()["item_count"], 0);
+
+    let openapi = client.api(Method::GET, "/openapi.json", None, &[]).await;
+    let paths = openapi.json()["paths"].as_object().expect("paths").clone();
+    for path in [
+        "/api/v1/categories",
+        "/api/v1/products",
+        "/api/v1/products/{id}",
+        "/api/v1/cart",
+        "/api/v1/cart/lines",
+        "/api/v1/cart/lines/{product_id}",
+        "/api/v1/checkout",
+        "/api/v1/orders",
+        "/api/v1/orders/{id}",
+    ] {
+        assert!(paths.contains_key(path), "OpenAPI lacks {path}");
+    }
+    platform.platform.stop(true).await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_service_gets_a_clear_message_not_a_hang() {
+    let (mut platform, mut shopper) = shop().await;
+    let product = platform.products().await[0].clone();
+    platform.set_stock(&product.sku, 10).await;
+    add(&mut shopper, &product.id, "1").await;
+    let form = shopper.get("/checkout").await;
+    let csrf = form.csrf();
+
+    // Inventory down: pages still show products, availability unknown.
+    platform
+        .platform
+        .stop_service(Service::Inventory)
+        .await
+        .expect("stop");
+    let page = shopper.get(&format!("/p/{}", product.id)).await;
+    assert_page(&page, 200);
+    assert!(page.body.contains("Availability unknown"));
+
+    // Order service down: checkout says so, with Retry-After, and keeps the cart.
+    platform
+        .platform
+        .stop_service(Service::Order)
+        .await
+        .expect("stop");
+    let fields = checkout_fields(&form, &csrf, CARD_OK);
+    let started = Instant::now();
+    let page = shopper.post_form("/checkout", &borrowed(&fields)).await;
+    assert_page(&page, 503);
+    assert!(
+        page.body.contains("Checkout is temporarily unavailable"),
+        "{}",
+        page.body
+    );
+    assert_eq!(page.header("retry-after"), "5");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(shopper.get("/cart").await.body.contains(&product.name));
+    let history = shopper.get("/orders").await;
+    assert_page(&history, 503);
+    assert!(history.body.contains("Checkout is temporarily unavailable"));
+
+    // Catalog down: the home page says the catalog is unavailable; the API gives a problem.
+    platform
+        .platform
+        .stop_service(Service::Catalog)
+        .await
+        .expect("stop");
+    let home = shopper.get("/").await;
+    assert_page(&home, 503);
+    assert!(home.body.contains("The catalog is temporarily unavailable"));
+    assert_eq!(home.header("retry-after"), "5");
+    let api = shopper.api(Method::GET, "/products", None, &[]).await;
+    assert_eq!(
+        (api.status, api.json()["code"].as_str()),
+        (503, Some("service_unavailable"))
+    );
+    assert!(
+        !api.body.contains("127.0.0.1"),
+        "no internal detail: {}",
+        api.body
+    );
+    platform.platform.stop(true).await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_never_answers_times_out_into_a_clear_message() {
+    // An order service that accepts connections and never answers.
+    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = blackhole.local_addr().expect("address");
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = blackhole.accept().await {
+            open.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let order_url = format!("http://{address}");
+    let settings = emporium_tests::settings(
+        dir.path(),
+        &["--order-url", &order_url, "--http-timeout-ms", "300"],
+    );
+    let plan = Plan {
+        services: vec![
+            Service::Catalog,
+            Service::Inventory,
+            Service::Cart,
+            Service::Storefront,
+        ],
+        seed_when_empty: true,
+        order_faults: Faults::default(),
+    };
+    let platform = Platform::start(&settings, &plan).await.expect("start");
+    let mut shopper = Shopper::new(platform.url(Service::Storefront).expect("storefront"));
+    let products: Value = reqwest::get(format!(
+        "{}/v1/products?limit=1",
+        platform.url(Service::Catalog).expect("catalog")
+    ))
+    .await
+    .expect("products")
+    .json()
+    .await
+    .expect("json");
+    let product_id = products["items"][0]["id"].as_str().expect("id").to_owned();
+    add(&mut shopper, &product_id, "1").await;
+    let form = shopper.get("/checkout").await;
+    let csrf = form.csrf();
+    let fields = checkout_fields(&form, &csrf, CARD_OK);
+    let started = Instant::now();
+    let page = shopper.post_form("/checkout", &borrowed(&fields)).await;
+    let waited = started.elapsed();
+    assert_page(&page, 503);
+    assert!(page.body.contains("Checkout is temporarily unavailable"));
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    held.abort();
+    platform.stop(true).await.expect("stop");
+}

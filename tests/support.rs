@@ -2,7 +2,8 @@
 //! `emporium up` starts them, on either backend: the embedded stand-ins over a temporary data
 //! directory, or the AWS adapters (DynamoDB and S3 on moto server, Redis) under names no other
 //! test uses; and a client that speaks to them over HTTP as the storefront will.
-//! [`on_every_backend!`] runs a test body once per backend.
+//! [`on_every_backend!`] runs a test body once per backend. [`Shopper`] visits the storefront as
+//! a browser would, keeping its session cookie.
 
 use clap::Parser as _;
 use emporium::run::{Plan, Platform, Service, Settings};
@@ -60,27 +61,49 @@ pub enum Backend {
     Aws,
 }
 
+/// What a platform on a backend runs on: its settings, and on AWS the moto server of its own
+/// that holds its tables and bucket (dropped after the platform).
+pub struct Stand {
+    pub flags: Vec<String>,
+    pub moto: Option<emporium_adapters::testing::MotoServer>,
+}
+
+impl Stand {
+    pub fn flags(&self) -> Vec<&str> {
+        self.flags.iter().map(String::as_str).collect()
+    }
+}
+
 impl Backend {
     /// The settings that put every port on this backend, with fresh tables, bucket and cache
     /// keys.
-    pub fn flags(self) -> Vec<String> {
+    pub fn stand(self) -> Stand {
         match self {
-            Backend::Embedded => Vec::new(),
+            Backend::Embedded => Stand {
+                flags: Vec::new(),
+                moto: None,
+            },
             Backend::Aws => {
+                // Credentials and region still come from the environment the stand-ins set.
                 emporium_adapters::testing::aws_stand_in();
+                let moto = emporium_adapters::testing::MotoServer::start();
                 let name = emporium_adapters::testing::unique("shop");
-                vec![
+                let flags = vec![
                     // moto answers one call at a time; on a busy machine a checkout's calls
-                    // queue behind other tests' longer than in production.
+                    // queue there longer than in production.
                     "--http-timeout-ms".into(),
                     "20000".into(),
                     "--storage".into(),
-                    format!("dynamodb://{name}"),
+                    format!("dynamodb://{name}?endpoint={}", moto.endpoint),
                     "--blobs".into(),
-                    format!("s3://{name}/assets"),
+                    format!("s3://{name}/assets?endpoint={}", moto.endpoint),
                     "--cache".into(),
                     format!("{}?prefix={name}:", emporium_adapters::testing::redis_url()),
-                ]
+                ];
+                Stand {
+                    flags,
+                    moto: Some(moto),
+                }
             }
         }
     }
@@ -117,6 +140,8 @@ pub struct TestPlatform {
     pub plan: Plan,
     pub data_dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    /// The platform's own moto server, on AWS; declared last so it outlives the platform.
+    pub moto: Option<emporium_adapters::testing::MotoServer>,
 }
 
 impl TestPlatform {
@@ -129,9 +154,9 @@ impl TestPlatform {
     /// `emporium init` runs first, as the deployment's setup job does.
     pub async fn start_with(backend: Backend, extra: &[&str], faults: Faults) -> Self {
         let data_dir = tempfile::tempdir().expect("tempdir");
-        let mut flags = backend.flags();
-        flags.extend(extra.iter().map(|s| (*s).to_owned()));
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let stand = backend.stand();
+        let mut flags = stand.flags();
+        flags.extend(extra.iter().copied());
         let settings = settings(data_dir.path(), &flags);
         if backend == Backend::Aws {
             emporium::setup::init(&settings).await.expect("init");
@@ -150,6 +175,7 @@ impl TestPlatform {
             plan,
             data_dir,
             http: reqwest::Client::new(),
+            moto: stand.moto,
         }
     }
 
@@ -353,4 +379,138 @@ pub fn order_body(cart_id: &str, card: &str) -> Value {
             "cvc": "123"
         }
     })
+}
+
+// === The storefront, as a browser sees it ===
+
+/// An answer from the storefront.
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// Where a redirect points.
+    pub fn location(&self) -> &str {
+        self.header("location")
+    }
+
+    /// The CSRF token of the page's forms.
+    pub fn csrf(&self) -> String {
+        let marker = r#"name="csrf" value=""#;
+        let start = self
+            .body
+            .find(marker)
+            .unwrap_or_else(|| panic!("no form token on the page: {}", self.body))
+            + marker.len();
+        let end = self.body[start..].find('"').expect("token end") + start;
+        self.body[start..end].to_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// A visitor of the storefront: follows no redirects by itself and keeps the session cookie
+/// the storefront sets, as a browser does.
+pub struct Shopper {
+    pub http: reqwest::Client,
+    pub base: String,
+    /// `emporium_session=<value>`, once the storefront set one.
+    pub cookie: Option<String>,
+}
+
+impl Shopper {
+    pub fn new(base: String) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            base,
+            cookie: None,
+        }
+    }
+
+    pub async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let request = match &self.cookie {
+            Some(cookie) => request.header("cookie", cookie),
+            None => request,
+        };
+        let response = request.send().await.expect("send");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        for value in headers.get_all("set-cookie") {
+            let text = value.to_str().expect("cookie text");
+            if let Some(pair) = text.split(';').next()
+                && pair.starts_with("emporium_session=")
+            {
+                self.cookie = Some(pair.to_owned());
+            }
+        }
+        let body = response.text().await.expect("body");
+        Page {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Page {
+        let request = self.http.get(format!("{}{path}", self.base));
+        self.send(request).await
+    }
+
+    /// Posts a form as the shop's own pages do.
+    pub async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        self.post_form_with(path, fields, &[("origin", &self.base.clone())])
+            .await
+    }
+
+    pub async fn post_form_with(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Page {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(fields).expect("form"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request).await
+    }
+
+    /// Calls the public API.
+    pub async fn api(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Page {
+        let mut request = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request).await
+    }
 }

@@ -4,6 +4,8 @@
 //! web identity for IAM roles for service accounts, instance metadata), and `AWS_ENDPOINT_URL`
 //! (or `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL_S3`) for LocalStack or moto. The region
 //! falls back to us-east-1 so a laptop without AWS configuration still works against LocalStack.
+//! A storage or blob URI may also name its own endpoint (`?endpoint=`), which wins over the
+//! environment for that adapter alone.
 //! The SDK retries throttling and transient errors (standard mode, 3 attempts) within bounded
 //! timeouts.
 
@@ -37,16 +39,36 @@ pub async fn sdk_config() -> &'static SdkConfig {
 }
 
 pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
-    aws_sdk_dynamodb::Client::new(sdk_config().await)
+    dynamodb_at(None).await
+}
+
+/// A DynamoDB client, at `endpoint` when one is given.
+pub async fn dynamodb_at(endpoint: Option<&str>) -> aws_sdk_dynamodb::Client {
+    let config = sdk_config().await;
+    match endpoint {
+        None => aws_sdk_dynamodb::Client::new(config),
+        Some(url) => aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(config)
+                .endpoint_url(url)
+                .build(),
+        ),
+    }
 }
 
 pub async fn s3() -> aws_sdk_s3::Client {
+    s3_at(None).await
+}
+
+/// An S3 client, at `endpoint` when one is given.
+pub async fn s3_at(endpoint: Option<&str>) -> aws_sdk_s3::Client {
     let config = sdk_config().await;
-    let custom_endpoint = config.endpoint_url().is_some()
+    let custom_endpoint = endpoint.is_some()
+        || config.endpoint_url().is_some()
         || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some_and(|v| !v.is_empty());
-    let s3 = aws_sdk_s3::config::Builder::from(config)
-        // Local stand-ins do not resolve bucket subdomains.
-        .force_path_style(custom_endpoint)
-        .build();
-    aws_sdk_s3::Client::from_conf(s3)
+    let mut s3 = aws_sdk_s3::config::Builder::from(config);
+    if let Some(url) = endpoint {
+        s3 = s3.endpoint_url(url);
+    }
+    // Local stand-ins do not resolve bucket subdomains.
+    aws_sdk_s3::Client::from_conf(s3.force_path_style(custom_endpoint).build())
 }

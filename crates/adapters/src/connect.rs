@@ -74,13 +74,28 @@ fn bucket(uri: &str, rest: &str) -> anyhow::Result<(String, String)> {
     Ok((bucket.to_owned(), prefix.to_owned()))
 }
 
+/// The `endpoint=` option of a `dynamodb://` or `s3://` URI, the only option they take.
+fn endpoint<'a>(uri: &str, query: Option<&'a str>) -> anyhow::Result<Option<&'a str>> {
+    let mut endpoint = None;
+    for (name, value) in pairs(query) {
+        match name {
+            "endpoint" if value.starts_with("http://") || value.starts_with("https://") => {
+                endpoint = Some(value);
+            }
+            "endpoint" => bail!("the endpoint in {uri:?} is not an http:// or https:// URL"),
+            _ => bail!("unknown option {name:?} in {uri:?} (expected endpoint=<url>)"),
+        }
+    }
+    Ok(endpoint)
+}
+
 /// Opens the storage for `service`, holding `tables`.
 pub async fn storage(
     uri: &str,
     service: &str,
     tables: &[TableDef],
 ) -> anyhow::Result<Arc<dyn Storage>> {
-    let (scheme, rest, _) = split(uri)?;
+    let (scheme, rest, query) = split(uri)?;
     match scheme {
         "embedded" => {
             let path = directory(uri, rest)?.join(format!("{service}.redb"));
@@ -91,7 +106,7 @@ pub async fn storage(
         "dynamodb" => {
             let prefix = table_prefix(uri, rest)?;
             Ok(Arc::new(DynamoStorage::new(
-                crate::aws::dynamodb().await,
+                crate::aws::dynamodb_at(endpoint(uri, query)?).await,
                 &prefix,
                 tables,
             )))
@@ -104,13 +119,17 @@ pub async fn storage(
 
 /// Creates what the storage needs for `tables`: DynamoDB tables, or the embedded file.
 pub async fn init_storage(uri: &str, service: &str, tables: &[TableDef]) -> anyhow::Result<()> {
-    let (scheme, rest, _) = split(uri)?;
+    let (scheme, rest, query) = split(uri)?;
     match scheme {
         "dynamodb" => {
             let prefix = table_prefix(uri, rest)?;
-            DynamoStorage::new(crate::aws::dynamodb().await, &prefix, tables)
-                .ensure_tables()
-                .await
+            DynamoStorage::new(
+                crate::aws::dynamodb_at(endpoint(uri, query)?).await,
+                &prefix,
+                tables,
+            )
+            .ensure_tables()
+            .await
         }
         _ => storage(uri, service, tables).await.map(drop),
     }
@@ -173,7 +192,7 @@ pub async fn cache(uri: &str) -> anyhow::Result<Arc<dyn Cache>> {
 
 /// Opens the blob store.
 pub async fn blobs(uri: &str) -> anyhow::Result<Arc<dyn Blobs>> {
-    let (scheme, rest, _) = split(uri)?;
+    let (scheme, rest, query) = split(uri)?;
     match scheme {
         "file" => {
             let root = directory(uri, rest)?;
@@ -184,7 +203,7 @@ pub async fn blobs(uri: &str) -> anyhow::Result<Arc<dyn Blobs>> {
         "s3" => {
             let (bucket, prefix) = bucket(uri, rest)?;
             Ok(Arc::new(S3Blobs::new(
-                crate::aws::s3().await,
+                crate::aws::s3_at(endpoint(uri, query)?).await,
                 &bucket,
                 &prefix,
             )))
@@ -195,13 +214,17 @@ pub async fn blobs(uri: &str) -> anyhow::Result<Arc<dyn Blobs>> {
 
 /// Creates what the blob store needs: the bucket, or the directory.
 pub async fn init_blobs(uri: &str) -> anyhow::Result<()> {
-    let (scheme, rest, _) = split(uri)?;
+    let (scheme, rest, query) = split(uri)?;
     match scheme {
         "s3" => {
             let (bucket, prefix) = bucket(uri, rest)?;
-            S3Blobs::new(crate::aws::s3().await, &bucket, &prefix)
-                .ensure_bucket()
-                .await
+            S3Blobs::new(
+                crate::aws::s3_at(endpoint(uri, query)?).await,
+                &bucket,
+                &prefix,
+            )
+            .ensure_bucket()
+            .await
         }
         _ => blobs(uri).await.map(drop),
     }
@@ -240,5 +263,30 @@ mod tests {
         assert!(blobs("no-scheme").await.is_err());
         assert!(blobs("file://").await.is_err());
         assert!(blobs("s3://x").await.is_err());
+        assert!(
+            storage(
+                "dynamodb://p?endpoint=http://127.0.0.1:4566",
+                "catalog",
+                &[]
+            )
+            .await
+            .is_ok()
+        );
+        assert!(
+            storage("dynamodb://p?endpoint=ftp://x", "catalog", &[])
+                .await
+                .is_err()
+        );
+        assert!(
+            storage("dynamodb://p?region=x", "catalog", &[])
+                .await
+                .is_err()
+        );
+        assert!(
+            blobs("s3://bucket?endpoint=http://127.0.0.1:4566")
+                .await
+                .is_ok()
+        );
+        assert!(blobs("s3://bucket?tls=no").await.is_err());
     }
 }

@@ -148,7 +148,7 @@ fn up_seeds_the_demo_shop_once_and_keeps_data_across_restarts() {
         first.stdout
     );
     assert!(first.stdout.iter().any(|l| l.contains("admin key")));
-    for service in ["catalog", "inventory", "cart", "order"] {
+    for service in ["catalog", "inventory", "cart", "order", "storefront"] {
         assert!(
             first
                 .stdout
@@ -163,6 +163,24 @@ fn up_seeds_the_demo_shop_once_and_keeps_data_across_restarts() {
         "{:?}",
         first.stdout
     );
+    // The banner says where to open the shop, and the shop is there.
+    let shop = first
+        .stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("Open the shop:"))
+        .map(str::trim)
+        .expect("the banner names the shop's URL")
+        .to_owned();
+    let home = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let response = reqwest::get(&shop).await.expect("the shop answers");
+            assert_eq!(response.status(), 200);
+            response.text().await.expect("page")
+        });
+    assert!(home.contains("Shop by category"), "{home}");
     let products = all_products(&first.url);
     assert!(products.len() >= 48, "{} products", products.len());
     let categories: std::collections::BTreeSet<&str> = products

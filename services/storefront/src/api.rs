@@ -188,7 +188,7 @@ pub async fn product(
         return Err(product_not_found());
     }
     let product = shop.catalog.product(&id).await.map_err(api_problem)?;
-    let level = shop.inventory.stock(&product.sku).await.ok();
+    let level = shop.stock(&product.sku).await;
     let availability = Availability::of(level.as_ref(), shop.max_quantity);
     Ok(HttpResponse::Ok().json(ProductView {
         stock: stock_view(&availability, level.map(|l| l.available.max(0))),
@@ -282,9 +282,15 @@ pub async fn checkout(
     let key = request
         .headers()
         .get(IDEMPOTENCY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+        .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned())
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "idempotency_key_missing",
+                "The Idempotency-Key header is required",
+            )
+            .with_detail("send a fresh random key with each checkout; repeat it to retry safely")
+        })?;
     let cart = shop
         .cart(&visitor)
         .await

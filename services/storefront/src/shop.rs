@@ -10,6 +10,16 @@ use emporium_api::inventory::StockLevel;
 
 use crate::session::Visitor;
 
+fn no_stock(sku: &str) -> StockLevel {
+    StockLevel {
+        sku: sku.to_owned(),
+        available: 0,
+        reserved: 0,
+        sold: 0,
+        updated_at: time::OffsetDateTime::UNIX_EPOCH,
+    }
+}
+
 /// The four services the storefront fronts.
 #[derive(Debug, Clone)]
 pub struct Shop {
@@ -32,10 +42,30 @@ impl Shop {
         }
         let skus: Vec<&str> = products.iter().map(|p| p.sku.as_str()).collect();
         match self.inventory.stocks(&skus).await {
-            Ok(levels) => levels.into_iter().map(|l| (l.sku.clone(), l)).collect(),
+            Ok(levels) => {
+                let mut known: HashMap<String, StockLevel> =
+                    levels.into_iter().map(|l| (l.sku.clone(), l)).collect();
+                // A SKU the inventory has never stocked has none to sell.
+                for sku in skus {
+                    known.entry(sku.to_owned()).or_insert_with(|| no_stock(sku));
+                }
+                known
+            }
             Err(error) => {
                 tracing::warn!(%error, "stock levels unavailable; showing products without them");
                 HashMap::new()
+            }
+        }
+    }
+
+    /// One product's stock: `None` when the inventory did not answer.
+    pub async fn stock(&self, sku: &str) -> Option<StockLevel> {
+        match self.inventory.stock(sku).await {
+            Ok(level) => Some(level),
+            Err(error) if error.is_not_found() => Some(no_stock(sku)),
+            Err(error) => {
+                tracing::warn!(%error, "stock level unavailable");
+                None
             }
         }
     }

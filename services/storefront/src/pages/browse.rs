@@ -327,10 +327,9 @@ pub async fn product_page(
         ..ProductQuery::default()
     };
     let (stock, related) = futures::join!(
-        shop.inventory.stock(&product.sku),
+        shop.stock(&product.sku),
         shop.catalog.products(&related_query)
     );
-    let stock = stock.ok();
     let related: Vec<Product> = related
         .map(|page| page.items)
         .unwrap_or_default()

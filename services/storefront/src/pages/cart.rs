@@ -144,7 +144,7 @@ fn cart_problem(error: ClientError) -> Result<(StatusCode, Notice), PageError> {
             let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
             let text = match problem.code.as_str() {
                 "out_of_stock" => format!(
-                    "Sorry, we don't have that many: {}.",
+                    "Sorry, we don’t have that many: {}.",
                     problem.detail.as_deref().unwrap_or("not enough stock")
                 ),
                 "validation_failed" => problem.errors.first().map_or_else(

@@ -133,7 +133,7 @@ impl ErrorPage {
 
     pub fn not_found() -> Self {
         Self::new(
-            "We couldn't find that page",
+            "We couldn’t find that page",
             "The product may have been removed, or the link may be mistyped. Try searching, or start again from the home page.",
         )
     }
