@@ -170,3 +170,38 @@ pub struct OrderQuery {
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
+
+/// The pricing rules of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pricing {
+    pub shipping_fee: i64,
+    pub free_shipping_from: i64,
+    pub tax_rate_bps: i64,
+}
+
+/// An order's totals, all in minor units:
+/// - subtotal: the sum of unit price × quantity over the lines;
+/// - shipping: the flat fee, or nothing once the subtotal reaches the free-shipping threshold;
+/// - tax: the tax rate applied to the subtotal once (not per line), rounded half up to the
+///   minor unit: `(subtotal × bps + 5000) / 10000`;
+/// - total: subtotal + shipping + tax.
+pub fn totals(lines: &[(i64, i64)], currency: &str, pricing: &Pricing) -> Option<Totals> {
+    let mut subtotal: i128 = 0;
+    for (unit, quantity) in lines {
+        subtotal += i128::from(*unit) * i128::from(*quantity);
+    }
+    let shipping: i128 = if subtotal >= i128::from(pricing.free_shipping_from) {
+        0
+    } else {
+        i128::from(pricing.shipping_fee)
+    };
+    let tax = (subtotal * i128::from(pricing.tax_rate_bps) + 5_000) / 10_000;
+    let total = subtotal + shipping + tax;
+    let money = |amount: i128| Some(Money::new(i64::try_from(amount).ok()?, currency));
+    Some(Totals {
+        subtotal: money(subtotal)?,
+        shipping: money(shipping)?,
+        tax: money(tax)?,
+        total: money(total)?,
+    })
+}

@@ -270,6 +270,16 @@ impl<'a> Starter<'a> {
         }
     }
 
+    /// The order service's pricing rules; the storefront shows them before checkout.
+    fn pricing(&self) -> Pricing {
+        let order = &self.settings.order;
+        Pricing {
+            shipping_fee: order.shipping_fee,
+            free_shipping_from: order.free_shipping_from,
+            tax_rate_bps: order.tax_rate_bps,
+        }
+    }
+
     fn retry(&self) -> RetryPolicy {
         RetryPolicy {
             retries: self.common().http_retries,
@@ -411,11 +421,7 @@ impl<'a> Starter<'a> {
             catalog_url: self.url(Service::Catalog),
             inventory_url: self.url(Service::Inventory),
             cart_url: self.url(Service::Cart),
-            pricing: Pricing {
-                shipping_fee: order.shipping_fee,
-                free_shipping_from: order.free_shipping_from,
-                tax_rate_bps: order.tax_rate_bps,
-            },
+            pricing: self.pricing(),
             currency: self.common().currency.clone(),
             reservation_ttl_secs: order.reservation_ttl_secs,
             reconcile_interval: Duration::from_secs(order.reconcile_interval_secs.max(1)),
@@ -450,6 +456,7 @@ impl<'a> Starter<'a> {
             asset_cache_bytes: settings.asset_cache_bytes,
             page_size: settings.page_size,
             max_quantity: self.settings.cart.max_quantity,
+            pricing: self.pricing(),
         };
         let server = storefront_startup::start(&config, self.blobs.clone()).await;
         let server = match server {

@@ -1,6 +1,5 @@
 //! Parsing order requests into values the service can trust, and the totals rule.
 
-use emporium_api::Money;
 use emporium_api::order::{Address, CustomerDetails, PaymentCard, PlaceOrder};
 use emporium_platform::FieldError;
 use emporium_platform::validation::{FieldErrors, optional_text, required_text};
@@ -220,44 +219,9 @@ fn parse_card(input: &PaymentCard, today: OffsetDateTime, errors: &mut FieldErro
     }
 }
 
-/// The pricing rules of an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pricing {
-    pub shipping_fee: i64,
-    pub free_shipping_from: i64,
-    pub tax_rate_bps: i64,
-}
-
-/// An order's totals, all in minor units:
-/// - subtotal: the sum of unit price × quantity over the lines;
-/// - shipping: the flat fee, or nothing once the subtotal reaches the free-shipping threshold;
-/// - tax: the tax rate applied to the subtotal once (not per line), rounded half up to the
-///   minor unit: `(subtotal × bps + 5000) / 10000`;
-/// - total: subtotal + shipping + tax.
-pub fn totals(
-    lines: &[(i64, i64)],
-    currency: &str,
-    pricing: &Pricing,
-) -> Option<emporium_api::order::Totals> {
-    let mut subtotal: i128 = 0;
-    for (unit, quantity) in lines {
-        subtotal += i128::from(*unit) * i128::from(*quantity);
-    }
-    let shipping: i128 = if subtotal >= i128::from(pricing.free_shipping_from) {
-        0
-    } else {
-        i128::from(pricing.shipping_fee)
-    };
-    let tax = (subtotal * i128::from(pricing.tax_rate_bps) + 5_000) / 10_000;
-    let total = subtotal + shipping + tax;
-    let money = |amount: i128| Some(Money::new(i64::try_from(amount).ok()?, currency));
-    Some(emporium_api::order::Totals {
-        subtotal: money(subtotal)?,
-        shipping: money(shipping)?,
-        tax: money(tax)?,
-        total: money(total)?,
-    })
-}
+// The totals rule is part of the public API (the storefront shows it before checkout), so it
+// lives with the wire types.
+pub use emporium_api::order::{Pricing, totals};
 
 #[cfg(test)]
 mod tests {

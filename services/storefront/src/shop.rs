@@ -7,6 +7,7 @@ use emporium_api::cart::{AddCartLine, Cart};
 use emporium_api::catalog::{Category, Product};
 use emporium_api::client::{CartClient, CatalogClient, ClientError, InventoryClient, OrderClient};
 use emporium_api::inventory::StockLevel;
+use emporium_api::order::Pricing;
 
 use crate::session::Visitor;
 
@@ -31,6 +32,8 @@ pub struct Shop {
     pub page_size: u32,
     /// Most units of one product a cart takes (the cart service's limit).
     pub max_quantity: i64,
+    /// The order service's pricing rules, for the estimate shown before checkout.
+    pub pricing: Pricing,
 }
 
 impl Shop {

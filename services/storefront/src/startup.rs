@@ -5,6 +5,7 @@ use std::sync::Arc;
 use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::web;
 use emporium_api::client::{CartClient, CatalogClient, InventoryClient, OrderClient, RetryPolicy};
+use emporium_api::order::Pricing;
 use emporium_platform::client::ClientSettings;
 use emporium_platform::health::Readiness;
 use emporium_platform::server::{self, HttpSettings, RunningServer};
@@ -30,6 +31,8 @@ pub struct StorefrontConfig {
     pub page_size: u32,
     /// The cart service's most units of one product, so pages offer no more.
     pub max_quantity: i64,
+    /// The order service's pricing rules, to show shipping and tax before checkout.
+    pub pricing: Pricing,
 }
 
 /// What every page answers with: no framing by other sites, no sniffing, no referrer leaking
@@ -49,6 +52,7 @@ pub async fn start(
         orders: OrderClient::new(&config.order_url, http, config.retry),
         page_size: config.page_size,
         max_quantity: config.max_quantity,
+        pricing: config.pricing,
     });
     let assets = Assets::new(blobs.clone(), config.asset_cache_bytes);
     assets.publish().await?;

@@ -107,6 +107,60 @@ pub fn category_url(slug: &str) -> String {
     format!("/c/{slug}")
 }
 
+/// What a cart will cost, by the order service's rules, at the prices in the cart (the order
+/// takes the catalog's prices when it is placed, so this is an estimate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Estimate {
+    pub subtotal: String,
+    /// `Free` once the subtotal reaches the threshold.
+    pub shipping: String,
+    pub tax: String,
+    pub total: String,
+    /// "Add $12.00 more for free shipping", while it is within reach.
+    pub free_shipping_hint: String,
+}
+
+impl Estimate {
+    pub fn of(cart: &emporium_api::cart::Cart, pricing: &emporium_api::order::Pricing) -> Self {
+        let lines: Vec<(i64, i64)> = cart
+            .lines
+            .iter()
+            .map(|l| (l.unit_price.amount, l.quantity))
+            .collect();
+        let currency = cart.subtotal.currency.as_str();
+        match emporium_api::order::totals(&lines, currency, pricing) {
+            Some(totals) => {
+                let missing = pricing.free_shipping_from - totals.subtotal.amount;
+                Self {
+                    subtotal: price(&totals.subtotal),
+                    shipping: if totals.shipping.amount == 0 {
+                        "Free".to_owned()
+                    } else {
+                        price(&totals.shipping)
+                    },
+                    tax: price(&totals.tax),
+                    total: price(&totals.total),
+                    free_shipping_hint: if missing > 0 && totals.shipping.amount > 0 {
+                        format!(
+                            "Add {} more for free shipping.",
+                            price(&Money::new(missing, currency))
+                        )
+                    } else {
+                        String::new()
+                    },
+                }
+            }
+            None => Self {
+                subtotal: price(&cart.subtotal),
+                shipping: String::new(),
+                tax: String::new(),
+                total: price(&cart.subtotal),
+                free_shipping_hint: String::new(),
+            },
+        }
+    }
+}
+
 /// A date as `30 Nov 2026, 18:05 UTC`.
 pub fn timestamp(at: time::OffsetDateTime) -> String {
     let format = time::macros::format_description!(
@@ -148,6 +202,52 @@ mod tests {
         let plenty = Availability::of(Some(&level(80)), 10);
         assert_eq!((plenty.tone, plenty.purchasable), ("in", 10));
         assert_eq!(Availability::of(None, 10).tone, "unknown");
+    }
+
+    #[test]
+    fn estimates_follow_the_order_rules() {
+        let pricing = emporium_api::order::Pricing {
+            shipping_fee: 500,
+            free_shipping_from: 5000,
+            tax_rate_bps: 825,
+        };
+        let line = |amount: i64, quantity: i64| emporium_api::cart::CartLine {
+            product_id: "p".into(),
+            sku: "KIT-1".into(),
+            name: "Mug".into(),
+            image: None,
+            unit_price: Money::new(amount, "USD"),
+            quantity,
+            line_total: Money::new(amount * quantity, "USD"),
+        };
+        let cart = |lines: Vec<emporium_api::cart::CartLine>| emporium_api::cart::Cart {
+            id: "c".into(),
+            item_count: lines.iter().map(|l| l.quantity).sum(),
+            subtotal: Money::new(lines.iter().map(|l| l.line_total.amount).sum(), "USD"),
+            lines,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            updated_at: time::OffsetDateTime::UNIX_EPOCH,
+            expires_at: time::OffsetDateTime::UNIX_EPOCH,
+            version: 1,
+        };
+        let small = Estimate::of(&cart(vec![line(1999, 1)]), &pricing);
+        assert_eq!(
+            (
+                small.shipping.as_str(),
+                small.tax.as_str(),
+                small.total.as_str()
+            ),
+            ("$5.00", "$1.65", "$26.64")
+        );
+        assert_eq!(
+            small.free_shipping_hint,
+            "Add $30.01 more for free shipping."
+        );
+        let large = Estimate::of(&cart(vec![line(2500, 2)]), &pricing);
+        assert_eq!(
+            (large.shipping.as_str(), large.free_shipping_hint.as_str()),
+            ("Free", "")
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::assets;
 use crate::error::PageError;
 use crate::session::Visitor;
 use crate::shop::Shop;
-use crate::view;
+use crate::view::{self, Estimate};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/cart", web::get().to(cart))
@@ -59,7 +59,7 @@ struct CartPage {
     csrf: String,
     lines: Vec<LineView>,
     item_count: i64,
-    subtotal: String,
+    estimate: Option<Estimate>,
     max_quantity: i64,
 }
 
@@ -99,13 +99,13 @@ async fn cart_page(
 ) -> Result<HttpResponse, PageError> {
     let (categories, cart) = futures::join!(shop.categories_or_none(), shop.cart(visitor));
     let cart = cart?;
-    let (lines, item_count, subtotal) = match &cart {
+    let (lines, item_count, estimate) = match &cart {
         Some(cart) => (
             LineView::of(cart),
             cart.item_count,
-            view::price(&cart.subtotal),
+            Some(Estimate::of(cart, &shop.pricing)),
         ),
-        None => (Vec::new(), 0, String::new()),
+        None => (Vec::new(), 0, None),
     };
     let page = CartPage {
         layout: Layout::new("Your cart · Emporium", &categories, item_count, "")
@@ -113,7 +113,7 @@ async fn cart_page(
         csrf: visitor.csrf(),
         lines,
         item_count,
-        subtotal,
+        estimate,
         max_quantity: shop.max_quantity,
     };
     Ok(render(status, &page))

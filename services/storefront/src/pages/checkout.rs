@@ -21,7 +21,7 @@ use super::{Layout, Notice, check_form, render, see_other};
 use crate::error::{PageError, RETRY_AFTER_SECS};
 use crate::session::Visitor;
 use crate::shop::Shop;
-use crate::view;
+use crate::view::Estimate;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/checkout", web::get().to(show))
@@ -138,10 +138,11 @@ struct CheckoutPage {
     cards: Vec<TestCard>,
     lines: Vec<LineView>,
     item_count: i64,
-    subtotal: String,
+    estimate: Estimate,
 }
 
 fn checkout_page(
+    shop: &Shop,
     visitor: &Visitor,
     cart: &Cart,
     form: CheckoutForm,
@@ -170,7 +171,7 @@ fn checkout_page(
             .collect(),
         lines: LineView::of(cart),
         item_count: cart.item_count,
-        subtotal: view::price(&cart.subtotal),
+        estimate: Estimate::of(cart, &shop.pricing),
         form,
         errors,
     }
@@ -190,7 +191,7 @@ async fn show(shop: web::Data<Shop>, visitor: Visitor) -> Result<HttpResponse, P
         country: "US".into(),
         ..CheckoutForm::default()
     };
-    let page = checkout_page(&visitor, &cart, form, FieldErrors::default(), None);
+    let page = checkout_page(&shop, &visitor, &cart, form, FieldErrors::default(), None);
     Ok(render(StatusCode::OK, &page))
 }
 
@@ -234,6 +235,7 @@ async fn place(
     );
     if !errors.is_empty() {
         let page = checkout_page(
+            &shop,
             &visitor,
             &cart,
             form,
@@ -281,7 +283,7 @@ async fn place(
         form.card_number.clear();
         form.cvc.clear();
     }
-    let page = checkout_page(&visitor, &cart, form, errors, Some(notice));
+    let page = checkout_page(&shop, &visitor, &cart, form, errors, Some(notice));
     let mut response = render(status, &page);
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response.headers_mut().insert(
