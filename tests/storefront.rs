@@ -11,7 +11,11 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 async fn shop() -> (TestPlatform, Shopper) {
-    let platform = TestPlatform::start(Backend::Embedded).await;
+    shop_on(Backend::Embedded).await
+}
+
+async fn shop_on(backend: Backend) -> (TestPlatform, Shopper) {
+    let platform = TestPlatform::start(backend).await;
     let shopper = Shopper::new(platform.url(Service::Storefront));
     (platform, shopper)
 }
@@ -333,6 +337,30 @@ async fn the_cart_adds_changes_and_removes_and_stock_states_show() {
         )
         .await;
     assert_page(&unknown, 404);
+    let huge = add(&mut shopper, &plenty.id, "99999999999999999999999").await;
+    assert_page(&huge, 400);
+    let oversized = shopper
+        .post_form(
+            "/cart/add",
+            &[
+                ("csrf", &csrf),
+                ("product_id", &"x".repeat(20_000)),
+                ("quantity", "1"),
+            ],
+        )
+        .await;
+    assert_page(&oversized, 400);
+    assert!(oversized.body.contains("too large"));
+    let not_a_form = shopper
+        .send(
+            shopper
+                .http
+                .post(format!("{}/cart/add", shopper.base))
+                .header("content-type", "application/json")
+                .body("{}"),
+        )
+        .await;
+    assert_page(&not_a_form, 400);
     let too_many = add(&mut shopper, &plenty.id, "999").await;
     assert_eq!(too_many.status, 422, "{}", too_many.body);
     let cart = shopper.get("/cart").await;
@@ -457,9 +485,13 @@ async fn a_tampered_cookie_starts_a_fresh_session_and_cross_site_forms_are_refus
     platform.platform.stop(true).await.expect("stop");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checkout_confirms_declines_keep_the_cart_and_orders_stay_private() {
-    let (platform, mut shopper) = shop().await;
+emporium_tests::on_every_backend!(
+    checkout_confirms_declines_keep_the_cart_and_orders_stay_private,
+    assets_come_from_the_blob_store_with_etags_and_immutable_caching,
+);
+
+async fn checkout_confirms_declines_keep_the_cart_and_orders_stay_private(backend: Backend) {
+    let (platform, mut shopper) = shop_on(backend).await;
     let product = &platform.products().await[3];
     platform.set_stock(&product.sku, 20).await;
     add(&mut shopper, &product.id, "2").await;
@@ -567,9 +599,8 @@ async fn checkout_confirms_declines_keep_the_cart_and_orders_stay_private() {
     platform.platform.stop(true).await.expect("stop");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn assets_come_from_the_blob_store_with_etags_and_immutable_caching() {
-    let (platform, mut shopper) = shop().await;
+async fn assets_come_from_the_blob_store_with_etags_and_immutable_caching(backend: Backend) {
+    let (platform, mut shopper) = shop_on(backend).await;
     let home = shopper.get("/").await;
     let stylesheet = home
         .body

@@ -13,6 +13,7 @@ use emporium_ports::blob::Blobs;
 use emporium_ports::health;
 
 use crate::assets::{self, Assets};
+use crate::error::PageError;
 use crate::session::{self, SessionKey};
 use crate::shop::Shop;
 use crate::{api, pages};
@@ -34,6 +35,9 @@ pub struct StorefrontConfig {
     /// The order service's pricing rules, to show shipping and tax before checkout.
     pub pricing: Pricing,
 }
+
+/// The largest form the shop takes (the checkout form is well under 2 KiB).
+const FORM_LIMIT_BYTES: usize = 16 * 1024;
 
 /// What every page answers with: no framing by other sites, no sniffing, no referrer leaking
 /// ids, and only this origin's styles, images and forms.
@@ -73,6 +77,7 @@ pub async fn start(
             )
             .service(
                 web::scope("")
+                    .app_data(form_config())
                     .wrap(security_headers())
                     .wrap(from_fn(session::middleware))
                     .configure(pages::configure)
@@ -80,6 +85,25 @@ pub async fn start(
             );
     })?;
     Ok(server)
+}
+
+/// Forms are small; one that is too big or not a form gets the error page, not a JSON problem.
+fn form_config() -> web::FormConfig {
+    web::FormConfig::default()
+        .limit(FORM_LIMIT_BYTES)
+        .error_handler(|error, _| {
+            let why = match error {
+                actix_web::error::UrlencodedError::Overflow { .. }
+                | actix_web::error::UrlencodedError::UnknownLength => {
+                    "The form was too large.".to_owned()
+                }
+                actix_web::error::UrlencodedError::ContentType => {
+                    "The form was not sent as a form.".to_owned()
+                }
+                _ => "The form could not be read.".to_owned(),
+            };
+            PageError::BadRequest(why).into()
+        })
 }
 
 fn security_headers() -> DefaultHeaders {
