@@ -189,6 +189,42 @@ impl Browser {
             .unwrap_or(true)
     }
 
+    /// What on the page a screen reader or keyboard user would miss: images without alt text,
+    /// form controls without a label, a document without a language or a main landmark.
+    async fn accessibility_problems(&self) -> Vec<String> {
+        let found = self
+            .client
+            .execute(
+                r#"
+                const problems = [];
+                if (!document.documentElement.lang) problems.push("no lang on <html>");
+                if (!document.querySelector("main")) problems.push("no <main>");
+                if (!document.querySelector("h1")) problems.push("no <h1>");
+                for (const img of document.images) {
+                    if (!img.hasAttribute("alt")) problems.push("image without alt: " + img.src);
+                }
+                for (const control of document.querySelectorAll("input, select, textarea")) {
+                    if (control.type === "hidden") continue;
+                    if (control.labels.length === 0 && !control.getAttribute("aria-label")) {
+                        problems.push("control without label: " + (control.name || control.id));
+                    }
+                }
+                for (const button of document.querySelectorAll("button, a")) {
+                    if (button.closest("[aria-hidden=true]")) continue;
+                    const pictured = [...button.querySelectorAll("img")].some((i) => i.alt.trim());
+                    if (!button.textContent.trim() && !button.getAttribute("aria-label") && !pictured) {
+                        problems.push("nameless " + button.tagName.toLowerCase() + " " + button.outerHTML.slice(0, 80));
+                    }
+                }
+                return problems;
+                "#,
+                vec![],
+            )
+            .await
+            .expect("inspect");
+        serde_json::from_value(found).expect("a list")
+    }
+
     /// Opens the first product on the current listing that is plainly in stock.
     async fn open_product_in_stock(&self) -> String {
         let cards = self
@@ -401,6 +437,8 @@ async fn a_shopper_browses_buys_and_finds_the_order_and_a_declined_card_keeps_th
     ] {
         browser.goto(&path).await;
         assert!(!browser.overflows().await, "{path} is wider than a phone");
+        let problems = browser.accessibility_problems().await;
+        assert!(problems.is_empty(), "{path}: {problems:?}");
         browser.shot(name).await;
     }
     browser.goto("/orders").await;
