@@ -64,24 +64,43 @@ fn checkout_fields<'a>(page: &'a Page, csrf: &'a str, card: &'a str) -> Vec<(&'a
     ]
 }
 
+fn set(fields: &mut [(&str, String)], name: &str, value: &str) {
+    for (field, old) in fields {
+        if *field == name {
+            *old = value.to_owned();
+        }
+    }
+}
+
 fn borrowed<'a>(fields: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
     fields.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Posts one of the cart's forms (`add`, `update`, `remove`) for a product.
+async fn cart_form(
+    shopper: &mut Shopper,
+    action: &str,
+    csrf: &str,
+    product_id: &str,
+    quantity: &str,
+) -> Page {
+    shopper
+        .post_form(
+            &format!("/cart/{action}"),
+            &[
+                ("csrf", csrf),
+                ("product_id", product_id),
+                ("quantity", quantity),
+            ],
+        )
+        .await
 }
 
 /// Adds `quantity` of a product through the product page's form.
 async fn add(shopper: &mut Shopper, product_id: &str, quantity: &str) -> Page {
     let page = shopper.get(&format!("/p/{product_id}")).await;
     let csrf = page.csrf();
-    shopper
-        .post_form(
-            "/cart/add",
-            &[
-                ("csrf", &csrf),
-                ("product_id", product_id),
-                ("quantity", quantity),
-            ],
-        )
-        .await
+    cart_form(shopper, "add", &csrf, product_id, quantity).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,16 +305,7 @@ async fn the_cart_adds_changes_and_removes_and_stock_states_show() {
     let csrf = cart.csrf();
 
     // Change the quantity.
-    let changed = shopper
-        .post_form(
-            "/cart/update",
-            &[
-                ("csrf", &csrf),
-                ("product_id", &plenty.id),
-                ("quantity", "4"),
-            ],
-        )
-        .await;
+    let changed = cart_form(&mut shopper, "update", &csrf, &plenty.id, "4").await;
     assert_eq!(
         (changed.status, changed.location()),
         (303, "/cart?notice=updated")
@@ -312,30 +322,19 @@ async fn the_cart_adds_changes_and_removes_and_stock_states_show() {
         short.body
     );
     // Sold out (its page has no form; the post is made by hand): the same.
-    let none = shopper
-        .post_form(
-            "/cart/add",
-            &[
-                ("csrf", &csrf),
-                ("product_id", &sold_out.id),
-                ("quantity", "1"),
-            ],
-        )
-        .await;
+    let none = cart_form(&mut shopper, "add", &csrf, &sold_out.id, "1").await;
     assert_page(&none, 409);
     // Not a number, or not a product.
     let junk = add(&mut shopper, &plenty.id, "lots").await;
     assert_page(&junk, 400);
-    let unknown = shopper
-        .post_form(
-            "/cart/add",
-            &[
-                ("csrf", &csrf),
-                ("product_id", "0000000000000000000000000a"),
-                ("quantity", "1"),
-            ],
-        )
-        .await;
+    let unknown = cart_form(
+        &mut shopper,
+        "add",
+        &csrf,
+        "0000000000000000000000000a",
+        "1",
+    )
+    .await;
     assert_page(&unknown, 404);
     let huge = add(&mut shopper, &plenty.id, "99999999999999999999999").await;
     assert_page(&huge, 400);
@@ -369,16 +368,7 @@ async fn the_cart_adds_changes_and_removes_and_stock_states_show() {
 
     // Quantity 0 removes; so does the remove button.
     add(&mut shopper, &low.id, "1").await;
-    let zero = shopper
-        .post_form(
-            "/cart/update",
-            &[
-                ("csrf", &csrf),
-                ("product_id", &plenty.id),
-                ("quantity", "0"),
-            ],
-        )
-        .await;
+    let zero = cart_form(&mut shopper, "update", &csrf, &plenty.id, "0").await;
     assert_eq!(zero.location(), "/cart?notice=removed");
     let removed = shopper
         .post_form("/cart/remove", &[("csrf", &csrf), ("product_id", &low.id)])
@@ -424,16 +414,7 @@ async fn a_tampered_cookie_starts_a_fresh_session_and_cross_site_forms_are_refus
     let mut stranger = Shopper::new(shopper.base.clone());
     let foreign = stranger.get(&format!("/p/{}", product.id)).await.csrf();
     for token in ["", foreign.as_str(), "x"] {
-        let page = shopper
-            .post_form(
-                "/cart/update",
-                &[
-                    ("csrf", token),
-                    ("product_id", &product.id),
-                    ("quantity", "7"),
-                ],
-            )
-            .await;
+        let page = cart_form(&mut shopper, "update", token, &product.id, "7").await;
         assert_page(&page, 403);
     }
     // Nothing changed.
@@ -466,16 +447,7 @@ async fn a_tampered_cookie_starts_a_fresh_session_and_cross_site_forms_are_refus
     assert_ne!(renewed, tampered);
     assert_ne!(renewed, original);
     // The old page's token is worthless in the new session.
-    let page = shopper
-        .post_form(
-            "/cart/update",
-            &[
-                ("csrf", &csrf),
-                ("product_id", &product.id),
-                ("quantity", "2"),
-            ],
-        )
-        .await;
+    let page = cart_form(&mut shopper, "update", &csrf, &product.id, "2").await;
     assert_page(&page, 403);
     // An unsigned cookie is no better.
     shopper.cookie = Some("emporium_session=whatever".into());
@@ -521,14 +493,8 @@ async fn checkout_confirms_declines_keep_the_cart_and_orders_stay_private(backen
 
     // Invalid details: messages beside the fields, nothing placed.
     let mut bad = checkout_fields(&declined, &csrf, CARD_OK);
-    for (name, value) in &mut bad {
-        if *name == "email" {
-            *value = "not-an-email".into();
-        }
-        if *name == "exp_month" {
-            *value = "December".into();
-        }
-    }
+    set(&mut bad, "email", "not-an-email");
+    set(&mut bad, "exp_month", "December");
     let invalid = shopper.post_form("/checkout", &borrowed(&bad)).await;
     assert_page(&invalid, 422);
     assert!(
@@ -537,11 +503,7 @@ async fn checkout_confirms_declines_keep_the_cart_and_orders_stay_private(backen
         invalid.body
     );
     let mut bad_email = checkout_fields(&invalid, &csrf, CARD_OK);
-    for (name, value) in &mut bad_email {
-        if *name == "email" {
-            *value = "not-an-email".into();
-        }
-    }
+    set(&mut bad_email, "email", "not-an-email");
     let invalid = shopper.post_form("/checkout", &borrowed(&bad_email)).await;
     assert_page(&invalid, 422);
     assert!(

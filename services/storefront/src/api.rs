@@ -130,41 +130,15 @@ pub async fn categories(shop: web::Data<Shop>) -> Result<HttpResponse, Problem> 
     Ok(HttpResponse::Ok().json(categories))
 }
 
-/// Query of `GET /api/v1/products`.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ProductsQuery {
-    /// Only this category (slug).
-    pub category: Option<String>,
-    /// Words that must all appear.
-    pub q: Option<String>,
-    pub sort: Option<ProductSort>,
-    /// 1 to 100 (default 24).
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
-}
-
 /// Browse or search products.
-#[utoipa::path(get, path = "/api/v1/products", tag = "browse", params(ProductsQuery),
+#[utoipa::path(get, path = "/api/v1/products", tag = "browse", params(ProductQuery),
     responses((status = 200, body = ProductPage),
         (status = 400, body = Problem, content_type = "application/problem+json")))]
 pub async fn products(
     shop: web::Data<Shop>,
-    query: web::Query<ProductsQuery>,
+    query: web::Query<ProductQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let query = query.into_inner();
-    let page = shop
-        .catalog
-        .products(&ProductQuery {
-            category: query.category,
-            q: query.q,
-            sort: query.sort,
-            limit: query.limit,
-            cursor: query.cursor,
-        })
-        .await
-        .map_err(api_problem)?;
+    let page = shop.catalog.products(&query).await.map_err(api_problem)?;
     Ok(HttpResponse::Ok().json(page))
 }
 
