@@ -29,7 +29,7 @@ RUN cargo build --release --locked --package emporium --bin emporium \
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 ARG VERSION=dev
 LABEL org.opencontainers.image.title="emporium" \
-      org.opencontainers.image.description="Emporium e-commerce platform: catalog, inventory, cart and order services in one binary" \
+      org.opencontainers.image.description="Emporium e-commerce platform: storefront, catalog, inventory, cart and order services in one binary" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN apt-get update \
@@ -42,6 +42,6 @@ USER 10001:10001
 ENV EMPORIUM_HOST=0.0.0.0 \
     EMPORIUM_DATA_DIR=/data \
     EMPORIUM_LOG_FORMAT=json
-EXPOSE 8081 8082 8083 8084
+EXPOSE 8080 8081 8082 8083 8084
 ENTRYPOINT ["/usr/local/bin/emporium"]
 CMD ["up"]

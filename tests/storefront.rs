@@ -943,3 +943,55 @@ async fn a_service_that_never_answers_times_out_into_a_clear_message() {
     held.abort();
     platform.stop(true).await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storefront_started_before_its_bucket_exists_waits_for_it() {
+    // As on Kubernetes, where pods may start before the setup job has created the bucket.
+    emporium_adapters::testing::aws_stand_in();
+    let moto = emporium_adapters::testing::MotoServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = format!(
+        "s3://{}?endpoint={}",
+        emporium_adapters::testing::unique("late"),
+        moto.endpoint
+    );
+    let settings = emporium_tests::settings(dir.path(), &["--blobs", &blobs]);
+    let plan = Plan {
+        services: vec![Service::Storefront],
+        seed_when_empty: false,
+        order_faults: Faults::default(),
+    };
+    let platform = Platform::start(&settings, &plan)
+        .await
+        .expect("starts anyway");
+    let base = platform.url(Service::Storefront).expect("storefront");
+    let http = reqwest::Client::new();
+    let ready = |http: reqwest::Client, base: String| async move {
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(
+        ready(http.clone(), base.clone()).await,
+        503,
+        "not ready without a bucket"
+    );
+    emporium_adapters::connect::init_blobs(&blobs)
+        .await
+        .expect("bucket");
+    let stylesheet = format!("{base}{}", emporium_storefront::assets::stylesheet_url());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = http.get(&stylesheet).send().await.expect("get").status();
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stylesheet never appeared");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ready(http.clone(), base.clone()).await, 200);
+    platform.stop(true).await.expect("stop");
+}

@@ -36,6 +36,9 @@ pub struct StorefrontConfig {
     pub pricing: Pricing,
 }
 
+const PUBLISH_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(500);
+const PUBLISH_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The largest form the shop takes (the checkout form is well under 2 KiB).
 const FORM_LIMIT_BYTES: usize = 16 * 1024;
 
@@ -59,13 +62,21 @@ pub async fn start(
         pricing: config.pricing,
     });
     let assets = Assets::new(blobs.clone(), config.asset_cache_bytes);
-    assets.publish().await?;
+    // On Kubernetes the storefront may start before the setup job has made the bucket: keep
+    // trying in the background (readiness stays down meanwhile) instead of crash-looping.
+    let pending = match assets.publish().await {
+        Ok(()) => None,
+        Err(error) => {
+            tracing::warn!(error = %format!("{error:#}"), "cannot publish static files yet; retrying");
+            Some(assets.clone())
+        }
+    };
     let assets = web::Data::new(assets);
     let key = web::Data::new(config.session_key.clone());
     // The shop can show pages without the services (it says what is unavailable), so only
     // the blob store, which it serves itself, decides readiness.
     let readiness = Readiness::new().critical("blobs", health::blobs(&blobs));
-    let server = server::start("storefront", &config.http, readiness, move |cfg| {
+    let mut server = server::start("storefront", &config.http, readiness, move |cfg| {
         cfg.app_data(shop.clone())
             .app_data(assets.clone())
             .app_data(key.clone())
@@ -84,6 +95,17 @@ pub async fn start(
                     .default_service(web::to(pages::not_found)),
             );
     })?;
+    if let Some(assets) = pending {
+        server.attach(tokio::spawn(async move {
+            let mut delay = PUBLISH_RETRY_MIN;
+            while let Err(error) = assets.publish().await {
+                tracing::warn!(error = %format!("{error:#}"), "cannot publish static files yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(PUBLISH_RETRY_MAX);
+            }
+            tracing::info!("static files published");
+        }));
+    }
     Ok(server)
 }
 
