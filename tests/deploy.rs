@@ -1,0 +1,606 @@
+//! The deployment artifacts, checked offline as a cluster would take them: the kustomize base
+//! and kind overlay and the Helm chart (default, AWS and high-availability values) render, and
+//! every rendered object passes `kubernetes-validate --strict` for two Kubernetes versions; the
+//! chart lints strictly and its schema refuses wrong values; the chart and the kind overlay
+//! declare the same workloads; the NetworkPolicies allow exactly the calls the design makes;
+//! the Dockerfile passes hadolint and every script shellcheck.
+//!
+//! The tools come from `scripts/test.sh` (`install_validators`), through `EMPORIUM_TEST_*`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::CommandFactory;
+use serde_norway::Value;
+
+/// Kubernetes versions every rendering is validated against.
+const KUBERNETES_VERSIONS: &[&str] = &["1.31.0", "1.34.0"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .to_path_buf()
+}
+
+fn tool(variable: &str) -> String {
+    match std::env::var(variable) {
+        Ok(path) if !path.is_empty() => path,
+        _ => {
+            panic!("{variable} is not set: run the tests with scripts/test.sh (install_validators)")
+        }
+    }
+}
+
+/// Runs a command in the workspace; its output, or a panic with what it said.
+fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{program} {args:?} failed:\n{stdout}\n{stderr}"))
+    }
+}
+
+fn must(program: &str, args: &[&str]) -> String {
+    run(program, args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn kustomize(dir: &str) -> String {
+    must(&tool("EMPORIUM_TEST_KUBECTL"), &["kustomize", dir])
+}
+
+/// `helm template` of the chart with extra arguments (values files, `--set`).
+fn helm_template(extra: &[&str]) -> Result<String, String> {
+    let mut args = vec![
+        "template",
+        "demo",
+        "helm/emporium",
+        "--namespace",
+        "emporium",
+    ];
+    args.extend_from_slice(extra);
+    run(&tool("EMPORIUM_TEST_HELM"), &args)
+}
+
+/// Validates rendered manifests strictly against each Kubernetes version.
+fn validate(name: &str, rendered: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join(format!("{name}.yaml"));
+    std::fs::write(&file, rendered).expect("write");
+    let path = file.display().to_string();
+    for version in KUBERNETES_VERSIONS {
+        must(
+            &tool("EMPORIUM_TEST_KUBERNETES_VALIDATE"),
+            &["--strict", "-k", version, "--quiet", &path],
+        );
+    }
+}
+
+fn objects(rendered: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(rendered)
+        .map(|document| {
+            use serde::Deserialize as _;
+            Value::deserialize(document).expect("YAML")
+        })
+        .filter(|value| !value.is_null())
+        .collect()
+}
+
+fn kind_of(object: &Value) -> &str {
+    object["kind"].as_str().unwrap_or_default()
+}
+
+fn name_of(object: &Value) -> String {
+    object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    objects
+        .iter()
+        .find(|o| kind_of(o) == kind && name_of(o) == name)
+}
+
+#[test]
+fn the_kustomize_base_and_kind_overlay_render_valid_manifests() {
+    for dir in ["k8s/base", "k8s/overlays/kind"] {
+        let rendered = kustomize(dir);
+        validate(&dir.replace('/', "-"), &rendered);
+    }
+    let kind = objects(&kustomize("k8s/overlays/kind"));
+    for object in &kind {
+        assert_eq!(
+            object["metadata"]["namespace"].as_str(),
+            if kind_of(object) == "Namespace" {
+                None
+            } else {
+                Some("emporium")
+            },
+            "{} {}",
+            kind_of(object),
+            name_of(object)
+        );
+    }
+    let storefront = find(&kind, "Service", "storefront").expect("storefront service");
+    assert_eq!(storefront["spec"]["type"].as_str(), Some("NodePort"));
+    for object in kind
+        .iter()
+        .filter(|o| matches!(kind_of(o), "Deployment" | "Job"))
+    {
+        let spec = &object["spec"]["template"]["spec"];
+        let containers = spec["containers"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .chain(spec["initContainers"].as_sequence().into_iter().flatten());
+        for container in containers {
+            let image = container["image"].as_str().unwrap_or_default();
+            assert!(
+                image == "emporium:dev"
+                    || image == "localstack/localstack:4.14.0"
+                    || image == "redis:7.4-alpine",
+                "{}: image {image}",
+                name_of(object)
+            );
+        }
+    }
+}
+
+#[test]
+fn the_kind_cluster_maps_the_storefront_node_port_to_localhost_8080() {
+    let cluster: Value = serde_norway::from_str(
+        &std::fs::read_to_string(root().join("k8s/kind/cluster.yaml")).expect("read"),
+    )
+    .expect("YAML");
+    assert_eq!(cluster["kind"].as_str(), Some("Cluster"));
+    assert_eq!(
+        cluster["apiVersion"].as_str(),
+        Some("kind.x-k8s.io/v1alpha4")
+    );
+    let mapping = &cluster["nodes"][0]["extraPortMappings"][0];
+    let kind = objects(&kustomize("k8s/overlays/kind"));
+    let node_port =
+        find(&kind, "Service", "storefront").expect("storefront")["spec"]["ports"][0]["nodePort"]
+            .as_u64();
+    assert_eq!(mapping["containerPort"].as_u64(), node_port);
+    assert_eq!(mapping["hostPort"].as_u64(), Some(8080));
+    let chart = objects(&helm_template(&[]).expect("render"));
+    let chart_port = find(&chart, "Service", "storefront").expect("storefront")["spec"]["ports"][0]
+        ["nodePort"]
+        .as_u64();
+    assert_eq!(
+        chart_port, node_port,
+        "the chart's default node port is the mapped one"
+    );
+}
+
+fn values_file(name: &str) -> String {
+    format!("helm/emporium/{name}")
+}
+
+#[test]
+fn the_chart_lints_strictly_and_renders_valid_manifests_for_each_value_set() {
+    let helm = tool("EMPORIUM_TEST_HELM");
+    let sets: [(&str, Vec<String>); 3] = [
+        ("default", vec![]),
+        ("aws", vec!["-f".into(), values_file("values-aws.yaml")]),
+        ("ha", vec!["-f".into(), values_file("values-ha.yaml")]),
+    ];
+    for (name, extra) in &sets {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let mut lint = vec![
+            "lint",
+            "--strict",
+            "helm/emporium",
+            "--kube-version",
+            "1.31.0",
+        ];
+        lint.extend_from_slice(&extra);
+        must(&helm, &lint);
+        let rendered = helm_template(&extra).unwrap_or_else(|e| panic!("{e}"));
+        validate(&format!("chart-{name}"), &rendered);
+    }
+
+    // On AWS: no LocalStack, no in-cluster Redis, no static credentials; IAM roles on the
+    // service accounts; ElastiCache as the cache; AWS's own endpoints.
+    let aws = objects(&helm_template(&["-f", &values_file("values-aws.yaml")]).expect("render"));
+    assert!(find(&aws, "Deployment", "localstack").is_none());
+    assert!(find(&aws, "Deployment", "redis").is_none());
+    assert!(find(&aws, "Secret", "emporium-aws").is_none());
+    assert!(
+        find(&aws, "Secret", "emporium-secrets").is_none(),
+        "an existing secret is used"
+    );
+    let config = &find(&aws, "ConfigMap", "emporium-config").expect("config")["data"];
+    assert!(config["AWS_ENDPOINT_URL"].is_null());
+    assert!(
+        config["REDIS_URL"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("rediss://")
+    );
+    for service in [
+        "storefront",
+        "catalog",
+        "inventory",
+        "cart",
+        "order",
+        "setup",
+    ] {
+        let account =
+            find(&aws, "ServiceAccount", &format!("emporium-{service}")).expect("account");
+        assert!(
+            account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].is_string(),
+            "{service} has an IAM role"
+        );
+    }
+    let storefront = find(&aws, "Service", "storefront").expect("storefront");
+    assert_eq!(storefront["spec"]["type"].as_str(), Some("LoadBalancer"));
+
+    // High availability: two pods at least, autoscaling to eight.
+    let ha = objects(&helm_template(&["-f", &values_file("values-ha.yaml")]).expect("render"));
+    for service in ["storefront", "catalog", "inventory", "cart", "order"] {
+        let hpa = find(&ha, "HorizontalPodAutoscaler", service).expect("hpa");
+        assert_eq!(hpa["spec"]["minReplicas"].as_u64(), Some(2));
+        assert_eq!(hpa["spec"]["maxReplicas"].as_u64(), Some(8));
+        assert!(find(&ha, "PodDisruptionBudget", service).is_some());
+    }
+    // Without autoscaling, the replicas are the chart's.
+    let fixed = objects(
+        &helm_template(&[
+            "--set",
+            "autoscaling.enabled=false",
+            "--set",
+            "services.cart.replicas=3",
+        ])
+        .expect("render"),
+    );
+    assert!(find(&fixed, "HorizontalPodAutoscaler", "cart").is_none());
+    assert_eq!(
+        find(&fixed, "Deployment", "cart").expect("cart")["spec"]["replicas"].as_u64(),
+        Some(3)
+    );
+}
+
+#[test]
+fn the_chart_schema_refuses_wrong_values() {
+    for wrong in [
+        "image.pullPolicy=Sometimes",
+        "services.catalog.port=0",
+        "services.order.port=70000",
+        "services.cart.replicas=-1",
+        "secrets.sessionKey=too-short",
+        "storefront.service.type=Ingress",
+        "storefront.service.nodePort=8080",
+        "settings.storage=postgres://db",
+        "settings.logFormat=xml",
+        "redis.url=http://cache:6379",
+        "aws.region=mars",
+        "autoscaling.targetCPUUtilizationPercentage=150",
+        "services.catalog.resources.limits.memory=lots",
+        "unknownSetting=1",
+        "localstack.enabled=maybe",
+    ] {
+        let outcome = helm_template(&["--set", wrong]);
+        let error = outcome.expect_err(&format!("{wrong} was accepted"));
+        assert!(
+            error.contains("don't meet the specifications of the schema"),
+            "{wrong}: {error}"
+        );
+    }
+    // And right values pass.
+    helm_template(&[
+        "--set",
+        "services.catalog.port=9081",
+        "--set",
+        "aws.region=eu-west-1",
+    ])
+    .expect("valid values render");
+}
+
+/// What a workload declares that must not drift between the chart and the manifests.
+fn workloads(objects: &[Value]) -> BTreeMap<String, Value> {
+    let mut found = BTreeMap::new();
+    for object in objects {
+        let kind = kind_of(object);
+        let mut name = name_of(object);
+        match kind {
+            "Deployment" | "Job" => {
+                if kind == "Job" {
+                    // The chart gives each release revision its own Job.
+                    name = name
+                        .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+                        .to_owned();
+                }
+                let spec = &object["spec"]["template"]["spec"];
+                let containers = |key: &str| -> Vec<Value> {
+                    spec[key]
+                        .as_sequence()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| {
+                            let mut kept = serde_norway::Mapping::new();
+                            for field in [
+                                "name",
+                                "args",
+                                "ports",
+                                "startupProbe",
+                                "readinessProbe",
+                                "livenessProbe",
+                                "securityContext",
+                                "resources",
+                                "volumeMounts",
+                            ] {
+                                kept.insert(field.into(), c[field].clone());
+                            }
+                            Value::Mapping(kept)
+                        })
+                        .collect()
+                };
+                let mut kept = serde_norway::Mapping::new();
+                kept.insert("podSecurityContext".into(), spec["securityContext"].clone());
+                kept.insert(
+                    "serviceAccountName".into(),
+                    spec["serviceAccountName"].clone(),
+                );
+                kept.insert(
+                    "containers".into(),
+                    Value::Sequence(containers("containers")),
+                );
+                kept.insert(
+                    "initContainers".into(),
+                    Value::Sequence(containers("initContainers")),
+                );
+                kept.insert("volumes".into(), spec["volumes"].clone());
+                found.insert(format!("{kind}/{name}"), Value::Mapping(kept));
+            }
+            "Service" => {
+                found.insert(format!("Service/{name}"), object["spec"].clone());
+            }
+            "NetworkPolicy" | "HorizontalPodAutoscaler" | "PodDisruptionBudget" => {
+                if name != "helm-test" {
+                    found.insert(format!("{kind}/{name}"), object["spec"].clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+#[test]
+fn the_chart_and_the_kind_overlay_declare_the_same_workloads() {
+    let chart = workloads(&objects(&helm_template(&[]).expect("render")));
+    let manifests = workloads(&objects(&kustomize("k8s/overlays/kind")));
+    let chart_names: BTreeSet<&String> = chart.keys().collect();
+    let manifest_names: BTreeSet<&String> = manifests.keys().collect();
+    assert_eq!(chart_names, manifest_names, "the same objects");
+    // Compared as JSON values, whose objects ignore key order (kustomize sorts keys).
+    let json = |value: &Value| serde_json::to_value(value).expect("JSON-compatible YAML");
+    for (name, declared) in &manifests {
+        assert_eq!(
+            json(&chart[name]),
+            json(declared),
+            "{name} differs between helm/emporium and k8s/"
+        );
+    }
+}
+
+/// Which component may open a connection to which, and on what port, by the policies.
+fn allowed_calls(objects: &[Value]) -> BTreeSet<(String, String, u64)> {
+    let component = |selector: &Value| -> Option<String> {
+        selector["matchLabels"]["app.kubernetes.io/component"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let policies: Vec<&Value> = objects
+        .iter()
+        .filter(|o| kind_of(o) == "NetworkPolicy")
+        .collect();
+    let mut egress: BTreeSet<(String, String, u64)> = BTreeSet::new();
+    let mut ingress: BTreeSet<(String, String, u64)> = BTreeSet::new();
+    for policy in &policies {
+        let Some(owner) = component(&policy["spec"]["podSelector"]) else {
+            continue;
+        };
+        for rule in policy["spec"]["egress"].as_sequence().into_iter().flatten() {
+            for peer in rule["to"].as_sequence().into_iter().flatten() {
+                if let Some(target) = component(&peer["podSelector"]) {
+                    for port in rule["ports"].as_sequence().into_iter().flatten() {
+                        egress.insert((
+                            owner.clone(),
+                            target.clone(),
+                            port["port"].as_u64().unwrap_or(0),
+                        ));
+                    }
+                }
+            }
+        }
+        for rule in policy["spec"]["ingress"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            let ports: Vec<u64> = rule["ports"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["port"].as_u64())
+                .collect();
+            match rule["from"].as_sequence() {
+                None => {
+                    for port in &ports {
+                        ingress.insert(("*".into(), owner.clone(), *port));
+                    }
+                }
+                Some(peers) => {
+                    for peer in peers {
+                        let source =
+                            component(&peer["podSelector"]).unwrap_or_else(|| "emporium".into());
+                        for port in &ports {
+                            ingress.insert((source.clone(), owner.clone(), *port));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // A call goes through when the caller may send it and the callee may take it.
+    egress
+        .into_iter()
+        .filter(|(from, to, port)| {
+            ingress.contains(&(from.clone(), to.clone(), *port))
+                || ingress.contains(&("*".into(), to.clone(), *port))
+                || ingress.contains(&("emporium".into(), to.clone(), *port))
+        })
+        .collect()
+}
+
+#[test]
+fn network_policies_allow_exactly_the_calls_the_design_makes() {
+    let design: BTreeSet<(String, String, u64)> = [
+        ("storefront", "catalog", 8081),
+        ("storefront", "inventory", 8082),
+        ("storefront", "cart", 8083),
+        ("storefront", "order", 8084),
+        ("cart", "catalog", 8081),
+        ("cart", "inventory", 8082),
+        ("order", "catalog", 8081),
+        ("order", "inventory", 8082),
+        ("order", "cart", 8083),
+        ("storefront", "localstack", 4566),
+        ("catalog", "localstack", 4566),
+        ("inventory", "localstack", 4566),
+        ("cart", "localstack", 4566),
+        ("order", "localstack", 4566),
+        ("setup", "localstack", 4566),
+        ("catalog", "redis", 6379),
+        ("cart", "redis", 6379),
+    ]
+    .into_iter()
+    .map(|(a, b, p)| (a.to_owned(), b.to_owned(), p))
+    .collect();
+    let manifests = objects(&kustomize("k8s/overlays/kind"));
+    assert_eq!(allowed_calls(&manifests), design, "k8s/");
+    let chart = objects(&helm_template(&[]).expect("render"));
+    let mut with_test = design.clone();
+    with_test.insert(("helm-test".into(), "storefront".into(), 8080));
+    assert_eq!(allowed_calls(&chart), with_test, "helm/emporium");
+    // Everything else is denied: a default-deny policy selects every pod, both ways; only the
+    // storefront takes connections from anywhere, and every other peer is one of ours.
+    for objects in [&manifests, &chart] {
+        for policy in objects.iter().filter(|o| kind_of(o) == "NetworkPolicy") {
+            for rule in policy["spec"]["ingress"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+            {
+                match rule["from"].as_sequence() {
+                    None => assert_eq!(name_of(policy), "storefront", "open ingress"),
+                    Some(peers) => {
+                        for peer in peers {
+                            assert_eq!(
+                                peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+                                    .as_str(),
+                                Some("emporium"),
+                                "{}: a peer outside Emporium",
+                                name_of(policy)
+                            );
+                            assert!(
+                                peer["namespaceSelector"].is_null() && peer["ipBlock"].is_null()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let deny = find(objects, "NetworkPolicy", "default-deny").expect("default deny");
+        assert_eq!(
+            deny["spec"]["podSelector"],
+            Value::Mapping(Default::default())
+        );
+        assert_eq!(
+            deny["spec"]["policyTypes"].as_sequence().map(Vec::len),
+            Some(2)
+        );
+        assert!(deny["spec"]["ingress"].is_null() && deny["spec"]["egress"].is_null());
+    }
+}
+
+#[test]
+fn every_setting_the_manifests_give_is_one_the_binary_knows() {
+    let mut command = emporium::cli::Cli::command();
+    let help = command
+        .find_subcommand_mut("serve")
+        .expect("serve")
+        .render_long_help()
+        .to_string();
+    let known = |variable: &str| help.contains(variable) || matches!(variable, "REDIS_URL");
+    for rendered in [
+        kustomize("k8s/overlays/kind"),
+        helm_template(&[]).expect("render"),
+    ] {
+        let objects = objects(&rendered);
+        let config = find(&objects, "ConfigMap", "emporium-config").expect("config");
+        let mut checked = 0;
+        for (key, _) in config["data"].as_mapping().expect("data") {
+            let key = key.as_str().expect("key");
+            if key.starts_with("EMPORIUM_") || key == "REDIS_URL" {
+                assert!(known(key), "{key} is not a setting of emporium");
+                checked += 1;
+            }
+        }
+        for object in objects.iter().filter(|o| kind_of(o) == "Deployment") {
+            for container in object["spec"]["template"]["spec"]["containers"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+            {
+                for variable in container["env"].as_sequence().into_iter().flatten() {
+                    let name = variable["name"].as_str().unwrap_or_default();
+                    if name.starts_with("EMPORIUM_") {
+                        assert!(known(name), "{name} is not a setting of emporium");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked >= 10, "checked {checked}");
+    }
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint_and_every_script_shellcheck() {
+    must(
+        &tool("EMPORIUM_TEST_HADOLINT"),
+        &["--failure-threshold", "warning", "Dockerfile"],
+    );
+    let mut scripts: Vec<String> = Vec::new();
+    for dir in ["scripts", "localstack/init/ready.d"] {
+        for entry in std::fs::read_dir(root().join(dir)).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "sh") {
+                scripts.push(
+                    path.strip_prefix(root())
+                        .unwrap_or(Path::new(""))
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    assert!(scripts.len() >= 5, "{scripts:?}");
+    let mut args = vec!["-S", "warning", "-x"];
+    args.extend(scripts.iter().map(String::as_str));
+    must(&tool("EMPORIUM_TEST_SHELLCHECK"), &args);
+}
