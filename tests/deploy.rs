@@ -367,10 +367,10 @@ fn workloads(objects: &[Value]) -> BTreeMap<String, Value> {
             "Service" => {
                 found.insert(format!("Service/{name}"), object["spec"].clone());
             }
-            "NetworkPolicy" | "HorizontalPodAutoscaler" | "PodDisruptionBudget" => {
-                if name != "helm-test" {
-                    found.insert(format!("{kind}/{name}"), object["spec"].clone());
-                }
+            "NetworkPolicy" | "HorizontalPodAutoscaler" | "PodDisruptionBudget"
+                if name != "helm-test" =>
+            {
+                found.insert(format!("{kind}/{name}"), object["spec"].clone());
             }
             _ => {}
         }
