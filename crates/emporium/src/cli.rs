@@ -1,5 +1,6 @@
-//! The command line: `emporium up` (the default), `emporium serve <service>`, and
-//! `emporium init` / `emporium seed`, which prepare the configured backends.
+//! The command line: `emporium up` (the default), `emporium serve <service>`,
+//! `emporium init` / `emporium seed`, which prepare the configured backends, and
+//! `emporium load`, which load-tests a running shop.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -34,6 +35,10 @@ pub enum Command {
     Init(SetupArgs),
     /// Load the demo catalog, images and stock into the configured backends; safe to run again.
     Seed(SetupArgs),
+    /// Load-test a running shop through its public API: weighted shopper sessions, a closed
+    /// (--users) or open (--rate) model, a summary and a JSON result; exits non-zero when an
+    /// objective (--max-p99-ms, --max-error-rate) is missed.
+    Load(emporium_loadgen::LoadConfig),
 }
 
 #[derive(Args, Debug)]
@@ -144,6 +149,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (settings, plan, name, up) = match cli.command {
         Command::Init(args) => return init(args.services.into()).await,
         Command::Seed(args) => return seed(args.services.into()).await,
+        Command::Load(config) => return load(config).await,
         Command::Up(args) => (
             Settings::from(args.services),
             Plan {
@@ -229,6 +235,19 @@ async fn seed(settings: Settings) -> anyhow::Result<()> {
          (0 means it was already there).",
         report.categories, report.products, report.stock
     );
+    Ok(())
+}
+
+async fn load(config: emporium_loadgen::LoadConfig) -> anyhow::Result<()> {
+    let report = emporium_loadgen::run(&config).await?;
+    print!("{}", report.summary());
+    let json = serde_json::to_vec_pretty(&report)?;
+    std::fs::write(&config.out, json)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", config.out.display()))?;
+    println!("Result written to {}.", config.out.display());
+    if !report.objectives.met {
+        anyhow::bail!("objectives missed: {}", report.objectives.missed.join("; "));
+    }
     Ok(())
 }
 

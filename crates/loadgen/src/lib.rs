@@ -1,0 +1,19 @@
+//! Emporium's load generator. Virtual shoppers run weighted sessions (browse, search, view a
+//! product, buy) against the storefront's public API, each keeping its own session cookie as a
+//! browser would. Two ways to apply load: a closed model (a fixed number of shoppers, each
+//! starting a new session when the last ends) and an open model (sessions arrive at a fixed
+//! rate whatever the system does; a request's latency counts from when it was meant to start,
+//! so a stall is not hidden by the generator waiting for it — coordinated omission). Latencies
+//! go into HdrHistograms per request kind and per second; the report carries throughput,
+//! percentiles, errors by kind and the shop's business outcomes (orders placed, out-of-stock
+//! and declined checkouts), and says whether the objectives were met.
+
+pub mod config;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod stats;
+
+pub use config::{LoadConfig, Model, Weights};
+pub use report::Report;
+pub use run::run;

@@ -1,0 +1,111 @@
+//! The included load generator against the whole shop for about ten seconds: no request fails,
+//! and afterwards stock is conserved exactly: for every SKU, what it started with equals
+//! available + reserved + sold, nothing stays reserved, and what was sold equals the units in
+//! the orders the shoppers saw confirmed.
+
+use std::collections::BTreeMap;
+
+use clap::Parser;
+use emporium::run::Service;
+use emporium_api::inventory::StockPage;
+use emporium_tests::{Backend, TestPlatform};
+
+#[derive(Parser)]
+struct Load {
+    #[command(flatten)]
+    config: emporium_loadgen::LoadConfig,
+}
+
+/// Every SKU's stock: (available, reserved, sold).
+async fn stock(platform: &TestPlatform) -> BTreeMap<String, (i64, i64, i64)> {
+    let base = platform.url(Service::Inventory);
+    let mut levels = BTreeMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut request = platform
+            .http
+            .get(format!("{base}/v1/stock"))
+            .query(&[("limit", "100")]);
+        if let Some(cursor) = &cursor {
+            request = request.query(&[("cursor", cursor)]);
+        }
+        let page: StockPage = request
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("page");
+        for level in page.items {
+            levels.insert(level.sku, (level.available, level.reserved, level.sold));
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return levels,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_seconds_of_shoppers_make_no_errors_and_conserve_stock() {
+    let platform = TestPlatform::start(Backend::Embedded).await;
+    let before = stock(&platform).await;
+    assert!(before.len() >= 50, "{} SKUs", before.len());
+    let out = tempfile::tempdir().expect("tempdir");
+    let result = out.path().join("result.json");
+    let load = Load::try_parse_from([
+        "load",
+        "--target",
+        &platform.url(Service::Storefront),
+        "--users",
+        "8",
+        "--duration",
+        "10s",
+        "--ramp-up",
+        "1s",
+        "--weights",
+        "browse=30,search=20,view=20,buy=30",
+        "--quiet",
+        "--out",
+        &result.display().to_string(),
+    ])
+    .expect("load settings");
+    let report = emporium_loadgen::run(&load.config).await.expect("load run");
+    let summary = report.summary();
+    println!("{summary}");
+    assert_eq!(report.errors, 0, "{summary}");
+    assert!(report.requests > 200, "{summary}");
+    assert!(report.business.orders_placed > 10, "{summary}");
+    assert!(
+        report.business.payment_declined > 0,
+        "declines were tried: {summary}"
+    );
+    assert_eq!(report.business.checkout_pending, 0, "{summary}");
+    assert!(report.by_kind.contains_key("checkout") && report.by_kind.contains_key("search"));
+    assert!(report.timeline.len() >= 10);
+
+    let after = stock(&platform).await;
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    let mut sold_total = 0;
+    for (sku, (available, reserved, sold)) in &after {
+        let (a0, r0, s0) = before[sku];
+        assert_eq!(
+            a0 + r0 + s0,
+            available + reserved + sold,
+            "{sku}: stock is conserved"
+        );
+        assert_eq!(*reserved, 0, "{sku}: nothing stays reserved");
+        let confirmed = report.business.units_sold.get(sku).copied().unwrap_or(0);
+        assert_eq!(
+            sold - s0,
+            confirmed,
+            "{sku}: sold equals the units in confirmed orders"
+        );
+        sold_total += sold - s0;
+    }
+    assert!(sold_total > 10);
+    platform.platform.stop(true).await.expect("stop");
+}
