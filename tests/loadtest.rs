@@ -53,6 +53,7 @@ async fn ten_seconds_of_shoppers_make_no_errors_and_conserve_stock() {
     assert!(before.len() >= 50, "{} SKUs", before.len());
     let out = tempfile::tempdir().expect("tempdir");
     let result = out.path().join("result.json");
+    let html = out.path().join("report.html");
     let load = Load::try_parse_from([
         "load",
         "--target",
@@ -68,6 +69,8 @@ async fn ten_seconds_of_shoppers_make_no_errors_and_conserve_stock() {
         "--quiet",
         "--out",
         &result.display().to_string(),
+        "--html",
+        &html.display().to_string(),
     ])
     .expect("load settings");
     let report = emporium_loadgen::run(&load.config).await.expect("load run");
@@ -83,6 +86,37 @@ async fn ten_seconds_of_shoppers_make_no_errors_and_conserve_stock() {
     assert_eq!(report.business.checkout_pending, 0, "{summary}");
     assert!(report.by_kind.contains_key("checkout") && report.by_kind.contains_key("search"));
     assert!(report.timeline.len() >= 10);
+
+    // The JSON result has the documented shape, and the HTML report its charts.
+    emporium_loadgen::write(&load.config, &report).expect("write the result");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&result).expect("result")).expect("JSON");
+    assert_eq!(json["schema"], "emporium-loadtest/1");
+    assert_eq!(json["model"]["kind"], "closed");
+    for field in [
+        "requests",
+        "errors",
+        "error_rate",
+        "throughput_rps",
+        "duration_secs",
+    ] {
+        assert!(json[field].is_number(), "{field}");
+    }
+    for field in ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms"] {
+        assert!(json["latency"][field].is_number(), "latency.{field}");
+        assert!(json["by_kind"]["checkout"]["latency"][field].is_number());
+    }
+    assert!(json["timeline"][0]["p99_ms"].is_number());
+    assert!(json["distribution"].as_array().is_some_and(|d| d.len() > 5));
+    assert_eq!(json["objectives"]["met"], true);
+    let page = std::fs::read_to_string(&html).expect("report");
+    assert_eq!(page.matches("<svg").count(), 3, "three charts");
+    for caption in ["Throughput", "Latency over time", "Latency distribution"] {
+        assert!(page.contains(caption), "{caption}");
+    }
+    // Keep a copy to look at.
+    let kept = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("loadtest-report.html");
+    std::fs::copy(&html, &kept).expect("keep the report");
 
     let after = stock(&platform).await;
     assert_eq!(

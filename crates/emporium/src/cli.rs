@@ -241,10 +241,12 @@ async fn seed(settings: Settings) -> anyhow::Result<()> {
 async fn load(config: emporium_loadgen::LoadConfig) -> anyhow::Result<()> {
     let report = emporium_loadgen::run(&config).await?;
     print!("{}", report.summary());
-    let json = serde_json::to_vec_pretty(&report)?;
-    std::fs::write(&config.out, json)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", config.out.display()))?;
-    println!("Result written to {}.", config.out.display());
+    emporium_loadgen::write(&config, &report)?;
+    println!(
+        "Result in {}, report in {}.",
+        config.out.display(),
+        config.html.display()
+    );
     if !report.objectives.met {
         anyhow::bail!("objectives missed: {}", report.objectives.missed.join("; "));
     }

@@ -66,6 +66,10 @@ pub struct LoadConfig {
     #[arg(long, default_value = "loadtest-result.json")]
     pub out: PathBuf,
 
+    /// Where to write the HTML report with charts.
+    #[arg(long, default_value = "loadtest-report.html")]
+    pub html: PathBuf,
+
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,

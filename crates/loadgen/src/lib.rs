@@ -9,6 +9,7 @@
 //! and declined checkouts), and says whether the objectives were met.
 
 pub mod config;
+pub mod html;
 pub mod report;
 pub mod run;
 pub mod scenario;
@@ -17,3 +18,13 @@ pub mod stats;
 pub use config::{LoadConfig, Model, Weights};
 pub use report::Report;
 pub use run::run;
+
+/// Writes the JSON result and the HTML report where `config` says.
+pub fn write(config: &LoadConfig, report: &Report) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::write(&config.out, serde_json::to_vec_pretty(report)?)
+        .with_context(|| format!("cannot write {}", config.out.display()))?;
+    std::fs::write(&config.html, html::render(report)?)
+        .with_context(|| format!("cannot write {}", config.html.display()))?;
+    Ok(())
+}

@@ -42,6 +42,18 @@ pub struct KindStats {
     pub latency: Latency,
 }
 
+/// A point of the latency distribution: this share of requests took at most `latency_ms`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PercentilePoint {
+    pub percentile: f64,
+    pub latency_ms: f64,
+}
+
+/// The percentiles the distribution is given at, denser towards the tail.
+const DISTRIBUTION: &[f64] = &[
+    0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0,
+];
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SecondStats {
     pub second: usize,
@@ -91,6 +103,8 @@ pub struct Report {
     pub error_rate: f64,
     pub throughput_rps: f64,
     pub latency: Latency,
+    /// Latency at each of a fixed set of percentiles, over all requests.
+    pub distribution: Vec<PercentilePoint>,
     pub by_kind: BTreeMap<&'static str, KindStats>,
     /// Error counts by `<request kind>:<what>` (`checkout:http_503`, `product:timeout`, ...).
     pub errors_by_kind: BTreeMap<String, u64>,
@@ -142,6 +156,13 @@ impl Report {
             error_rate,
             throughput_rps: requests as f64 / seconds,
             latency,
+            distribution: DISTRIBUTION
+                .iter()
+                .map(|percentile| PercentilePoint {
+                    percentile: *percentile,
+                    latency_ms: snapshot.all.value_at_percentile(*percentile) as f64 / 1000.0,
+                })
+                .collect(),
             by_kind: snapshot
                 .by_kind
                 .iter()
