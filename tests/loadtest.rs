@@ -143,3 +143,35 @@ async fn ten_seconds_of_shoppers_make_no_errors_and_conserve_stock() {
     assert!(sold_total > 10);
     platform.platform.stop(true).await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_model_keeps_its_arrival_rate() {
+    let platform = TestPlatform::start(Backend::Embedded).await;
+    let out = tempfile::tempdir().expect("tempdir");
+    let load = Load::try_parse_from([
+        "load",
+        "--target",
+        &platform.url(Service::Storefront),
+        "--rate",
+        "40",
+        "--duration",
+        "3s",
+        "--quiet",
+        "--out",
+        &out.path().join("r.json").display().to_string(),
+        "--html",
+        &out.path().join("r.html").display().to_string(),
+    ])
+    .expect("load settings");
+    let report = emporium_loadgen::run(&load.config).await.expect("load run");
+    let summary = report.summary();
+    assert_eq!(report.errors, 0, "{summary}");
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(
+        json["model"],
+        serde_json::json!({"kind": "open", "rate_per_sec": 40.0})
+    );
+    // 120 sessions of one to four requests each.
+    assert!((120..=520).contains(&report.requests), "{summary}");
+    platform.platform.stop(true).await.expect("stop");
+}

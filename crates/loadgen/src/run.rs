@@ -30,10 +30,15 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
     let deadline = recorder.started() + config.duration;
     let progress = (!config.quiet).then(|| progress_line(recorder.clone(), config.duration));
 
+    let connections = match config.model() {
+        Model::Closed { users, .. } => users,
+        Model::Open { .. } => config.max_in_flight.min(256),
+    };
+    let http = Shopper::client(timeout, connections)?;
     let shopper = |recorder: &Arc<Recorder>| {
         Shopper::new(
+            http.clone(),
             &target,
-            timeout,
             catalog.clone(),
             recorder.clone(),
             config.decline_share,
@@ -43,7 +48,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
     match config.model() {
         Model::Closed { users, ramp_up } => {
             for user in 0..users {
-                let shopper = shopper(&recorder)?;
+                let shopper = shopper(&recorder);
                 let weights = config.weights;
                 let think = config.think;
                 // Shoppers join evenly over the ramp-up.
@@ -70,7 +75,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
                 if in_flight.load(Ordering::Relaxed) >= config.max_in_flight {
                     recorder.dropped();
                 } else {
-                    let shopper = shopper(&recorder)?;
+                    let shopper = shopper(&recorder);
                     let session = Session::pick(&config.weights, &mut rand::rng());
                     let in_flight = in_flight.clone();
                     in_flight.fetch_add(1, Ordering::Relaxed);

@@ -104,9 +104,12 @@ impl Session {
     }
 }
 
-/// One virtual shopper: its own client and cookie jar.
+/// One virtual shopper: its own session cookie, over a connection pool all shoppers share (a
+/// client per shopper would cost the generator more than the requests it times).
 pub struct Shopper {
     http: reqwest::Client,
+    /// `emporium_session=...`, once the shop set one.
+    cookie: std::sync::Mutex<Option<String>>,
     target: String,
     catalog: Arc<Catalog>,
     recorder: Arc<Recorder>,
@@ -115,23 +118,49 @@ pub struct Shopper {
 
 impl Shopper {
     pub fn new(
+        http: reqwest::Client,
         target: &str,
-        timeout: Duration,
         catalog: Arc<Catalog>,
         recorder: Arc<Recorder>,
         decline_share: f64,
-    ) -> anyhow::Result<Self> {
-        Ok(Self {
-            http: reqwest::Client::builder()
-                .cookie_store(true)
-                .timeout(timeout)
-                .pool_max_idle_per_host(4)
-                .build()?,
+    ) -> Self {
+        Self {
+            http,
+            cookie: std::sync::Mutex::new(None),
             target: target.trim_end_matches('/').to_owned(),
             catalog,
             recorder,
             decline_share,
-        })
+        }
+    }
+
+    /// The client every shopper shares.
+    pub fn client(timeout: Duration, connections: usize) -> anyhow::Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(connections)
+            .build()?)
+    }
+
+    fn session_cookie(&self) -> Option<String> {
+        self.cookie
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Keeps the session cookie the shop sets, as a browser would.
+    fn remember(&self, headers: &reqwest::header::HeaderMap) {
+        for value in headers.get_all(reqwest::header::SET_COOKIE) {
+            if let Some(pair) = value.to_str().ok().and_then(|v| v.split(';').next())
+                && pair.starts_with("emporium_session=")
+            {
+                *self
+                    .cookie
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(pair.to_owned());
+            }
+        }
     }
 
     /// Runs one session. `intended` is when it was meant to start: the first request's latency
@@ -290,6 +319,10 @@ impl Shopper {
         request: reqwest::RequestBuilder,
         intended: Instant,
     ) -> Option<(StatusCode, Value)> {
+        let request = match self.session_cookie() {
+            Some(cookie) => request.header(reqwest::header::COOKIE, cookie),
+            None => request,
+        };
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) => {
@@ -306,6 +339,7 @@ impl Shopper {
             }
         };
         let status = response.status();
+        self.remember(response.headers());
         let body = match response.bytes().await {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
             Err(error) => {
