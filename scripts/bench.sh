@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Benchmarks of Emporium on the embedded mode, each against a baseline measured in the same run
+# on the same machine: a minimal actix-web server answering the same bytes from memory
+# (emporium-baseline), the practical ceiling. Not part of the test command.
+#
+# Measures: start to ready; a catalog product read (cache hit) and a storefront product page,
+# as requests/s relative to the baseline (wrk, 64 connections); the checkout mix at 64 shoppers
+# (emporium load: p99); the RSS of `emporium up` idle and at its peak under load.
+# Prints a table and writes it to target/bench/results.md.
+#
+# Usage: scripts/bench.sh [seconds per measurement, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_EACH="${1:-10}"
+CONNECTIONS=64
+OUT=target/bench
+mkdir -p "$OUT"
+
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "installing wrk (Debian)"
+  if [ "$(id -u)" -eq 0 ]; then apt-get install -y -qq wrk >/dev/null; else sudo apt-get install -y -qq wrk >/dev/null; fi
+fi
+
+echo "==> building (release)"
+cargo build --release --locked --quiet --package emporium --package emporium-loadgen
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+DATA="$(mktemp -d)"
+STOREFRONT="$(free_port)"
+CATALOG="$(free_port)"
+echo "==> starting emporium up"
+started=$(date +%s%N)
+target/release/emporium up --data-dir "$DATA" --log warn --storefront-port "$STOREFRONT" \
+  --catalog-port "$CATALOG" --inventory-port 0 --cart-port 0 --order-port 0 \
+  >"$OUT/up.log" 2>&1 &
+UP=$!
+PIDS+=("$UP")
+until curl -sf "http://127.0.0.1:$STOREFRONT/readyz" >/dev/null 2>&1 \
+  && curl -sf "http://127.0.0.1:$CATALOG/readyz" >/dev/null 2>&1; do
+  sleep 0.01
+done
+ready_ms=$(( ($(date +%s%N) - started) / 1000000 ))
+# Seeding the demo on a first start is part of this figure; start again for a warm start.
+kill "$UP"; wait "$UP" 2>/dev/null || true
+started=$(date +%s%N)
+target/release/emporium up --data-dir "$DATA" --log warn --storefront-port "$STOREFRONT" \
+  --catalog-port "$CATALOG" --inventory-port 0 --cart-port 0 --order-port 0 \
+  >"$OUT/up.log" 2>&1 &
+UP=$!
+PIDS+=("$UP")
+until curl -sf "http://127.0.0.1:$STOREFRONT/readyz" >/dev/null 2>&1 \
+  && curl -sf "http://127.0.0.1:$CATALOG/readyz" >/dev/null 2>&1; do
+  sleep 0.01
+done
+warm_ready_ms=$(( ($(date +%s%N) - started) / 1000000 ))
+sleep 1
+rss_idle_kb=$(awk '/VmRSS/ {print $2}' "/proc/$UP/status")
+
+PRODUCT=$(curl -s "http://127.0.0.1:$CATALOG/v1/products?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
+COOKIE=$(curl -s -o /dev/null -D - "http://127.0.0.1:$STOREFRONT/" | awk -F'[ ;]' 'tolower($1) == "set-cookie:" {print $2}')
+
+rps() { # url [header]
+  local args=(-t2 "-c$CONNECTIONS" "-d${SECONDS_EACH}s" --latency)
+  if [ -n "${2:-}" ]; then args+=(-H "$2"); fi
+  wrk "${args[@]}" "$1" | awk '/Requests\/sec/ {print $2}'
+}
+
+baseline_rps() { # body file, content type
+  local port
+  port="$(free_port)"
+  target/release/emporium-baseline "$port" "$1" "$2" &
+  local pid=$!
+  until curl -sf -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.01; done
+  rps "http://127.0.0.1:$port/"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+ratio() { python3 -c "print(f'{float($1) / float($2):.2f}')"; }
+
+echo "==> catalog product read (cache hit)"
+READ_URL="http://127.0.0.1:$CATALOG/v1/products/$PRODUCT"
+curl -s -o "$OUT/product.json" "$READ_URL"
+read_rps=$(rps "$READ_URL")
+read_base=$(baseline_rps "$OUT/product.json" "application/json")
+
+echo "==> storefront product page"
+PAGE_URL="http://127.0.0.1:$STOREFRONT/p/$PRODUCT"
+curl -s -H "Cookie: $COOKIE" -o "$OUT/page.html" "$PAGE_URL"
+page_rps=$(rps "$PAGE_URL" "Cookie: $COOKIE")
+page_base=$(baseline_rps "$OUT/page.html" "text/html; charset=utf-8")
+
+echo "==> checkout mix, $CONNECTIONS shoppers"
+target/release/emporium load --target "http://127.0.0.1:$STOREFRONT" --users "$CONNECTIONS" \
+  --duration "$((SECONDS_EACH * 3))s" --ramp-up 2s --quiet \
+  --out "$OUT/load.json" --html "$OUT/load.html" >"$OUT/load.txt"
+read -r mix_p99 mix_rps mix_errors < <(python3 -c "
+import json; r = json.load(open('$OUT/load.json'))
+print(f\"{r['latency']['p99_ms']:.1f} {r['throughput_rps']:.0f} {r['errors']}\")")
+rss_peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$UP/status")
+
+{
+  echo "| measurement | result | target |"
+  echo "|---|---|---|"
+  echo "| product read (catalog, cache hit) | $read_rps req/s = $(ratio "$read_rps" "$read_base") × baseline ($read_base) | ≥ 0.6 × |"
+  echo "| product page (storefront) | $page_rps req/s = $(ratio "$page_rps" "$page_base") × baseline ($page_base) | ≥ 0.3 × |"
+  echo "| checkout mix, $CONNECTIONS shoppers | p99 $mix_p99 ms at $mix_rps req/s, $mix_errors errors | p99 < 50 ms |"
+  echo "| RSS of emporium up | idle $((rss_idle_kb / 1024)) MB, peak under load $((rss_peak_kb / 1024)) MB | < 100 MB |"
+  echo "| start to ready | first start (seeds the demo) ${ready_ms} ms, warm start ${warm_ready_ms} ms | < 1 s |"
+} | tee "$OUT/results.md"
+echo "(machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs))" | tee -a "$OUT/results.md"
