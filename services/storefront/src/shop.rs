@@ -2,6 +2,8 @@
 //! rules applied (a cart is made on the first add; an expired cart is forgotten and replaced).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use emporium_api::cart::{AddCartLine, Cart};
 use emporium_api::catalog::{Category, Product};
@@ -34,6 +36,21 @@ pub struct Shop {
     pub max_quantity: i64,
     /// The order service's pricing rules, for the estimate shown before checkout.
     pub pricing: Pricing,
+    /// The navigation's categories for a few seconds: every page shows them and they change
+    /// rarely, so this spares the catalog a call per page (a renamed category shows within
+    /// `NAVIGATION_TTL`).
+    pub navigation: moka::future::Cache<(), Arc<Vec<Category>>>,
+}
+
+/// How long the navigation's categories are reused.
+pub const NAVIGATION_TTL: Duration = Duration::from_secs(10);
+
+/// The cache behind [`Shop::navigation`].
+pub fn navigation_cache() -> moka::future::Cache<(), Arc<Vec<Category>>> {
+    moka::future::Cache::builder()
+        .max_capacity(1)
+        .time_to_live(NAVIGATION_TTL)
+        .build()
 }
 
 impl Shop {
@@ -73,19 +90,21 @@ impl Shop {
         }
     }
 
-    /// Categories for navigation; empty when the catalog does not answer, so a page can still
-    /// show what it has.
-    pub async fn categories_or_none(&self) -> Vec<Category> {
-        match self.catalog.categories().await {
-            Ok(mut categories) => {
+    /// Categories for navigation, reused for [`NAVIGATION_TTL`]; empty when the catalog does
+    /// not answer (and then not kept), so a page can still show what it has.
+    pub async fn categories_or_none(&self) -> Arc<Vec<Category>> {
+        let fetched = self
+            .navigation
+            .try_get_with((), async {
+                let mut categories = self.catalog.categories().await?;
                 categories.sort_by_key(|c| (c.position, c.name.clone()));
-                categories
-            }
-            Err(error) => {
-                tracing::warn!(%error, "categories unavailable");
-                Vec::new()
-            }
-        }
+                Ok::<_, ClientError>(Arc::new(categories))
+            })
+            .await;
+        fetched.unwrap_or_else(|error| {
+            tracing::warn!(%error, "categories unavailable");
+            Arc::new(Vec::new())
+        })
     }
 
     /// The visitor's cart, if they have one that still exists.

@@ -60,6 +60,7 @@ pub async fn start(
         page_size: config.page_size,
         max_quantity: config.max_quantity,
         pricing: config.pricing,
+        navigation: crate::shop::navigation_cache(),
     });
     let assets = Assets::new(blobs.clone(), config.asset_cache_bytes);
     // On Kubernetes the storefront may start before the setup job has made the bucket: keep

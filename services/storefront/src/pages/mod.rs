@@ -110,7 +110,7 @@ impl Layout {
 }
 
 /// Categories and the cart badge, fetched together for a page's frame.
-pub async fn frame(shop: &Shop, visitor: &Visitor) -> (Vec<Category>, i64) {
+pub async fn frame(shop: &Shop, visitor: &Visitor) -> (std::sync::Arc<Vec<Category>>, i64) {
     futures::join!(shop.categories_or_none(), shop.cart_count(visitor))
 }
 
