@@ -39,47 +39,47 @@ pub enum PageError {
 }
 
 impl PageError {
-    fn page(&self) -> (StatusCode, ErrorPage) {
+    /// The answer's status; cheap, as actix asks for it more than once (the request log too).
+    fn status(&self) -> StatusCode {
         match self {
-            Self::NotFound => (StatusCode::NOT_FOUND, ErrorPage::not_found()),
-            Self::Forbidden => (
-                StatusCode::FORBIDDEN,
-                ErrorPage::new(
-                    "This form has expired",
-                    "The form was sent from another site, or your session changed since the page was loaded. Go back, reload the page and try again.",
-                ),
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Service(ClientError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Service(ClientError::Problem { problem, .. }) => {
+                StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+        }
+    }
+
+    /// The page that says what happened; logs what failed on the way, once per answer.
+    fn page(&self, status: StatusCode) -> ErrorPage {
+        let unavailable = |service: &str| {
+            ErrorPage::new(
+                &format!("{} is temporarily unavailable", feature_of(service)),
+                "Nothing was lost. Please try again in a few seconds.",
+            )
+        };
+        match self {
+            Self::NotFound => ErrorPage::not_found(),
+            Self::Forbidden => ErrorPage::new(
+                "This form has expired",
+                "The form was sent from another site, or your session changed since the page was loaded. Go back, reload the page and try again.",
             ),
-            Self::BadRequest(why) => (
-                StatusCode::BAD_REQUEST,
-                ErrorPage::new("That request did not make sense", why),
-            ),
+            Self::BadRequest(why) => ErrorPage::new("That request did not make sense", why),
             Self::Service(ClientError::Unavailable { service, source }) => {
                 tracing::warn!(service, error = %format!("{source:#}"), "service unavailable");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    ErrorPage::new(
-                        &format!("{} is temporarily unavailable", feature_of(service)),
-                        "Nothing was lost. Please try again in a few seconds.",
-                    ),
-                )
+                unavailable(service)
             }
             Self::Service(ClientError::Problem { service, problem }) => {
-                let status =
-                    StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_GATEWAY);
                 if status == StatusCode::NOT_FOUND {
-                    (status, ErrorPage::not_found())
+                    ErrorPage::not_found()
                 } else if status.is_server_error() {
                     tracing::warn!(service, code = %problem.code, "service failed");
-                    (
-                        status,
-                        ErrorPage::new(
-                            &format!("{} is temporarily unavailable", feature_of(service)),
-                            "Nothing was lost. Please try again in a few seconds.",
-                        ),
-                    )
+                    unavailable(service)
                 } else {
                     let detail = problem.detail.as_deref().unwrap_or(problem.title.as_str());
-                    (status, ErrorPage::new(&problem.title, detail))
+                    ErrorPage::new(&problem.title, detail)
                 }
             }
         }
@@ -88,12 +88,12 @@ impl PageError {
 
 impl ResponseError for PageError {
     fn status_code(&self) -> StatusCode {
-        self.page().0
+        self.status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let (status, page) = self.page();
-        let mut response = pages::render(status, &page);
+        let status = self.status();
+        let mut response = pages::render(status, &self.page(status));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
