@@ -458,14 +458,8 @@ impl<'a> Starter<'a> {
             max_quantity: self.settings.cart.max_quantity,
             pricing: self.pricing(),
         };
-        let server = storefront_startup::start(&config, self.blobs.clone()).await;
-        let server = match server {
-            Ok(server) => Ok(server),
-            Err(error) => match error.downcast::<std::io::Error>() {
-                Ok(io) => Err(io),
-                Err(other) => return Err(other.context("cannot start the storefront")),
-            },
-        };
+        let shop = storefront_startup::shop(&config)?;
+        let server = storefront_startup::start(&config, shop, self.blobs.clone()).await;
         self.listening(Service::Storefront, server)
     }
 }

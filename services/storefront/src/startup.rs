@@ -46,13 +46,10 @@ const FORM_LIMIT_BYTES: usize = 16 * 1024;
 /// ids, and only this origin's styles, images and forms.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
-/// Publishes the static files to the blob store and starts serving.
-pub async fn start(
-    config: &StorefrontConfig,
-    blobs: Arc<dyn Blobs>,
-) -> anyhow::Result<RunningServer> {
+/// The storefront's clients of the four services, as the other services build theirs.
+pub fn shop(config: &StorefrontConfig) -> anyhow::Result<Shop> {
     let http = emporium_platform::client::build_client(&config.client)?;
-    let shop = web::Data::new(Shop {
+    Ok(Shop {
         catalog: CatalogClient::new(&config.catalog_url, http.clone(), config.retry),
         inventory: InventoryClient::new(&config.inventory_url, http.clone(), config.retry),
         carts: CartClient::new(&config.cart_url, http.clone(), config.retry),
@@ -61,7 +58,16 @@ pub async fn start(
         max_quantity: config.max_quantity,
         pricing: config.pricing,
         navigation: crate::shop::navigation_cache(),
-    });
+    })
+}
+
+/// Publishes the static files to the blob store and starts serving.
+pub async fn start(
+    config: &StorefrontConfig,
+    shop: Shop,
+    blobs: Arc<dyn Blobs>,
+) -> std::io::Result<RunningServer> {
+    let shop = web::Data::new(shop);
     let assets = Assets::new(blobs.clone(), config.asset_cache_bytes);
     // On Kubernetes the storefront may start before the setup job has made the bucket: keep
     // trying in the background (readiness stays down meanwhile) instead of crash-looping.
