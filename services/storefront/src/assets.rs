@@ -54,7 +54,14 @@ pub fn is_content_addressed(key: &str) -> bool {
 pub struct Asset {
     pub body: Bytes,
     pub content_type: String,
-    pub etag: String,
+    /// The blob's ETag, parsed once when the asset enters the cache.
+    pub etag: Option<EntityTag>,
+}
+
+/// The store's ETag as a header value: stores give it quoted (`"3f2a..."`), but a bare one is
+/// accepted too; one that is not a valid tag is left out rather than sent malformed.
+fn entity_tag(raw: &str) -> Option<EntityTag> {
+    raw.parse().or_else(|_| format!("\"{raw}\"").parse()).ok()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +114,7 @@ impl Assets {
                     Ok(Some(blob)) => Ok(Arc::new(Asset {
                         body: blob.body,
                         content_type: blob.meta.content_type,
-                        etag: blob.meta.etag,
+                        etag: entity_tag(&blob.meta.etag),
                     })),
                     Ok(None) => Err(Fetch::Missing),
                     Err(error) => Err(Fetch::Failed(format!("{error:#}"))),
@@ -159,13 +166,7 @@ async fn serve(
     } else {
         REVALIDATE
     };
-    let etag = asset
-        .etag
-        .trim_matches('"')
-        .parse::<String>()
-        .map(EntityTag::new_strong)
-        .ok();
-    let fresh = match (request.get_header::<IfNoneMatch>(), &etag) {
+    let fresh = match (request.get_header::<IfNoneMatch>(), &asset.etag) {
         (Some(IfNoneMatch::Any), _) => true,
         (Some(IfNoneMatch::Items(tags)), Some(etag)) => tags.iter().any(|t| t.weak_eq(etag)),
         _ => false,
@@ -178,8 +179,8 @@ async fn serve(
     response
         .insert_header((header::CACHE_CONTROL, cache_control))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
-    if let Some(etag) = etag {
-        response.insert_header(header::ETag(etag));
+    if let Some(etag) = &asset.etag {
+        response.insert_header(header::ETag(etag.clone()));
     }
     if asset.content_type.starts_with("image/svg") {
         // An SVG opened directly could run script in the shop's origin; sandbox it.
@@ -201,6 +202,14 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_etags_become_strong_tags() {
+        let quoted = entity_tag("\"3f2a9c\"").expect("tag");
+        assert_eq!((quoted.tag(), quoted.weak), ("3f2a9c", false));
+        assert_eq!(entity_tag("3f2a9c"), Some(quoted));
+        assert_eq!(entity_tag("bad\"tag"), None);
+    }
 
     #[test]
     fn content_addressed_keys_are_recognised() {
