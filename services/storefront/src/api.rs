@@ -162,7 +162,7 @@ pub async fn product(
         return Err(product_not_found());
     }
     let product = shop.catalog.product(&id).await.map_err(api_problem)?;
-    let level = shop.stock(&product.sku).await;
+    let level = shop.stock_of(&[&product.sku]).await.remove(&product.sku);
     let availability = Availability::of(level.as_ref(), shop.max_quantity);
     Ok(HttpResponse::Ok().json(ProductView {
         stock: stock_view(&availability, level.map(|l| l.available.max(0))),

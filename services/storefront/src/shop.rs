@@ -54,38 +54,27 @@ pub fn navigation_cache() -> moka::future::Cache<(), Arc<Vec<Category>>> {
 }
 
 impl Shop {
-    /// Stock of each product by SKU. Empty when the inventory does not answer: pages then say
+    /// Stock of each SKU, in one call. Empty when the inventory does not answer: pages then say
     /// availability is unknown instead of failing.
-    pub async fn stock_of(&self, products: &[Product]) -> HashMap<String, StockLevel> {
-        if products.is_empty() {
+    pub async fn stock_of(&self, skus: &[&str]) -> HashMap<String, StockLevel> {
+        if skus.is_empty() {
             return HashMap::new();
         }
-        let skus: Vec<&str> = products.iter().map(|p| p.sku.as_str()).collect();
-        match self.inventory.stocks(&skus).await {
+        match self.inventory.stocks(skus).await {
             Ok(levels) => {
                 let mut known: HashMap<String, StockLevel> =
                     levels.into_iter().map(|l| (l.sku.clone(), l)).collect();
                 // A SKU the inventory has never stocked has none to sell.
                 for sku in skus {
-                    known.entry(sku.to_owned()).or_insert_with(|| no_stock(sku));
+                    known
+                        .entry((*sku).to_owned())
+                        .or_insert_with(|| no_stock(sku));
                 }
                 known
             }
             Err(error) => {
                 tracing::warn!(%error, "stock levels unavailable; showing products without them");
                 HashMap::new()
-            }
-        }
-    }
-
-    /// One product's stock: `None` when the inventory did not answer.
-    pub async fn stock(&self, sku: &str) -> Option<StockLevel> {
-        match self.inventory.stock(sku).await {
-            Ok(level) => Some(level),
-            Err(error) if error.is_not_found() => Some(no_stock(sku)),
-            Err(error) => {
-                tracing::warn!(%error, "stock level unavailable");
-                None
             }
         }
     }
@@ -120,6 +109,12 @@ impl Shop {
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// The stock of each of `products`, by SKU (see [`Shop::stock_of`]).
+    pub async fn stock_of_products(&self, products: &[Product]) -> HashMap<String, StockLevel> {
+        let skus: Vec<&str> = products.iter().map(|p| p.sku.as_str()).collect();
+        self.stock_of(&skus).await
     }
 
     /// Units in the visitor's cart, 0 when it cannot be read (for the header's badge).

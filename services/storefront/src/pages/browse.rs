@@ -53,7 +53,7 @@ async fn home(shop: web::Data<Shop>, visitor: Visitor) -> Result<HttpResponse, P
     let ((categories, cart_count), featured) =
         futures::join!(frame(&shop, &visitor), shop.catalog.products(&query));
     let featured = featured?.items;
-    let stock = shop.stock_of(&featured).await;
+    let stock = shop.stock_of_products(&featured).await;
     let page = HomePage {
         layout: Layout::new("Emporium", &categories, cart_count, ""),
         categories: categories
@@ -185,7 +185,7 @@ async fn listing(
         }
         Err(error) => return Err(error.into()),
     };
-    let stock = shop.stock_of(&page.items).await;
+    let stock = shop.stock_of_products(&page.items).await;
     let body = ListingPage {
         layout: Layout::new(
             &listing.title,
@@ -337,11 +337,12 @@ pub async fn product_page(
         .take(RELATED)
         .collect();
     // One stock read for the product and the related ones: a call fewer per page.
-    let mut shown = related.clone();
-    shown.push(product.clone());
-    let stock_by_sku = shop.stock_of(&shown).await;
-    let stock = stock_by_sku.get(&product.sku).cloned();
-    let related_stock = stock_by_sku;
+    let skus: Vec<&str> = related
+        .iter()
+        .chain(std::iter::once(&product))
+        .map(|p| p.sku.as_str())
+        .collect();
+    let stock = shop.stock_of(&skus).await;
     let category = categories.iter().find(|c| c.slug == product.category);
     let page = ProductPage {
         layout: Layout::new(
@@ -368,10 +369,10 @@ pub async fn product_page(
                 value: value.clone(),
             })
             .collect(),
-        availability: Availability::of(stock.as_ref(), shop.max_quantity),
+        availability: Availability::of(stock.get(&product.sku), shop.max_quantity),
         related: related
             .iter()
-            .map(|p| ProductCard::new(p, related_stock.get(&p.sku), shop.max_quantity))
+            .map(|p| ProductCard::new(p, stock.get(&p.sku), shop.max_quantity))
             .collect(),
     };
     Ok(render(status, &page))
