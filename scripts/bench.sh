@@ -38,31 +38,30 @@ trap cleanup EXIT
 DATA="$(mktemp -d)"
 STOREFRONT="$(free_port)"
 CATALOG="$(free_port)"
+# Starts `emporium up` on the data directory and puts the milliseconds until the storefront
+# and the catalog are ready into READY_MS; its pid is left in UP.
+start_up() {
+  local started
+  started=$(date +%s%N)
+  target/release/emporium up --data-dir "$DATA" --log warn --storefront-port "$STOREFRONT" \
+    --catalog-port "$CATALOG" --inventory-port 0 --cart-port 0 --order-port 0 \
+    >"$OUT/up.log" 2>&1 &
+  UP=$!
+  PIDS+=("$UP")
+  until curl -sf "http://127.0.0.1:$STOREFRONT/readyz" >/dev/null 2>&1 \
+    && curl -sf "http://127.0.0.1:$CATALOG/readyz" >/dev/null 2>&1; do
+    sleep 0.01
+  done
+  READY_MS=$(( ($(date +%s%N) - started) / 1000000 ))
+}
+
 echo "==> starting emporium up"
-started=$(date +%s%N)
-target/release/emporium up --data-dir "$DATA" --log warn --storefront-port "$STOREFRONT" \
-  --catalog-port "$CATALOG" --inventory-port 0 --cart-port 0 --order-port 0 \
-  >"$OUT/up.log" 2>&1 &
-UP=$!
-PIDS+=("$UP")
-until curl -sf "http://127.0.0.1:$STOREFRONT/readyz" >/dev/null 2>&1 \
-  && curl -sf "http://127.0.0.1:$CATALOG/readyz" >/dev/null 2>&1; do
-  sleep 0.01
-done
-ready_ms=$(( ($(date +%s%N) - started) / 1000000 ))
+start_up
+ready_ms=$READY_MS
 # Seeding the demo on a first start is part of this figure; start again for a warm start.
 kill "$UP"; wait "$UP" 2>/dev/null || true
-started=$(date +%s%N)
-target/release/emporium up --data-dir "$DATA" --log warn --storefront-port "$STOREFRONT" \
-  --catalog-port "$CATALOG" --inventory-port 0 --cart-port 0 --order-port 0 \
-  >"$OUT/up.log" 2>&1 &
-UP=$!
-PIDS+=("$UP")
-until curl -sf "http://127.0.0.1:$STOREFRONT/readyz" >/dev/null 2>&1 \
-  && curl -sf "http://127.0.0.1:$CATALOG/readyz" >/dev/null 2>&1; do
-  sleep 0.01
-done
-warm_ready_ms=$(( ($(date +%s%N) - started) / 1000000 ))
+start_up
+warm_ready_ms=$READY_MS
 sleep 1
 rss_idle_kb=$(awk '/VmRSS/ {print $2}' "/proc/$UP/status")
 
