@@ -4,7 +4,7 @@
 
 use plotters::prelude::*;
 
-use crate::report::Report;
+use crate::report::{Report, SecondStats};
 
 const WIDTH: u32 = 860;
 const HEIGHT: u32 = 300;
@@ -16,110 +16,45 @@ fn chart_error<E: std::fmt::Debug>(error: E) -> anyhow::Error {
     anyhow::anyhow!("drawing a chart: {error:?}")
 }
 
-/// Requests and errors per second.
-fn throughput(report: &Report) -> anyhow::Result<String> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE).map_err(chart_error)?;
-        let seconds = report.timeline.len().max(1) as f64;
-        let top = report
-            .timeline
-            .iter()
-            .map(|s| s.requests)
-            .max()
-            .unwrap_or(1)
-            .max(1) as f64
-            * 1.1;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Throughput (requests per second)", ("sans-serif", 16))
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0f64..seconds, 0f64..top)
-            .map_err(chart_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("second of the run")
-            .draw()
-            .map_err(chart_error)?;
-        chart
-            .draw_series(LineSeries::new(
-                report
-                    .timeline
-                    .iter()
-                    .map(|s| (s.second as f64, s.requests as f64)),
-                BLUE.stroke_width(2),
-            ))
-            .map_err(chart_error)?
-            .label("requests")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
-        chart
-            .draw_series(LineSeries::new(
-                report
-                    .timeline
-                    .iter()
-                    .map(|s| (s.second as f64, s.errors as f64)),
-                RED.stroke_width(2),
-            ))
-            .map_err(chart_error)?
-            .label("errors")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
-        chart
-            .configure_series_labels()
-            .border_style(BLACK.mix(0.3))
-            .background_style(WHITE.mix(0.9))
-            .draw()
-            .map_err(chart_error)?;
-        root.present().map_err(chart_error)?;
-    }
-    Ok(svg)
+/// One line of a chart, named in its legend.
+struct Series {
+    name: &'static str,
+    color: RGBColor,
+    points: Vec<(f64, f64)>,
 }
 
-/// p50 and p99 latency per second.
-fn latency_over_time(report: &Report) -> anyhow::Result<String> {
+/// A line per series against the second of the run.
+fn timeline_chart(caption: &str, seconds: usize, series: &[Series]) -> anyhow::Result<String> {
+    let top = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|(_, y)| *y))
+        .fold(1.0f64, f64::max)
+        * 1.1;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(chart_error)?;
-        let seconds = report.timeline.len().max(1) as f64;
-        let top = report
-            .timeline
-            .iter()
-            .map(|s| s.p99_ms)
-            .fold(1.0f64, f64::max)
-            * 1.1;
         let mut chart = ChartBuilder::on(&root)
-            .caption("Latency over time (ms)", ("sans-serif", 16))
+            .caption(caption, ("sans-serif", 16))
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(50)
-            .build_cartesian_2d(0f64..seconds, 0f64..top)
+            .build_cartesian_2d(0f64..seconds.max(1) as f64, 0f64..top)
             .map_err(chart_error)?;
         chart
             .configure_mesh()
             .x_desc("second of the run")
             .draw()
             .map_err(chart_error)?;
-        for (name, color, pick) in [
-            (
-                "p50",
-                BLUE,
-                (|s: &crate::report::SecondStats| s.p50_ms) as fn(&_) -> f64,
-            ),
-            ("p99", ORANGE, |s: &crate::report::SecondStats| s.p99_ms),
-        ] {
+        for line in series {
+            let color = line.color;
             chart
                 .draw_series(LineSeries::new(
-                    report
-                        .timeline
-                        .iter()
-                        .filter(|s| s.requests > 0)
-                        .map(|s| (s.second as f64, pick(s))),
+                    line.points.iter().copied(),
                     color.stroke_width(2),
                 ))
                 .map_err(chart_error)?
-                .label(name)
+                .label(line.name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
         }
         chart
@@ -131,6 +66,49 @@ fn latency_over_time(report: &Report) -> anyhow::Result<String> {
         root.present().map_err(chart_error)?;
     }
     Ok(svg)
+}
+
+/// Requests and errors per second.
+fn throughput(report: &Report) -> anyhow::Result<String> {
+    let per_second = |name, color, pick: fn(&SecondStats) -> u64| Series {
+        name,
+        color,
+        points: report
+            .timeline
+            .iter()
+            .map(|s| (s.second as f64, pick(s) as f64))
+            .collect(),
+    };
+    timeline_chart(
+        "Throughput (requests per second)",
+        report.timeline.len(),
+        &[
+            per_second("requests", BLUE, |s| s.requests),
+            per_second("errors", RED, |s| s.errors),
+        ],
+    )
+}
+
+/// p50 and p99 latency per second (seconds without a request are left out).
+fn latency_over_time(report: &Report) -> anyhow::Result<String> {
+    let per_second = |name, color, pick: fn(&SecondStats) -> f64| Series {
+        name,
+        color,
+        points: report
+            .timeline
+            .iter()
+            .filter(|s| s.requests > 0)
+            .map(|s| (s.second as f64, pick(s)))
+            .collect(),
+    };
+    timeline_chart(
+        "Latency over time (ms)",
+        report.timeline.len(),
+        &[
+            per_second("p50", BLUE, |s| s.p50_ms),
+            per_second("p99", ORANGE, |s| s.p99_ms),
+        ],
+    )
 }
 
 /// Latency against percentile, the tail spread out: x is the number of nines (90% → 1,
