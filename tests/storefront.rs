@@ -351,13 +351,7 @@ async fn the_cart_adds_changes_and_removes_and_stock_states_show() {
     assert_page(&oversized, 400);
     assert!(oversized.body.contains("too large"));
     let not_a_form = shopper
-        .send(
-            shopper
-                .http
-                .post(format!("{}/cart/add", shopper.base))
-                .header("content-type", "application/json")
-                .body("{}"),
-        )
+        .post_raw("/cart/add", "application/json", "{}")
         .await;
     assert_page(&not_a_form, 400);
     let too_many = add(&mut shopper, &plenty.id, "999").await;
@@ -693,12 +687,10 @@ async fn the_public_api_covers_the_journey_with_problem_codes() {
         (422, Some("unknown_product"))
     );
     let malformed = client
-        .send(
-            client
-                .http
-                .post(format!("{}/api/v1/cart/lines", client.base))
-                .header("content-type", "application/json")
-                .body("{\"product_id\": "),
+        .post_raw(
+            "/api/v1/cart/lines",
+            "application/json",
+            "{\"product_id\": ",
         )
         .await;
     assert_eq!(

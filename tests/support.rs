@@ -494,6 +494,16 @@ impl Shopper {
         self.send(request).await
     }
 
+    /// Posts `body` as it is, under `content_type`: for requests no page or client would make.
+    pub async fn post_raw(&mut self, path: &str, content_type: &str, body: &str) -> Page {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body.to_owned());
+        self.send(request).await
+    }
+
     /// Calls the public API.
     pub async fn api(
         &mut self,
