@@ -118,7 +118,8 @@ async fn history(
             .collect(),
         next_url: page
             .next_cursor
-            .map(|c| format!("/orders?cursor={}", percent(&c))),
+            .and_then(|c| serde_urlencoded::to_string([("cursor", c)]).ok())
+            .map(|query| format!("/orders?{query}")),
     };
     Ok(render(StatusCode::OK, &body))
 }
@@ -129,12 +130,6 @@ fn capitalized(word: &str) -> String {
     chars
         .next()
         .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
-}
-
-fn percent(text: &str) -> String {
-    serde_urlencoded::to_string([("", text)])
-        .map(|s| s.trim_start_matches('=').to_owned())
         .unwrap_or_default()
 }
 
