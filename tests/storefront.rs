@@ -20,6 +20,16 @@ async fn shop_on(backend: Backend) -> (TestPlatform, Shopper) {
     (platform, shopper)
 }
 
+/// Settings that turn the storefront's near cache off, for tests of what a page shows the
+/// moment something changes behind it.
+const NO_NEAR_CACHE: &[&str] = &["--product-cache-ms", "0", "--stock-cache-ms", "0"];
+
+async fn shop_with(extra: &[&str]) -> (TestPlatform, Shopper) {
+    let platform = TestPlatform::start_with(Backend::Embedded, extra, Faults::default()).await;
+    let shopper = Shopper::new(platform.url(Service::Storefront));
+    (platform, shopper)
+}
+
 fn assert_page(page: &Page, status: u16) {
     assert_eq!(page.status, status, "{}", page.body);
     assert!(
@@ -819,7 +829,9 @@ async fn the_public_api_covers_the_journey_with_problem_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_service_gets_a_clear_message_not_a_hang() {
-    let (mut platform, mut shopper) = shop().await;
+    // Without the near cache, which would otherwise keep showing what it read (see
+    // the_near_cache_keeps_pages_briefly_and_forgets_what_this_shop_changed).
+    let (mut platform, mut shopper) = shop_with(NO_NEAR_CACHE).await;
     let product = platform.products().await[0].clone();
     platform.set_stock(&product.sku, 10).await;
     add(&mut shopper, &product.id, "1").await;
@@ -986,4 +998,61 @@ async fn a_storefront_started_before_its_bucket_exists_waits_for_it() {
     }
     assert_eq!(ready(http.clone(), base.clone()).await, 200);
     platform.stop(true).await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_near_cache_keeps_pages_briefly_and_forgets_what_this_shop_changed() {
+    // Long enough that nothing expires during the test: what changes, this shop changed.
+    let (mut platform, mut shopper) =
+        shop_with(&["--product-cache-ms", "60000", "--stock-cache-ms", "60000"]).await;
+    let product = platform.products().await[2].clone();
+    let page_of = format!("/p/{}", product.id);
+    platform.set_stock(&product.sku, 3).await;
+    assert!(shopper.get(&page_of).await.body.contains("Only 3 left"));
+
+    // A change behind the storefront's back shows only when the entry expires.
+    platform.set_stock(&product.sku, 2).await;
+    assert!(shopper.get(&page_of).await.body.contains("Only 3 left"));
+
+    // The cart refuses 3 and names the shortage: the page shown with the message is current.
+    let refused = add(&mut shopper, &product.id, "3").await;
+    assert_page(&refused, 409);
+    assert!(refused.body.contains("Only 2 left"), "{}", refused.body);
+
+    // A checkout through this shop forgets the stock it sold.
+    let added = add(&mut shopper, &product.id, "1").await;
+    assert_eq!(added.status, 303);
+    let form = shopper.get("/checkout").await;
+    let csrf = form.csrf();
+    let placed = shopper
+        .post_form(
+            "/checkout",
+            &borrowed(&checkout_fields(&form, &csrf, CARD_OK)),
+        )
+        .await;
+    assert_eq!(placed.status, 303, "{}", placed.body);
+    assert!(shopper.get(&page_of).await.body.contains("Only 1 left"));
+
+    // With the inventory and then the catalog stopped, the page is still served as it was.
+    for service in [Service::Inventory, Service::Catalog] {
+        platform.platform.stop_service(service).await.expect("stop");
+        let page = shopper.get(&page_of).await;
+        assert_page(&page, 200);
+        assert!(page.body.contains(&product.name) && page.body.contains("Only 1 left"));
+    }
+    platform.platform.stop(true).await.expect("stop");
+
+    // A short-lived entry: the change behind the back shows once it expires.
+    let (platform, mut shopper) = shop_with(&["--stock-cache-ms", "200"]).await;
+    let product = platform.products().await[2].clone();
+    let page_of = format!("/p/{}", product.id);
+    platform.set_stock(&product.sku, 3).await;
+    assert!(shopper.get(&page_of).await.body.contains("Only 3 left"));
+    platform.set_stock(&product.sku, 4).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !shopper.get(&page_of).await.body.contains("Only 4 left") {
+        assert!(Instant::now() < deadline, "the stock level never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    platform.platform.stop(true).await.expect("stop");
 }

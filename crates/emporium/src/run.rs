@@ -455,6 +455,8 @@ impl<'a> Starter<'a> {
             session_key,
             asset_cache_bytes: settings.asset_cache_bytes,
             page_size: settings.page_size,
+            product_cache_ttl: std::time::Duration::from_millis(settings.product_cache_ms),
+            stock_cache_ttl: std::time::Duration::from_millis(settings.stock_cache_ms),
             max_quantity: self.settings.cart.max_quantity,
             pricing: self.pricing(),
         };

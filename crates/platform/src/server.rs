@@ -248,17 +248,17 @@ impl RootSpanBuilder for RequestSpan {
             .get::<RequestId>()
             .map(|id| id.0.clone())
             .unwrap_or_default();
-        let route = request
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_owned());
         let method = request.method().as_str().to_owned();
+        // The route is recorded when the request ends, once routing has matched it: asking for
+        // it here would match the path against every route a second time, which showed as a
+        // sixth of a catalog read's CPU time in a profile.
         let span = tracing::info_span!(
             "HTTP request",
-            otel.name = %format!("{method} {route}"),
+            otel.name = %method,
             otel.kind = "server",
             otel.status_code = Empty,
             http.request.method = %method,
-            http.route = %route,
+            http.route = Empty,
             url.path = %request.path(),
             http.response.status_code = Empty,
             request_id = %request_id,
@@ -273,14 +273,22 @@ impl RootSpanBuilder for RequestSpan {
         let (status, started, route) = match outcome {
             Ok(response) => {
                 let request = response.request();
+                let route = request.match_pattern();
+                let name = format!(
+                    "{} {}",
+                    request.method(),
+                    route.as_deref().unwrap_or("unmatched")
+                );
+                span.record("otel.name", name.as_str());
                 (
                     response.status(),
                     request.extensions().get::<Started>().copied(),
-                    request.match_pattern(),
+                    route,
                 )
             }
             Err(error) => (error.as_response_error().status_code(), None, None),
         };
+        span.record("http.route", route.as_deref().unwrap_or("unmatched"));
         span.record("http.response.status_code", status.as_u16());
         if status.is_server_error() {
             span.record("otel.status_code", "ERROR");

@@ -34,6 +34,13 @@ pub enum CatalogError {
     Unexpected(#[from] anyhow::Error),
 }
 
+/// A value that could not be serialised for the cache (never expected of our own types).
+impl From<serde_json::Error> for CatalogError {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Unexpected(error.into())
+    }
+}
+
 impl From<StorageError> for CatalogError {
     fn from(error: StorageError) -> Self {
         match error {

@@ -5,12 +5,16 @@
 //!
 //! | key                                     | group                   | retired when              |
 //! |-----------------------------------------|-------------------------|---------------------------|
-//! | `catalog:product:<id>`                  | `catalog:product:<id>`  | that product changes      |
+//! | `catalog:product:v1:<id>`               | `catalog:product:<id>`  | that product changes      |
 //! | `catalog:list:<filters>:<limit>:<cur>`  | `catalog:products`      | any product changes       |
 //! | `catalog:categories`                    | `catalog:categories`    | any category or its count |
 //!
 //! Because the generation is part of the key, a reader that loaded an old value while a write
 //! happened stores it under the old generation, where no later reader looks.
+//!
+//! A product is cached as its API JSON and a product read sends those bytes on unparsed, so the
+//! key carries the format (`v1`): a release that changes the product's JSON must change it, or
+//! a shared cache would serve replicas of the new release the old shape.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +47,11 @@ const SEARCH_PAGE: usize = 100;
 const PRODUCTS_GROUP: &str = "catalog:products";
 const CATEGORIES_GROUP: &str = "catalog:categories";
 const CATEGORIES_KEY: &str = "catalog:categories";
+
+/// Where a product's JSON is cached; `v1` is the format (see the module's notes).
+fn product_key(id: &str) -> String {
+    format!("catalog:product:v1:{id}")
+}
 
 fn product_group(id: &str) -> String {
     format!("catalog:product:{id}")
@@ -96,13 +105,30 @@ impl Catalog {
         }
         let found: Option<Product> = self
             .cache
-            .get_or_load(
-                &format!("catalog:product:{id}"),
-                Some(&product_group(id)),
-                || self.repository.product(id),
-            )
+            .get_or_load(&product_key(id), Some(&product_group(id)), || {
+                self.repository.product(id)
+            })
             .await?;
         found.ok_or(CatalogError::ProductNotFound)
+    }
+
+    /// The product's API JSON, as [`Catalog::product`] would serialise it, straight from the
+    /// cache on a hit.
+    pub async fn product_json(&self, id: &str) -> Result<Bytes, CatalogError> {
+        if !emporium_platform::id::is_valid(id) {
+            return Err(CatalogError::ProductNotFound);
+        }
+        let found = self
+            .cache
+            .get_or_load_json(&product_key(id), Some(&product_group(id)), || async {
+                Ok::<_, CatalogError>(self.repository.product(id).await?)
+            })
+            .await?;
+        // An absent product is cached too, as JSON null.
+        if found.as_ref() == b"null" {
+            return Err(CatalogError::ProductNotFound);
+        }
+        Ok(found)
     }
 
     pub async fn list_products(&self, query: &ProductQuery) -> Result<ProductPage, CatalogError> {

@@ -138,8 +138,8 @@ pub async fn products(
     shop: web::Data<Shop>,
     query: web::Query<ProductQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let page = shop.catalog.products(&query).await.map_err(api_problem)?;
-    Ok(HttpResponse::Ok().json(page))
+    let page = shop.products(&query).await.map_err(api_problem)?;
+    Ok(HttpResponse::Ok().json(&*page))
 }
 
 fn product_not_found() -> Problem {
@@ -161,12 +161,12 @@ pub async fn product(
     if !id::is_valid(&id) {
         return Err(product_not_found());
     }
-    let product = shop.catalog.product(&id).await.map_err(api_problem)?;
+    let product = shop.product(&id).await.map_err(api_problem)?;
     let level = shop.stock_of(&[&product.sku]).await.remove(&product.sku);
     let availability = Availability::of(level.as_ref(), shop.max_quantity);
     Ok(HttpResponse::Ok().json(ProductView {
         stock: stock_view(&availability, level.map(|l| l.available.max(0))),
-        product,
+        product: Product::clone(&product),
     }))
 }
 
@@ -275,19 +275,22 @@ pub async fn checkout(
                 .with_detail("add products to the cart before checking out")
         })?;
     let body = body.into_inner();
-    let (status, order) = shop
+    let placed = shop
         .orders
         .place(
             &visitor.customer_id(),
             &key,
             &PlaceOrder {
-                cart_id: cart.id,
+                cart_id: cart.id.clone(),
                 customer: body.customer,
                 payment: body.payment,
             },
         )
-        .await
-        .map_err(api_problem)?;
+        .await;
+    // Whatever the outcome, the stock of these products may have changed.
+    shop.forget_stock(cart.lines.iter().map(|l| l.sku.as_str()))
+        .await;
+    let (status, order) = placed.map_err(api_problem)?;
     let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::OK);
     Ok(HttpResponse::build(status).json(order))
 }

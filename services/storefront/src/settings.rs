@@ -40,4 +40,26 @@ pub struct StorefrontSettings {
         value_parser = clap::value_parser!(u32).range(1..=100)
     )]
     pub page_size: u32,
+
+    /// Milliseconds the storefront reuses a product or a listing it read from the catalog
+    /// (0: read every time). A change in the catalog shows on pages within this time; prices
+    /// charged are always current.
+    #[arg(
+        long = "product-cache-ms",
+        env = "EMPORIUM_PRODUCT_CACHE_MS",
+        default_value_t = 5_000,
+        value_parser = clap::value_parser!(u64).range(0..=600_000)
+    )]
+    pub product_cache_ms: u64,
+
+    /// Milliseconds the storefront reuses a stock level it read from the inventory (0: read
+    /// every time). "Only 3 left" may be this old; checkout always reserves against the
+    /// current stock.
+    #[arg(
+        long = "stock-cache-ms",
+        env = "EMPORIUM_STOCK_CACHE_MS",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(0..=60_000)
+    )]
+    pub stock_cache_ms: u64,
 }

@@ -15,7 +15,7 @@ use emporium_ports::health;
 use crate::assets::{self, Assets};
 use crate::error::PageError;
 use crate::session::{self, SessionKey};
-use crate::shop::Shop;
+use crate::shop::{Recent, Shop};
 use crate::{api, pages};
 
 #[derive(Debug, Clone)]
@@ -30,6 +30,10 @@ pub struct StorefrontConfig {
     pub session_key: SessionKey,
     pub asset_cache_bytes: u64,
     pub page_size: u32,
+    /// How long products and listings read from the catalog are reused.
+    pub product_cache_ttl: std::time::Duration,
+    /// How long stock levels read from the inventory are reused.
+    pub stock_cache_ttl: std::time::Duration,
     /// The cart service's most units of one product, so pages offer no more.
     pub max_quantity: i64,
     /// The order service's pricing rules, to show shipping and tax before checkout.
@@ -46,6 +50,11 @@ const FORM_LIMIT_BYTES: usize = 16 * 1024;
 /// ids, and only this origin's styles, images and forms.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
+/// Most products, listings and stock levels kept (a few hundred bytes to a few KiB each).
+const RECENT_PRODUCTS: u64 = 10_000;
+const RECENT_LISTINGS: u64 = 2_000;
+const RECENT_STOCK_LEVELS: u64 = 20_000;
+
 /// The storefront's clients of the four services, as the other services build theirs.
 pub fn shop(config: &StorefrontConfig) -> anyhow::Result<Shop> {
     let http = emporium_platform::client::build_client(&config.client)?;
@@ -58,6 +67,9 @@ pub fn shop(config: &StorefrontConfig) -> anyhow::Result<Shop> {
         max_quantity: config.max_quantity,
         pricing: config.pricing,
         navigation: crate::shop::navigation_cache(),
+        products: Recent::new(config.product_cache_ttl, RECENT_PRODUCTS),
+        listings: Recent::new(config.product_cache_ttl, RECENT_LISTINGS),
+        stock: Recent::new(config.stock_cache_ttl, RECENT_STOCK_LEVELS),
     })
 }
 

@@ -95,7 +95,11 @@ impl CacheAside {
     fn record<T, E: std::fmt::Display>(&self, outcome: Result<T, E>, what: &str) -> Option<T> {
         match outcome {
             Ok(value) => {
-                if self.stats.degraded.swap(false, Ordering::Relaxed) {
+                // Read before writing: every read passes here, and a write on each would bounce
+                // the flag's cache line between cores.
+                if self.stats.degraded.load(Ordering::Relaxed)
+                    && self.stats.degraded.swap(false, Ordering::Relaxed)
+                {
                     tracing::info!(operation = what, "cache answers again");
                 }
                 Some(value)
@@ -123,19 +127,7 @@ impl CacheAside {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let key_base = key;
-        let key = match group {
-            None => Some(key.to_owned()),
-            Some(group) => {
-                let generation = self.record(self.cache.generation(group).await, "generation");
-                generation.map(|generation| format!("{key}@{generation}"))
-            }
-        };
-        // Without the generation the cache cannot be trusted for this group: load directly,
-        // still merging concurrent misses.
-        let cacheable = key.is_some();
-        let key = key.unwrap_or_else(|| format!("uncached:{key_base}"));
-
+        let (key, cacheable) = self.scoped(key, group).await;
         if cacheable && let Some(Some(bytes)) = self.record(self.cache.get(&key).await, "get") {
             match serde_json::from_slice(&bytes) {
                 Ok(value) => {
@@ -177,6 +169,69 @@ impl CacheAside {
                 self.stats.loads.fetch_add(1, Ordering::Relaxed);
                 load().await
             }
+        }
+    }
+
+    /// Like [`CacheAside::get_or_load`], but answers the cached JSON of the value as it is
+    /// stored, for a handler that sends it on unchanged: a hit then costs no parsing and no
+    /// serialising (a third of a catalog read's own CPU time in a profile). The caller owns the
+    /// guarantee that the stored JSON is what its clients expect: the key must change when the
+    /// value's shape does.
+    pub async fn get_or_load_json<T, E, F, Fut>(
+        &self,
+        key: &str,
+        group: Option<&str>,
+        load: F,
+    ) -> Result<Bytes, E>
+    where
+        T: Serialize,
+        E: From<serde_json::Error>,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let (key, cacheable) = self.scoped(key, group).await;
+        if cacheable && let Some(Some(bytes)) = self.record(self.cache.get(&key).await, "get") {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(bytes);
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+
+        let flight = self.flight(&key);
+        let shared = flight
+            .get_or_try_init(|| async {
+                self.stats.loads.fetch_add(1, Ordering::Relaxed);
+                let bytes = Bytes::from(serde_json::to_vec(&load().await?)?);
+                if cacheable {
+                    let stored = self
+                        .cache
+                        .set(&key, bytes.clone(), jittered(self.ttl))
+                        .await;
+                    self.record(stored, "set");
+                }
+                Ok::<_, E>(Some(bytes))
+            })
+            .await;
+        self.land(&key, &flight);
+        match shared? {
+            Some(bytes) => Ok(bytes.clone()),
+            // A typed reader's load that could not be serialised: load and serialise here.
+            None => {
+                self.stats.loads.fetch_add(1, Ordering::Relaxed);
+                Ok(Bytes::from(serde_json::to_vec(&load().await?)?))
+            }
+        }
+    }
+
+    /// The key to use for `key` in `group` (scoped to the group's generation), and whether the
+    /// cache can be used for it. Without the generation the cache cannot be trusted for the
+    /// group: the value is then loaded directly, still merging concurrent misses.
+    async fn scoped(&self, key: &str, group: Option<&str>) -> (String, bool) {
+        let Some(group) = group else {
+            return (key.to_owned(), true);
+        };
+        match self.record(self.cache.generation(group).await, "generation") {
+            Some(generation) => (format!("{key}@{generation}"), true),
+            None => (format!("uncached:{key}"), false),
         }
     }
 

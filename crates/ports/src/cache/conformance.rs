@@ -32,6 +32,7 @@ macro_rules! cache_conformance {
             cache_aside_loads_once_for_concurrent_misses,
             cache_aside_retire_makes_readers_load_the_new_value,
             cache_aside_does_not_share_errors,
+            cache_aside_json_is_the_stored_json_and_shares_typed_entries,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
@@ -236,4 +237,67 @@ pub async fn cache_aside_does_not_share_errors(cache: Arc<dyn Cache>, ns: &str) 
         Ok("recovered"),
         "a failed load is not cached"
     );
+}
+
+pub async fn cache_aside_json_is_the_stored_json_and_shares_typed_entries(
+    cache: Arc<dyn Cache>,
+    ns: &str,
+) {
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Lamp {
+        name: String,
+        watts: u32,
+    }
+    #[derive(Debug)]
+    struct Failed;
+    impl From<serde_json::Error> for Failed {
+        fn from(_: serde_json::Error) -> Self {
+            Failed
+        }
+    }
+    let aside = CacheAside::new(cache, TTL);
+    let group = format!("{ns}:lamp:group");
+    let key = format!("{ns}:lamp");
+    let loads = AtomicUsize::new(0);
+    let watts = AtomicUsize::new(40);
+    let load = || async {
+        loads.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, Failed>(Lamp {
+            name: "desk \"lamp\"".into(),
+            watts: u32::try_from(watts.load(Ordering::SeqCst)).expect("small"),
+        })
+    };
+    let json = |bytes: Bytes| serde_json::from_slice::<Lamp>(&bytes).expect("the value's JSON");
+
+    // A miss loads and answers the value's JSON; a hit answers the same bytes without loading.
+    let first = aside
+        .get_or_load_json(&key, Some(&group), load)
+        .await
+        .expect("load");
+    let second = aside
+        .get_or_load_json(&key, Some(&group), load)
+        .await
+        .expect("hit");
+    assert_eq!(first, second);
+    assert_eq!(json(first).watts, 40);
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!((aside.stats().hits(), aside.stats().misses()), (1, 1));
+
+    // The typed reader of the same key shares the entry.
+    let typed: Lamp = aside
+        .get_or_load(&key, Some(&group), load)
+        .await
+        .expect("typed");
+    assert_eq!(typed.name, "desk \"lamp\"");
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+
+    // Retiring the group makes the next read load the new value.
+    watts.store(60, Ordering::SeqCst);
+    aside.retire(&group).await;
+    let third = aside
+        .get_or_load_json(&key, Some(&group), load)
+        .await
+        .expect("reload");
+    assert_eq!(json(third).watts, 60);
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
 }

@@ -56,8 +56,10 @@ pub async fn get_product(
     catalog: web::Data<Catalog>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, CatalogError> {
-    let product = catalog.product(&id).await?;
-    Ok(HttpResponse::Ok().json(product))
+    let product = catalog.product_json(&id).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(header::ContentType::json())
+        .body(product))
 }
 
 /// Create a product (admin).

@@ -51,9 +51,9 @@ async fn home(shop: web::Data<Shop>, visitor: Visitor) -> Result<HttpResponse, P
         ..ProductQuery::default()
     };
     let ((categories, cart_count), featured) =
-        futures::join!(frame(&shop, &visitor), shop.catalog.products(&query));
-    let featured = featured?.items;
-    let stock = shop.stock_of_products(&featured).await;
+        futures::join!(frame(&shop, &visitor), shop.products(&query));
+    let featured = featured?;
+    let stock = shop.stock_of_products(&featured.items).await;
     let page = HomePage {
         layout: Layout::new("Emporium", &categories, cart_count, ""),
         categories: categories
@@ -66,6 +66,7 @@ async fn home(shop: web::Data<Shop>, visitor: Visitor) -> Result<HttpResponse, P
             })
             .collect(),
         featured: featured
+            .items
             .iter()
             .map(|p| ProductCard::new(p, stock.get(&p.sku), shop.max_quantity))
             .collect(),
@@ -172,7 +173,7 @@ async fn listing(
     query.sort = Some(sort);
     query.limit = Some(shop.page_size);
     query.cursor = params.cursor.clone().filter(|c| !c.is_empty());
-    let page = match shop.catalog.products(&query).await {
+    let page = match shop.products(&query).await {
         Ok(page) => page,
         // A cursor from another listing or an old link: start the listing again.
         Err(error) if error.code() == Some("invalid_cursor") => {
@@ -319,27 +320,25 @@ pub async fn product_page(
         return Err(PageError::NotFound);
     }
     let ((categories, cart_count), product) =
-        futures::join!(frame(shop, visitor), shop.catalog.product(id));
-    let product: Product = product?;
+        futures::join!(frame(shop, visitor), shop.product(id));
+    let product = product?;
     let related_query = ProductQuery {
         category: Some(product.category.clone()),
         limit: Some(RELATED as u32 + 1),
         ..ProductQuery::default()
     };
-    let related: Vec<Product> = shop
-        .catalog
-        .products(&related_query)
-        .await
-        .map(|page| page.items)
-        .unwrap_or_default()
-        .into_iter()
+    let related_page = shop.products(&related_query).await.ok();
+    let related: Vec<&Product> = related_page
+        .iter()
+        .flat_map(|page| page.items.iter())
         .filter(|p| p.id != product.id)
         .take(RELATED)
         .collect();
     // One stock read for the product and the related ones: a call fewer per page.
     let skus: Vec<&str> = related
         .iter()
-        .chain(std::iter::once(&product))
+        .copied()
+        .chain(std::iter::once(&*product))
         .map(|p| p.sku.as_str())
         .collect();
     let stock = shop.stock_of(&skus).await;

@@ -269,6 +269,9 @@ async fn place(
         .orders
         .place(&visitor.customer_id(), &form.idempotency_key, &order)
         .await;
+    // Whatever the outcome, the stock of these products may have changed.
+    shop.forget_stock(cart.lines.iter().map(|l| l.sku.as_str()))
+        .await;
     let (status, notice, errors) = match outcome {
         Ok((_, order)) => return Ok(see_other(&format!("/orders/{}?placed=1", order.id))),
         Err(error) => match failure(error, &cart) {
