@@ -109,7 +109,11 @@ where
         }
     }
 
-    async fn get(&self, key: &K) -> Option<V> {
+    async fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         match &self.entries {
             Some(entries) => entries.get(key).await,
             None => None,
@@ -153,7 +157,7 @@ impl Shop {
         let mut known = HashMap::with_capacity(skus.len());
         let mut missing = Vec::new();
         for sku in skus {
-            match self.stock.get(&(*sku).to_owned()).await {
+            match self.stock.get(*sku).await {
                 Some(level) => {
                     known.insert((*sku).to_owned(), level);
                 }

@@ -37,6 +37,11 @@ use super::{
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 256;
+
+/// redb's page cache per file. Its default, 1 GiB, fills as the store grows under load: with a
+/// file per service, `emporium up` grew by 1 MB of RSS for each 1.3 MB written. Pages beyond
+/// this are read through the operating system's file cache, which the kernel can reclaim.
+const PAGE_CACHE_BYTES: usize = 4 * 1024 * 1024;
 /// How often the writer deletes expired items.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Most expired items one sweep deletes, so a sweep never stalls writes for long.
@@ -166,7 +171,10 @@ impl EmbeddedStorage {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(backend)?;
         }
-        let db = Database::create(path).map_err(backend)?;
+        let db = redb::Builder::new()
+            .set_cache_size(PAGE_CACHE_BYTES)
+            .create(path)
+            .map_err(backend)?;
         let mut infos = Tables::new();
         for def in tables {
             infos.insert(
