@@ -4,7 +4,7 @@
 //! |---------|---------------------------------------|------------------------------------------------|
 //! | storage | `embedded:///<dir>`                   | one redb file per service in `<dir>`           |
 //! | storage | `dynamodb://<prefix>`                 | DynamoDB tables `<prefix>-<table>`             |
-//! | cache   | `memory://[?capacity_mb=N]`           | in-process moka cache, N MiB (default 32)      |
+//! | cache   | `memory://[?capacity_mb=N]`           | in-process moka cache, N MiB (default 16)      |
 //! | cache   | `redis://host:port[/db][?prefix=..&pool_size=..&timeout_ms=..]` (or `rediss://`) | Redis / ElastiCache |
 //! | blobs   | `file:///<dir>`                       | files under `<dir>`                            |
 //! | blobs   | `s3://<bucket>[/<prefix>]`            | objects in an S3 bucket                        |
@@ -138,7 +138,7 @@ pub async fn init_storage(uri: &str, service: &str, tables: &[TableDef]) -> anyh
 /// Size of the in-process cache when the URI does not say: with every service of `emporium up`
 /// sharing it, this is most of what the process can grow by under load (its RSS stays under
 /// 100 MB; see docs/BENCHMARKS.md).
-pub const DEFAULT_MEMORY_CACHE_MB: u64 = 32;
+pub const DEFAULT_MEMORY_CACHE_MB: u64 = 16;
 
 /// Connects the cache.
 pub async fn cache(uri: &str) -> anyhow::Result<Arc<dyn Cache>> {

@@ -121,6 +121,9 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
     Cli::from_arg_matches(&matches)
 }
 
+/// Threads for blocking work (the embedded store's reads, file I/O).
+const MAX_BLOCKING_THREADS: usize = 8;
+
 pub fn main() -> ExitCode {
     let cli = match parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
@@ -128,6 +131,9 @@ pub fn main() -> ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // The embedded store's reads run here (each takes microseconds); tokio's default of
+        // 512 threads only adds memory under load.
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
     {
         Ok(runtime) => runtime,

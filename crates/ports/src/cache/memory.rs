@@ -1,8 +1,6 @@
 //! The in-process cache adapter (moka): bounded by bytes, per-entry TTL, for the embedded mode
 //! and for tests.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -37,9 +35,16 @@ impl Expiry<String, Entry> for EntryTtl {
 
 pub struct MemoryCache {
     entries: moka::future::Cache<String, Entry>,
-    // Kept apart from the entries so eviction under memory pressure never loses a counter.
-    generations: Mutex<HashMap<String, u64>>,
+    /// Generation counters, apart from the entries so a full cache does not evict them first.
+    /// Bounded, because a group per cart would otherwise grow without end (it did: a cart
+    /// service under load grew by 0.5 MB/s). Losing a counter is safe: it restarts from the
+    /// current time in microseconds, above any value it had.
+    generations: moka::future::Cache<String, u64>,
 }
+
+/// Most generation counters kept (about 250 bytes each with the cache's own bookkeeping). A
+/// counter matters only while entries under it live; one forgotten early costs a miss.
+const MAX_GENERATIONS: u64 = 20_000;
 
 impl std::fmt::Debug for MemoryCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,14 +66,8 @@ impl MemoryCache {
             .build();
         Self {
             entries,
-            generations: Mutex::new(HashMap::new()),
+            generations: moka::future::Cache::new(MAX_GENERATIONS),
         }
-    }
-
-    fn generations(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, u64>>> {
-        self.generations
-            .lock()
-            .map_err(|_| CacheError::Unavailable(anyhow::anyhow!("generation table poisoned")))
     }
 }
 
@@ -98,23 +97,53 @@ impl Cache for MemoryCache {
 
     async fn generation(&self, group: &str) -> Result<u64> {
         validate_key(group)?;
-        let mut generations = self.generations()?;
-        Ok(*generations
-            .entry(group.to_owned())
-            .or_insert_with(generation_origin))
+        Ok(self
+            .generations
+            .get_with_by_ref(group, async { generation_origin() })
+            .await)
     }
 
     async fn bump_generation(&self, group: &str) -> Result<u64> {
         validate_key(group)?;
-        let mut generations = self.generations()?;
-        let counter = generations
-            .entry(group.to_owned())
-            .or_insert_with(generation_origin);
-        *counter += 1;
-        Ok(*counter)
+        // Computed under the key's lock, so concurrent bumps each count.
+        let bumped = self
+            .generations
+            .entry_by_ref(group)
+            .and_compute_with(|current| {
+                let next = current.map_or_else(generation_origin, |entry| entry.into_value()) + 1;
+                std::future::ready(moka::ops::compute::Op::Put(next))
+            })
+            .await;
+        bumped
+            .into_entry()
+            .map(|entry| entry.into_value())
+            .ok_or_else(|| CacheError::Unavailable(anyhow::anyhow!("generation not stored")))
     }
 
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn generations_are_bounded_and_a_lost_one_restarts_above_its_old_value() {
+        let cache = MemoryCache::new(1024 * 1024);
+        let first = cache.bump_generation("cart:1").await.expect("bump");
+        for group in 0..MAX_GENERATIONS + 5_000 {
+            cache
+                .generation(&format!("cart:{group}:x"))
+                .await
+                .expect("generation");
+        }
+        cache.generations.run_pending_tasks().await;
+        assert!(cache.generations.entry_count() <= MAX_GENERATIONS);
+
+        // Whether or not "cart:1" survived, its generation never goes back.
+        cache.generations.invalidate("cart:1").await;
+        assert!(cache.generation("cart:1").await.expect("generation") > first);
     }
 }

@@ -78,6 +78,11 @@ pub struct EmbeddedStorage {
 struct Inner {
     db: Arc<Database>,
     tables: Arc<Tables>,
+    /// The runtime whose blocking pool runs reads: the one the store was opened on. Every
+    /// actix worker is a runtime of its own with a blocking pool of up to 512 threads, and
+    /// reads spread over all of them had `emporium up` at 95 threads and 28 MB more RSS under
+    /// load; the opening runtime's pool is one, and bounded.
+    readers: Option<tokio::runtime::Handle>,
     writer: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -215,6 +220,7 @@ impl EmbeddedStorage {
             inner: Arc::new(Inner {
                 db,
                 tables,
+                readers: tokio::runtime::Handle::try_current().ok(),
                 writer: Some(sender),
                 thread: Some(thread),
             }),
@@ -242,12 +248,15 @@ impl EmbeddedStorage {
         F: FnOnce(&ReadTransaction, &Tables) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
+        let job = move || {
             let txn = inner.db.begin_read().map_err(backend)?;
             read(&txn, &inner.tables)
-        })
-        .await
-        .map_err(backend)?
+        };
+        let task = match &self.inner.readers {
+            Some(readers) => readers.spawn_blocking(job),
+            None => tokio::task::spawn_blocking(job),
+        };
+        task.await.map_err(backend)?
     }
 
     /// Deletes expired items now instead of at the next periodic sweep; returns how many.
