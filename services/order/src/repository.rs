@@ -64,7 +64,8 @@ pub enum Step {
     Reserve,
     /// Pending, stock held: authorise the payment.
     Authorize,
-    /// Pending, paid: mark confirmed.
+    /// Pending, paid: mark confirmed. No longer entered (an authorized payment confirms the
+    /// order in the same write); kept so orders stored at this step by earlier versions finish.
     Confirm,
     /// Confirmed: sell the held stock.
     Commit,

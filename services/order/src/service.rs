@@ -389,7 +389,7 @@ impl Orders {
             };
             let fault = match (from, next.step) {
                 (Step::Reserve, Step::Authorize) => self.faults.get().after_reserve,
-                (Step::Authorize, Step::Confirm) => self.faults.get().after_authorize,
+                (Step::Authorize, Step::Commit) => self.faults.get().after_authorize,
                 _ => None,
             };
             if fault == Some(FaultAction::Fail) {
@@ -505,9 +505,12 @@ impl Orders {
             return abandon(stored);
         };
         match self.payments.authorize(&stored.order.id, card) {
-            Decision::Approved { authorization_id } => moved(stored, Step::Confirm, |order| {
+            // Authorized is confirmed: one write for both, the saga's heaviest cost being its
+            // writes (docs/BENCHMARKS.md). `Step::Confirm` remains for orders stored before.
+            Decision::Approved { authorization_id } => moved(stored, Step::Commit, |order| {
                 order.payment.status = PaymentStatus::Authorized;
                 order.payment.authorization_id = Some(authorization_id);
+                order.status = OrderStatus::Confirmed;
             }),
             Decision::Declined { code, message } => moved(stored, Step::Release, |order| {
                 order.status = OrderStatus::Failed;
