@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use clap::CommandFactory;
 use serde_norway::Value;
 
 /// Kubernetes versions every rendering is validated against.
@@ -539,12 +538,7 @@ fn network_policies_allow_exactly_the_calls_the_design_makes() {
 
 #[test]
 fn every_setting_the_manifests_give_is_one_the_binary_knows() {
-    let mut command = emporium::cli::Cli::command();
-    let help = command
-        .find_subcommand_mut("serve")
-        .expect("serve")
-        .render_long_help()
-        .to_string();
+    let help = emporium_tests::serve_help();
     let known = |variable: &str| help.contains(variable) || matches!(variable, "REDIS_URL");
     for rendered in [
         kustomize("k8s/overlays/kind"),

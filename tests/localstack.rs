@@ -2,7 +2,6 @@
 //! image, the auth token passed through, the init hook mounted where LocalStack runs it, each
 //! service on its own port, and only settings the binary knows.
 
-use clap::CommandFactory;
 use emporium::run::Service;
 use serde_norway::Value;
 
@@ -159,12 +158,7 @@ fn each_service_runs_on_its_port_and_finds_the_others() {
 #[test]
 fn every_emporium_setting_in_compose_is_one_the_binary_knows() {
     let compose = compose();
-    let mut command = emporium::cli::Cli::command();
-    let help = command
-        .find_subcommand_mut("serve")
-        .expect("serve")
-        .render_long_help()
-        .to_string();
+    let help = emporium_tests::serve_help();
     let services = compose["services"].as_mapping().expect("services");
     let mut checked = 0;
     for (name, definition) in services {

@@ -15,7 +15,11 @@ async fn shop() -> (TestPlatform, Shopper) {
 }
 
 async fn shop_on(backend: Backend) -> (TestPlatform, Shopper) {
-    let platform = TestPlatform::start(backend).await;
+    shop_on_with(backend, &[]).await
+}
+
+async fn shop_on_with(backend: Backend, extra: &[&str]) -> (TestPlatform, Shopper) {
+    let platform = TestPlatform::start_with(backend, extra, Faults::default()).await;
     let shopper = Shopper::new(platform.url(Service::Storefront));
     (platform, shopper)
 }
@@ -25,9 +29,7 @@ async fn shop_on(backend: Backend) -> (TestPlatform, Shopper) {
 const NO_NEAR_CACHE: &[&str] = &["--product-cache-ms", "0", "--stock-cache-ms", "0"];
 
 async fn shop_with(extra: &[&str]) -> (TestPlatform, Shopper) {
-    let platform = TestPlatform::start_with(Backend::Embedded, extra, Faults::default()).await;
-    let shopper = Shopper::new(platform.url(Service::Storefront));
-    (platform, shopper)
+    shop_on_with(Backend::Embedded, extra).await
 }
 
 fn assert_page(page: &Page, status: u16) {

@@ -52,6 +52,18 @@ pub fn settings(dir: &std::path::Path, extra: &[&str]) -> Settings {
     }
 }
 
+/// `emporium serve --help` in full, where every setting and its environment variable is named:
+/// what deployment files may set is checked against it.
+pub fn serve_help() -> String {
+    use clap::CommandFactory as _;
+    let mut command = emporium::cli::Cli::command();
+    command
+        .find_subcommand_mut("serve")
+        .expect("serve")
+        .render_long_help()
+        .to_string()
+}
+
 /// Which adapters the services run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -270,25 +270,23 @@ impl RootSpanBuilder for RequestSpan {
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
-        let (status, started, route) = match outcome {
+        let (status, started, route, method) = match outcome {
             Ok(response) => {
                 let request = response.request();
-                let route = request.match_pattern();
-                let name = format!(
-                    "{} {}",
-                    request.method(),
-                    route.as_deref().unwrap_or("unmatched")
-                );
-                span.record("otel.name", name.as_str());
                 (
                     response.status(),
                     request.extensions().get::<Started>().copied(),
-                    route,
+                    request.match_pattern(),
+                    Some(request.method()),
                 )
             }
-            Err(error) => (error.as_response_error().status_code(), None, None),
+            Err(error) => (error.as_response_error().status_code(), None, None, None),
         };
-        span.record("http.route", route.as_deref().unwrap_or("unmatched"));
+        let route_name = route.as_deref().unwrap_or("unmatched");
+        span.record("http.route", route_name);
+        if let Some(method) = method {
+            span.record("otel.name", format!("{method} {route_name}").as_str());
+        }
         span.record("http.response.status_code", status.as_u16());
         if status.is_server_error() {
             span.record("otel.status_code", "ERROR");

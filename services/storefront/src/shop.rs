@@ -47,7 +47,7 @@ pub struct Shop {
     /// The navigation's categories for a few seconds: every page shows them and they change
     /// rarely, so this spares the catalog a call per page (a renamed category shows within
     /// `NAVIGATION_TTL`).
-    pub navigation: moka::future::Cache<(), Arc<Vec<Category>>>,
+    pub navigation: Recent<(), Arc<Vec<Category>>>,
     /// Recently read products, by id.
     pub products: Recent<String, Arc<Product>>,
     /// Recently read listings, by their query string.
@@ -58,14 +58,6 @@ pub struct Shop {
 
 /// How long the navigation's categories are reused.
 pub const NAVIGATION_TTL: Duration = Duration::from_secs(10);
-
-/// The cache behind [`Shop::navigation`].
-pub fn navigation_cache() -> moka::future::Cache<(), Arc<Vec<Category>>> {
-    moka::future::Cache::builder()
-        .max_capacity(1)
-        .time_to_live(NAVIGATION_TTL)
-        .build()
-}
 
 /// Answers another service gave recently, kept for a fixed time; nothing is kept when the
 /// time is zero. Concurrent misses of one key make one call. Failures are not kept.
@@ -127,7 +119,11 @@ where
     }
 
     /// Drops the answer for `key`, after this replica changed it.
-    pub async fn forget(&self, key: &K) {
+    pub async fn forget<Q>(&self, key: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         if let Some(entries) = &self.entries {
             entries.invalidate(key).await;
         }
@@ -150,9 +146,9 @@ fn unshare(error: Arc<ClientError>) -> ClientError {
 }
 
 impl Shop {
-    /// Stock of each SKU, in one call. Empty when the inventory does not answer: pages then say
-    /// availability is unknown instead of failing.
-    /// Levels recently read are reused; the others are read in one call.
+    /// Stock of each SKU: levels recently read are reused, the others are read in one call.
+    /// SKUs the inventory does not answer for are left out: pages then say availability is
+    /// unknown instead of failing.
     pub async fn stock_of(&self, skus: &[&str]) -> HashMap<String, StockLevel> {
         let mut known = HashMap::with_capacity(skus.len());
         let mut missing = Vec::new();
@@ -189,7 +185,7 @@ impl Shop {
     /// told they ran short.
     pub async fn forget_stock<'a>(&self, skus: impl IntoIterator<Item = &'a str>) {
         for sku in skus {
-            self.stock.forget(&sku.to_owned()).await;
+            self.stock.forget(sku).await;
         }
     }
 
@@ -220,7 +216,7 @@ impl Shop {
     pub async fn categories_or_none(&self) -> Arc<Vec<Category>> {
         let fetched = self
             .navigation
-            .try_get_with((), async {
+            .get_or_fetch((), async {
                 let mut categories = self.catalog.categories().await?;
                 categories.sort_by_key(|c| (c.position, c.name.clone()));
                 Ok::<_, ClientError>(Arc::new(categories))

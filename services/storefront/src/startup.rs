@@ -66,7 +66,7 @@ pub fn shop(config: &StorefrontConfig) -> anyhow::Result<Shop> {
         page_size: config.page_size,
         max_quantity: config.max_quantity,
         pricing: config.pricing,
-        navigation: crate::shop::navigation_cache(),
+        navigation: Recent::new(crate::shop::NAVIGATION_TTL, 1),
         products: Recent::new(config.product_cache_ttl, RECENT_PRODUCTS),
         listings: Recent::new(config.product_cache_ttl, RECENT_LISTINGS),
         stock: Recent::new(config.stock_cache_ttl, RECENT_STOCK_LEVELS),

@@ -138,28 +138,7 @@ impl CacheAside {
                 Err(error) => tracing::debug!(%error, key, "discarding unreadable cache entry"),
             }
         }
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
-
-        let flight = self.flight(&key);
-        let mut own: Option<T> = None;
-        let shared = flight
-            .get_or_try_init(|| async {
-                self.stats.loads.fetch_add(1, Ordering::Relaxed);
-                let value = load().await?;
-                let bytes = serde_json::to_vec(&value).ok().map(Bytes::from);
-                if let (true, Some(bytes)) = (cacheable, &bytes) {
-                    let stored = self
-                        .cache
-                        .set(&key, bytes.clone(), jittered(self.ttl))
-                        .await;
-                    self.record(stored, "set");
-                }
-                own = Some(value);
-                Ok::<_, E>(bytes)
-            })
-            .await;
-        self.land(&key, &flight);
-        let shared = shared?;
+        let (own, shared) = self.load_once(&key, cacheable, &load).await?;
         if let Some(value) = own {
             return Ok(value);
         }
@@ -194,32 +173,49 @@ impl CacheAside {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(bytes);
         }
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
-
-        let flight = self.flight(&key);
-        let shared = flight
-            .get_or_try_init(|| async {
-                self.stats.loads.fetch_add(1, Ordering::Relaxed);
-                let bytes = Bytes::from(serde_json::to_vec(&load().await?)?);
-                if cacheable {
-                    let stored = self
-                        .cache
-                        .set(&key, bytes.clone(), jittered(self.ttl))
-                        .await;
-                    self.record(stored, "set");
-                }
-                Ok::<_, E>(Some(bytes))
-            })
-            .await;
-        self.land(&key, &flight);
-        match shared? {
-            Some(bytes) => Ok(bytes.clone()),
-            // A typed reader's load that could not be serialised: load and serialise here.
-            None => {
+        match self.load_once(&key, cacheable, &load).await? {
+            (_, Some(bytes)) => Ok(bytes),
+            // The value could not be serialised; this says why.
+            (Some(value), None) => Ok(Bytes::from(serde_json::to_vec(&value)?)),
+            (None, None) => {
                 self.stats.loads.fetch_add(1, Ordering::Relaxed);
                 Ok(Bytes::from(serde_json::to_vec(&load().await?)?))
             }
         }
+    }
+
+    /// A miss of `key`: the first caller runs `load` and stores the value's JSON (when
+    /// `cacheable`), concurrent callers wait for it. Answers the value when this caller loaded
+    /// it, and the JSON every caller shares (`None` when the value could not be serialised).
+    async fn load_once<T, E, F, Fut>(
+        &self,
+        key: &str,
+        cacheable: bool,
+        load: &F,
+    ) -> Result<(Option<T>, Option<Bytes>), E>
+    where
+        T: Serialize,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let flight = self.flight(key);
+        let mut own: Option<T> = None;
+        let shared = flight
+            .get_or_try_init(|| async {
+                self.stats.loads.fetch_add(1, Ordering::Relaxed);
+                let value = load().await?;
+                let bytes = serde_json::to_vec(&value).ok().map(Bytes::from);
+                if let (true, Some(bytes)) = (cacheable, &bytes) {
+                    let stored = self.cache.set(key, bytes.clone(), jittered(self.ttl)).await;
+                    self.record(stored, "set");
+                }
+                own = Some(value);
+                Ok::<_, E>(bytes)
+            })
+            .await;
+        self.land(key, &flight);
+        Ok((own, shared?.clone()))
     }
 
     /// The key to use for `key` in `group` (scoped to the group's generation), and whether the
