@@ -62,14 +62,16 @@ fn idempotency_key(customer_id: &str, key: &str) -> Key {
 pub enum Step {
     /// Pending: reserve the stock.
     Reserve,
-    /// Pending, stock held: authorise the payment.
+    /// Pending, stock held: authorise the payment. Carried in memory, not written, by this
+    /// version (a stored order at Reserve may hold stock); earlier versions wrote it.
     Authorize,
     /// Pending, paid: mark confirmed. No longer entered (an authorized payment confirms the
     /// order in the same write); kept so orders stored at this step by earlier versions finish.
     Confirm,
     /// Confirmed: sell the held stock.
     Commit,
-    /// Confirmed, stock sold: empty the cart.
+    /// Confirmed, stock sold: empty the cart. Carried in memory, not written, by this version
+    /// (committing again changes nothing); earlier versions wrote it.
     ClearCart,
     /// Failed or cancelled while stock was held: give it back.
     Release,

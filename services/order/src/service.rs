@@ -7,16 +7,22 @@
 //! together with its idempotency key, and the saga drives it:
 //!
 //! ```text
-//! Reserve ──► Authorize ──► Confirm ──► Commit ──► ClearCart ──► Done      (CONFIRMED)
+//! Reserve ──► Authorize ──► Commit ──► ClearCart ──► Done      (CONFIRMED)
 //!    │            │
-//!    │ short      └─ declined ──► Release ──► Done                          (FAILED)
-//!    └──────────────────────────────────────► Done                          (FAILED, nothing held)
+//!    │ short      └─ declined ──► Release ──► Done                (FAILED)
+//!    └─────────────────────────────────────► Done                (FAILED, nothing held)
 //! ```
 //!
-//! Every step is written before the next starts (see `repository`), so a crash leaves the order
-//! at a known step, and the reconciler, which takes over orders that have not moved for a while,
-//! picks up from there: before payment it cancels and releases the stock (the card was never
-//! stored, so it cannot pay); after payment it confirms, commits and clears the cart. Steps that
+//! Each step's outcome is written before the next call to another service (see `repository`), so a crash
+//! leaves the order at a known step, and the reconciler, which takes over orders that have not
+//! moved for a while, picks up from there: before payment it cancels and releases the stock (the
+//! card was never stored, so it cannot pay); after payment it commits and clears the cart. Two
+//! steps are carried in memory instead of written, because their writes were a quarter of a
+//! checkout's cost (docs/BENCHMARKS.md) and redoing what follows them is safe: Authorize (a crash
+//! before the Commit write leaves the order at Reserve, which the reconciler cancels, releasing a
+//! hold that may exist) and ClearCart (a crash before the Done write leaves the order at Commit,
+//! and committing and clearing again change nothing). A successful checkout writes three times:
+//! Reserve with the idempotency key, Commit (confirmed), Done. Steps that
 //! only tidy up (commit, clear, release, return) are idempotent and retried until they succeed.
 
 use std::sync::{Arc, Mutex};
@@ -363,6 +369,8 @@ impl Orders {
         mut stored: StoredOrder,
         card: Option<&ValidCard>,
     ) -> Result<StoredOrder, OrderError> {
+        // The step the store holds; `stored` runs one carried step ahead of it at times.
+        let mut written = stored.step;
         loop {
             let from = stored.step;
             let next = match from {
@@ -384,7 +392,8 @@ impl Orders {
                 Step::Return => self.return_stock(&stored).await,
             };
             let Some(mut next) = next else {
-                // A dependency did not answer; the order stays at this step for the reconciler.
+                // A dependency did not answer; the order stays at its written step for the
+                // reconciler.
                 return Ok(stored);
             };
             let fault = match (from, next.step) {
@@ -405,22 +414,32 @@ impl Orders {
                     ));
                 });
             }
-            match self.repository.advance(&next, from).await {
+            if is_carried(from, next.step) {
+                if fault == Some(FaultAction::Crash) {
+                    return Err(OrderError::Interrupted(stored.id().to_owned()));
+                }
+                stored = next;
+                continue;
+            }
+            match self.repository.advance(&next, written).await {
                 Ok(()) => {
-                    tracing::info!(order_id = next.id(), from = ?from, to = ?next.step, status = ?next.order.status, "checkout step");
+                    tracing::info!(order_id = next.id(), from = ?written, to = ?next.step, status = ?next.order.status, "checkout step");
                     stored = next;
+                    written = stored.step;
                 }
                 Err(WriteError::Changed) => {
                     // Another actor moved the order; carry on from where it is now.
+                    // Only the checkout itself (it has the card) reserves; out of stock holds
+                    // nothing.
+                    let may_hold =
+                        written == Step::Reserve && card.is_some() && next.step != Step::Done;
                     stored = self
                         .repository
                         .order(stored.id())
                         .await?
                         .ok_or_else(|| anyhow::anyhow!("order vanished"))?;
-                    if from == Step::Reserve
-                        && next.step == Step::Authorize
-                        && stored.step == Step::Done
-                    {
+                    written = stored.step;
+                    if may_hold && stored.step == Step::Done {
                         // The order was closed (by the reconciler) while this checkout's
                         // reservation was on its way: nothing will ever use that stock, so give
                         // it back now rather than when the reservation expires.
@@ -705,6 +724,15 @@ impl Orders {
         }
         Err(anyhow::anyhow!("order {id} kept changing during cancel").into())
     }
+}
+
+/// Whether the move from `from` to `to` stays in memory, written only with the step after it
+/// (see the module's notes for why each is safe to redo after a crash).
+fn is_carried(from: Step, to: Step) -> bool {
+    matches!(
+        (from, to),
+        (Step::Reserve, Step::Authorize) | (Step::Commit, Step::ClearCart)
+    )
 }
 
 /// A checkout that stopped before payment: nothing was charged, any held stock goes back.

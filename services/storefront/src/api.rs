@@ -265,15 +265,16 @@ pub async fn checkout(
             )
             .with_detail("send a fresh random key with each checkout; repeat it to retry safely")
         })?;
-    let cart = shop
-        .cart(&visitor)
-        .await
-        .map_err(api_problem)?
-        .filter(|c| !c.lines.is_empty())
-        .ok_or_else(|| {
-            Problem::new(StatusCode::CONFLICT, "cart_empty", "The cart is empty")
-                .with_detail("add products to the cart before checking out")
-        })?;
+    // The order service reads the cart itself; reading it here too cost a service call per
+    // checkout, and answered a retry of a placed order (its cart now empty) with `cart_empty`
+    // instead of the order its key promises.
+    let cart_empty = || {
+        Problem::new(StatusCode::CONFLICT, "cart_empty", "The cart is empty")
+            .with_detail("add products to the cart before checking out")
+    };
+    let Some(cart_id) = visitor.cart_id() else {
+        return Err(cart_empty());
+    };
     let body = body.into_inner();
     let placed = shop
         .orders
@@ -281,18 +282,39 @@ pub async fn checkout(
             &visitor.customer_id(),
             &key,
             &PlaceOrder {
-                cart_id: cart.id.clone(),
+                cart_id,
                 customer: body.customer,
                 payment: body.payment,
             },
         )
         .await;
-    // Whatever the outcome, the stock of these products may have changed.
-    shop.forget_stock(cart.lines.iter().map(|l| l.sku.as_str()))
-        .await;
-    let (status, order) = placed.map_err(api_problem)?;
-    let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::OK);
-    Ok(HttpResponse::build(status).json(order))
+    match placed {
+        Ok((status, order)) => {
+            shop.forget_stock(order.lines.iter().map(|l| l.sku.as_str()))
+                .await;
+            let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::OK);
+            Ok(HttpResponse::build(status).json(order))
+        }
+        Err(error) => {
+            match error.code() {
+                Some("cart_not_found") => {
+                    visitor.set_cart(None);
+                    return Err(cart_empty());
+                }
+                Some("cart_empty") => return Err(cart_empty()),
+                _ => {}
+            }
+            // A refused checkout leaves the stock as it was (a hold it made is given back); the
+            // levels it found short are worth reading again.
+            if let Some(problem) = error.problem()
+                && let Some(serde_json::Value::Array(skus)) = problem.extensions.get("skus")
+            {
+                shop.forget_stock(skus.iter().filter_map(|s| s.as_str()))
+                    .await;
+            }
+            Err(api_problem(error))
+        }
+    }
 }
 
 /// The session's orders, newest first.

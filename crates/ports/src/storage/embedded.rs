@@ -8,8 +8,11 @@
 //! hundred writes a second. A write that fails its condition changes nothing and the batch goes
 //! on; an I/O failure aborts the whole batch and every write in it reports the failure.
 //!
-//! Reads run on the blocking pool in their own read transactions (MVCC snapshots), so they never
-//! wait for the writer and see only committed data.
+//! Reads run in their own read transactions (MVCC snapshots), so they never wait for the writer
+//! and see only committed data. A point read runs on the caller's thread: it walks a few pages
+//! that are in memory, microseconds of work, and handing it to a thread pool cost two thread
+//! switches, which under load each waited for a core (docs/BENCHMARKS.md). Queries, which can
+//! walk many pages, run on the blocking pool.
 //!
 //! Layout: a redb table `t:<name>` maps `(pk, sk)` to the item as JSON, and each secondary index
 //! has a table `i:<name>:<index>` whose keys are `(index pk, index sk, pk, sk)`, maintained in
@@ -78,9 +81,9 @@ pub struct EmbeddedStorage {
 struct Inner {
     db: Arc<Database>,
     tables: Arc<Tables>,
-    /// The runtime whose blocking pool runs reads: the one the store was opened on. Every
+    /// The runtime whose blocking pool runs queries: the one the store was opened on. Every
     /// actix worker is a runtime of its own with a blocking pool of up to 512 threads, and
-    /// reads spread over all of them had `emporium up` at 95 threads and 28 MB more RSS under
+    /// queries and reads spread over all of them had `emporium up` at 95 threads and 28 MB more RSS under
     /// load; the opening runtime's pool is one, and bounded.
     readers: Option<tokio::runtime::Handle>,
     writer: Option<mpsc::Sender<Job>>,
@@ -240,6 +243,12 @@ impl EmbeddedStorage {
         answer
             .await
             .map_err(|_| backend(anyhow::anyhow!("storage writer dropped a write")))?
+    }
+
+    /// Runs a short read on this thread (see the module's notes).
+    fn read_now<T>(&self, read: impl FnOnce(&ReadTransaction, &Tables) -> Result<T>) -> Result<T> {
+        let txn = self.inner.db.begin_read().map_err(backend)?;
+        read(&txn, &self.inner.tables)
     }
 
     async fn read<T, F>(&self, read: F) -> Result<T>
@@ -720,8 +729,7 @@ fn page(def: &TableDef, index: Option<&str>, mut items: Vec<Item>, limit: usize)
 impl Storage for EmbeddedStorage {
     async fn get(&self, table_name: &'static str, key: &Key) -> Result<Option<Item>> {
         key.validate()?;
-        let key = key.clone();
-        self.read(move |txn, tables| {
+        self.read_now(|txn, tables| {
             let info = table(tables, table_name)?;
             let main = txn.open_table(main_table(&info.main)).map_err(backend)?;
             let Some(bytes) = main
@@ -733,7 +741,6 @@ impl Storage for EmbeddedStorage {
             let item = decode(bytes.value())?;
             Ok((!info.def.is_expired(&item, now_epoch_seconds())).then_some(item))
         })
-        .await
     }
 
     async fn put(
