@@ -83,8 +83,8 @@ struct Inner {
     tables: Arc<Tables>,
     /// The runtime whose blocking pool runs queries: the one the store was opened on. Every
     /// actix worker is a runtime of its own with a blocking pool of up to 512 threads, and
-    /// queries and reads spread over all of them had `emporium up` at 95 threads and 28 MB more RSS under
-    /// load; the opening runtime's pool is one, and bounded.
+    /// reads spread over all of them had `emporium up` at 95 threads and 28 MB more RSS
+    /// under load; the opening runtime's pool is one, and bounded.
     readers: Option<tokio::runtime::Handle>,
     writer: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
