@@ -42,8 +42,8 @@ pub struct CommonSettings {
     #[arg(long = "storage", env = "EMPORIUM_STORAGE", value_name = "URI")]
     pub storage: Option<String>,
 
-    /// Cache backend. `memory://` is an in-process cache (`memory://?capacity_mb=16` sizes it,
-    /// 16 MiB by default);
+    /// Cache backend. `memory://` is an in-process cache (`memory://?capacity_mb=8` sizes it,
+    /// 8 MiB by default);
     /// `redis://host:port[/db]` (or `rediss://`) is Redis or ElastiCache, with the options
     /// `prefix`, `pool_size` and `timeout_ms`. [default: REDIS_URL when set, else memory://]
     #[arg(long = "cache", env = "EMPORIUM_CACHE", value_name = "URI")]
