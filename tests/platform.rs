@@ -3,7 +3,7 @@
 
 use emporium::run::{Service, Settings};
 use emporium_ports::blob::BlobKey;
-use emporium_tests::{Backend, TestPlatform};
+use emporium_tests::{Backend, CARD_OK, TestPlatform, customer, key, order_body};
 use serde_json::{Value, json};
 
 emporium_tests::on_every_backend!(
@@ -257,4 +257,79 @@ async fn a_shopper_browses_fills_a_cart_checks_out_and_finds_the_order(backend: 
         order
     );
     shop.platform.stop(true).await.expect("stops");
+}
+
+/// The value of the sample `series` (name and labels, exactly as exposed), 0 when absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.parse().expect("a number"))
+}
+
+async fn scrape(shop: &TestPlatform, service: Service) -> String {
+    let response = reqwest::get(format!("{}/metrics", shop.url(service)))
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), 200, "{}", service.name());
+    response.text().await.expect("text")
+}
+
+#[tokio::test]
+async fn every_service_serves_its_red_metrics_and_a_checkout_moves_them() {
+    let shop = TestPlatform::start(Backend::Embedded).await;
+    let mut before = Vec::new();
+    for service in Service::ALL {
+        before.push(scrape(&shop, *service).await);
+    }
+
+    let product = shop.product_with_sku("KIT-001").await;
+    let cart = shop.cart_with(&[(&product, 1)]).await;
+    let placed = shop
+        .place(&customer(), &key(), &order_body(&cart.id, CARD_OK))
+        .await;
+    assert_eq!(placed.status(), 201);
+    let page = reqwest::get(format!(
+        "{}/p/{}",
+        shop.url(Service::Storefront),
+        product.id
+    ))
+    .await
+    .expect("page");
+    assert_eq!(page.status(), 200);
+
+    // One series each service must have moved, by its route pattern.
+    let moved = [
+        (Service::Catalog, "GET", "/v1/products/{id}", 200),
+        (Service::Inventory, "POST", "/v1/reservations", 201),
+        (
+            Service::Inventory,
+            "POST",
+            "/v1/reservations/{id}/commit",
+            200,
+        ),
+        (Service::Cart, "POST", "/v1/carts/{id}/lines", 200),
+        (Service::Order, "POST", "/v1/orders", 201),
+        (Service::Storefront, "GET", "/p/{id}", 200),
+    ];
+    for (service, method, route, status) in moved {
+        let index = Service::ALL
+            .iter()
+            .position(|s| *s == service)
+            .expect("known");
+        let after = scrape(&shop, service).await;
+        let name = service.name();
+        let series = format!(
+            "emporium_{name}_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}"
+        );
+        assert!(
+            sample(&after, &series) > sample(&before[index], &series),
+            "{series} did not move:\n{after}"
+        );
+        let timed = format!(
+            "emporium_{name}_http_request_duration_seconds_count{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}"
+        );
+        assert!(sample(&after, &timed) > 0.0, "{timed}");
+        assert!(after.contains(&format!("emporium_{name}_http_requests_in_flight")));
+    }
 }

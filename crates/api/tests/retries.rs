@@ -9,6 +9,7 @@ use actix_web::{HttpResponse, web};
 use emporium_api::cart::AddCartLine;
 use emporium_api::client::{CartClient, CatalogClient, RetryPolicy};
 use emporium_platform::health::Readiness;
+use emporium_platform::metrics::Metrics;
 use emporium_platform::server::{HttpSettings, RunningServer, start};
 
 /// Answers 503 to the first `failures` requests of each route, then succeeds.
@@ -22,21 +23,27 @@ fn flaky(failures: usize) -> (RunningServer, Arc<AtomicUsize>) {
         body_limit_bytes: 4096,
         shutdown_timeout: Duration::from_secs(1),
     };
-    let server = start("flaky", &settings, Readiness::new(), move |cfg| {
-        let counter = counter.clone();
-        let answer = move || {
+    let server = start(
+        "flaky",
+        &settings,
+        Readiness::new(),
+        Metrics::new("flaky"),
+        move |cfg| {
             let counter = counter.clone();
-            async move {
-                if counter.fetch_add(1, Ordering::SeqCst) < failures {
-                    HttpResponse::ServiceUnavailable().finish()
-                } else {
-                    HttpResponse::Ok().json(serde_json::json!({"unexpected": "shape"}))
+            let answer = move || {
+                let counter = counter.clone();
+                async move {
+                    if counter.fetch_add(1, Ordering::SeqCst) < failures {
+                        HttpResponse::ServiceUnavailable().finish()
+                    } else {
+                        HttpResponse::Ok().json(serde_json::json!({"unexpected": "shape"}))
+                    }
                 }
-            }
-        };
-        cfg.route("/v1/products/{id}", web::get().to(answer.clone()))
-            .route("/v1/carts/{id}/lines", web::post().to(answer));
-    })
+            };
+            cfg.route("/v1/products/{id}", web::get().to(answer.clone()))
+                .route("/v1/carts/{id}/lines", web::post().to(answer));
+        },
+    )
     .expect("server");
     (server, calls)
 }
@@ -100,7 +107,14 @@ async fn client_errors_are_problems_and_are_not_retried() {
         body_limit_bytes: 4096,
         shutdown_timeout: Duration::from_secs(1),
     };
-    let server = start("empty", &settings, Readiness::new(), |_| {}).expect("server");
+    let server = start(
+        "empty",
+        &settings,
+        Readiness::new(),
+        Metrics::new("empty"),
+        |_| {},
+    )
+    .expect("server");
     let catalog = CatalogClient::new(&server.url(), reqwest::Client::new(), policy());
     let error = catalog.product("missing").await.expect_err("404");
     assert!(error.is_not_found());

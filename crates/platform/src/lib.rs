@@ -8,6 +8,7 @@ pub mod auth;
 pub mod client;
 pub mod health;
 pub mod id;
+pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod request_id;

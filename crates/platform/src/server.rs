@@ -1,8 +1,8 @@
 //! The HTTP server every service runs: one middleware stack, one set of extractor error
 //! mappings, health endpoints, and a graceful stop.
 //!
-//! Middleware, outermost first: request id → tracing span (one log line per request) → problem
-//! fallback. The fallback turns any error response that is not already problem+json (an unknown
+//! Middleware, outermost first: metrics (RED per route, see `crate::metrics`) → request id →
+//! tracing span (one log line per request) → problem fallback. The fallback turns any error response that is not already problem+json (an unknown
 //! route, a method the route does not take, a framework error) into one, and replaces the body of
 //! every 5xx that is not a problem, so no internal detail leaks.
 
@@ -21,6 +21,7 @@ use tracing::field::Empty;
 use tracing_actix_web::{RootSpanBuilder, TracingLogger};
 
 use crate::health::{self, Readiness};
+use crate::metrics::{self, MatchedRoute, Metrics};
 use crate::problem::{self, Problem};
 use crate::request_id::RequestId;
 use crate::telemetry;
@@ -116,6 +117,7 @@ pub fn start<F>(
     name: &'static str,
     http: &HttpSettings,
     readiness: Readiness,
+    metrics: Metrics,
     configure: F,
 ) -> std::io::Result<RunningServer>
 where
@@ -125,6 +127,7 @@ where
     let addr = listener.local_addr()?;
     let limit = http.body_limit_bytes;
     let readiness = web::Data::new(readiness);
+    let metrics = web::Data::new(metrics);
     let workers = http
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
@@ -132,6 +135,7 @@ where
     let server = HttpServer::new(move || {
         App::new()
             .app_data(readiness.clone())
+            .app_data(metrics.clone())
             .app_data(json_config(limit))
             .app_data(web::PayloadConfig::new(limit))
             .app_data(web::QueryConfig::default().error_handler(query_error))
@@ -139,8 +143,10 @@ where
             .wrap(from_fn(problem_fallback))
             .wrap(TracingLogger::<RequestSpan>::new())
             .wrap(from_fn(crate::request_id::middleware))
+            .wrap(from_fn(metrics::middleware))
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
+            .route("/metrics", web::get().to(metrics::endpoint))
             .configure(configure.clone())
         // No app-wide default service: actix would hand it to every resource too, turning
         // "method not allowed" into "not found". The bare 404/405 become problems below.
@@ -273,10 +279,12 @@ impl RootSpanBuilder for RequestSpan {
         let (status, started, route, method) = match outcome {
             Ok(response) => {
                 let request = response.request();
+                let route = request.match_pattern();
+                request.extensions_mut().insert(MatchedRoute(route.clone()));
                 (
                     response.status(),
                     request.extensions().get::<Started>().copied(),
-                    request.match_pattern(),
+                    route,
                     Some(request.method()),
                 )
             }
@@ -293,8 +301,8 @@ impl RootSpanBuilder for RequestSpan {
         }
         let latency_ms = started.map_or(0.0, |s| s.0.elapsed().as_secs_f64() * 1000.0);
         let _entered = span.enter();
-        // Probes arrive every few seconds from every kubelet; keep them out of the info log.
-        let probe = matches!(route.as_deref(), Some("/healthz" | "/readyz"));
+        // Probes and scrapes arrive every few seconds; keep them out of the info log.
+        let probe = matches!(route.as_deref(), Some("/healthz" | "/readyz" | "/metrics"));
         if probe {
             tracing::debug!(status = status.as_u16(), latency_ms, "request completed");
         } else if status.is_server_error() {

@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, web};
 use emporium_platform::auth::{Admin, AdminKey};
 use emporium_platform::client::{ClientSettings, ServiceClient, build_client};
 use emporium_platform::health::Readiness;
+use emporium_platform::metrics::Metrics;
 use emporium_platform::problem::Problem;
 use emporium_platform::server::{HttpSettings, RunningServer, start};
 use serde::Deserialize;
@@ -29,46 +30,130 @@ fn settings() -> HttpSettings {
 }
 
 fn spawn(readiness: Readiness) -> RunningServer {
-    start("test", &settings(), readiness, |cfg| {
-        cfg.app_data(web::Data::new(AdminKey::new("letmein")))
-            // `web::resource(..).route(..)` (not `cfg.route`) so other methods get 405.
-            .service(web::resource("/things").route(
-                web::post().to(|_: web::Json<Thing>| async { HttpResponse::Created().finish() }),
-            ))
-            .route(
-                "/slow",
-                web::get().to(|| async {
-                    tokio::time::sleep(Duration::from_millis(800)).await;
-                    HttpResponse::Ok().body("done")
-                }),
-            )
-            .route(
-                "/admin",
-                web::get().to(|_: Admin| async { HttpResponse::Ok().finish() }),
-            )
-            .route(
-                "/echo-headers",
-                web::get().to(|req: actix_web::HttpRequest| async move {
-                    let get = |name: &str| {
-                        req.headers()
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_owned()
-                    };
-                    HttpResponse::Ok().json(serde_json::json!({
-                        "request_id": get("x-request-id"),
-                    }))
-                }),
-            )
-            .route(
-                "/boom",
-                web::get().to(|| async {
-                    HttpResponse::InternalServerError().body("db password is hunter2")
-                }),
-            );
-    })
+    start(
+        "test",
+        &settings(),
+        readiness,
+        Metrics::new("test"),
+        |cfg| {
+            cfg.app_data(web::Data::new(AdminKey::new("letmein")))
+                // `web::resource(..).route(..)` (not `cfg.route`) so other methods get 405.
+                .service(
+                    web::resource("/things").route(
+                        web::post()
+                            .to(|_: web::Json<Thing>| async { HttpResponse::Created().finish() }),
+                    ),
+                )
+                .route(
+                    "/slow",
+                    web::get().to(|| async {
+                        tokio::time::sleep(Duration::from_millis(800)).await;
+                        HttpResponse::Ok().body("done")
+                    }),
+                )
+                .route(
+                    "/admin",
+                    web::get().to(|_: Admin| async { HttpResponse::Ok().finish() }),
+                )
+                .route(
+                    "/echo-headers",
+                    web::get().to(|req: actix_web::HttpRequest| async move {
+                        let get = |name: &str| {
+                            req.headers()
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned()
+                        };
+                        HttpResponse::Ok().json(serde_json::json!({
+                            "request_id": get("x-request-id"),
+                        }))
+                    }),
+                )
+                .route(
+                    "/boom",
+                    web::get().to(|| async {
+                        HttpResponse::InternalServerError().body("db password is hunter2")
+                    }),
+                );
+        },
+    )
     .expect("server starts")
+}
+
+/// The value of the sample `series` (name and labels, exactly as exposed), 0 when absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.parse().expect("a number"))
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_pattern_and_status_and_are_not_served_through_a_proxy() {
+    let server = spawn(Readiness::new());
+    let http = reqwest::Client::new();
+    let url = server.url();
+    let scrape = || async {
+        let response = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("scrape");
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .expect("ascii")
+                .starts_with("application/openmetrics-text")
+        );
+        response.text().await.expect("text")
+    };
+    let created =
+        r#"emporium_test_http_requests_total{method="POST",route="/things",status="201"}"#;
+    let refused =
+        r#"emporium_test_http_requests_total{method="POST",route="/things",status="400"}"#;
+    let unmatched =
+        r#"emporium_test_http_requests_total{method="GET",route="unmatched",status="404"}"#;
+    let before = scrape().await;
+    for _ in 0..3 {
+        http.post(format!("{url}/things"))
+            .json(&serde_json::json!({"name": "a", "count": 1}))
+            .send()
+            .await
+            .expect("post");
+    }
+    http.post(format!("{url}/things"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("post");
+    http.get(format!("{url}/no/such/{}", "thing"))
+        .send()
+        .await
+        .expect("get");
+    let after = scrape().await;
+    assert_eq!(
+        sample(&after, created) - sample(&before, created),
+        3.0,
+        "{after}"
+    );
+    assert_eq!(sample(&after, refused) - sample(&before, refused), 1.0);
+    assert_eq!(sample(&after, unmatched) - sample(&before, unmatched), 1.0);
+    let timed = r#"emporium_test_http_request_duration_seconds_count{method="POST",route="/things",status="201"}"#;
+    assert_eq!(sample(&after, timed), 3.0);
+    // Paths never become labels: the unknown path is nowhere in the text.
+    assert!(!after.contains("/no/such"));
+    assert!(after.contains("emporium_test_http_requests_in_flight"));
+
+    let proxied = http
+        .get(format!("{url}/metrics"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(proxied.status(), 404);
 }
 
 async fn problem(response: reqwest::Response) -> Problem {

@@ -7,6 +7,7 @@ use actix_web::web;
 use emporium_api::client::{CatalogClient, InventoryClient, RetryPolicy};
 use emporium_platform::client::ClientSettings;
 use emporium_platform::health::Readiness;
+use emporium_platform::metrics::Metrics;
 use emporium_platform::server::{self, HttpSettings, RunningServer};
 use emporium_ports::cache::Cache;
 use emporium_ports::health;
@@ -55,8 +56,14 @@ pub fn start(
         .critical("storage", health::storage(&ports.storage))
         .optional("cache", health::cache(&ports.cache));
     let data = web::Data::from(carts);
-    server::start("cart", &config.http, readiness, move |cfg| {
-        cfg.app_data(data.clone());
-        routes::configure(cfg);
-    })
+    server::start(
+        "cart",
+        &config.http,
+        readiness,
+        Metrics::new("cart"),
+        move |cfg| {
+            cfg.app_data(data.clone());
+            routes::configure(cfg);
+        },
+    )
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use actix_web::web;
 use emporium_platform::auth::AdminKey;
 use emporium_platform::health::Readiness;
+use emporium_platform::metrics::Metrics;
 use emporium_platform::server::{self, HttpSettings, RunningServer};
 use emporium_ports::blob::Blobs;
 use emporium_ports::cache::Cache;
@@ -54,10 +55,16 @@ pub fn start(
     let catalog = web::Data::from(catalog);
     let admin_key = web::Data::new(AdminKey::new(&config.admin_key));
     let image_limit = config.image_limit_bytes;
-    server::start("catalog", &config.http, readiness, move |cfg| {
-        cfg.app_data(catalog.clone()).app_data(admin_key.clone());
-        routes::configure(cfg, image_limit);
-    })
+    server::start(
+        "catalog",
+        &config.http,
+        readiness,
+        Metrics::new("catalog"),
+        move |cfg| {
+            cfg.app_data(catalog.clone()).app_data(admin_key.clone());
+            routes::configure(cfg, image_limit);
+        },
+    )
 }
 
 fn readiness(ports: &CatalogPorts) -> Readiness {

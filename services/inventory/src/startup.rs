@@ -6,6 +6,7 @@ use std::time::Duration;
 use actix_web::web;
 use emporium_platform::auth::AdminKey;
 use emporium_platform::health::Readiness;
+use emporium_platform::metrics::Metrics;
 use emporium_platform::server::{self, HttpSettings, RunningServer};
 use emporium_ports::health;
 use emporium_ports::storage::Storage;
@@ -35,10 +36,16 @@ pub fn start(
     let readiness = Readiness::new().critical("storage", health::storage(&storage));
     let admin_key = web::Data::new(AdminKey::new(&config.admin_key));
     let data = web::Data::from(inventory.clone());
-    let mut server = server::start("inventory", &config.http, readiness, move |cfg| {
-        cfg.app_data(data.clone()).app_data(admin_key.clone());
-        routes::configure(cfg);
-    })?;
+    let mut server = server::start(
+        "inventory",
+        &config.http,
+        readiness,
+        Metrics::new("inventory"),
+        move |cfg| {
+            cfg.app_data(data.clone()).app_data(admin_key.clone());
+            routes::configure(cfg);
+        },
+    )?;
     server.attach(tokio::spawn(sweep(inventory, config.sweep_interval)));
     Ok(server)
 }

@@ -7,6 +7,7 @@ use actix_web::web;
 use emporium_api::client::{CartClient, CatalogClient, InventoryClient, RetryPolicy};
 use emporium_platform::client::ClientSettings;
 use emporium_platform::health::Readiness;
+use emporium_platform::metrics::Metrics;
 use emporium_platform::server::{self, HttpSettings, RunningServer};
 use emporium_ports::health;
 use emporium_ports::storage::Storage;
@@ -60,10 +61,16 @@ pub fn start(
 ) -> std::io::Result<RunningServer> {
     let readiness = Readiness::new().critical("storage", health::storage(&storage));
     let data = web::Data::from(orders.clone());
-    let mut server = server::start("order", &config.http, readiness, move |cfg| {
-        cfg.app_data(data.clone());
-        routes::configure(cfg);
-    })?;
+    let mut server = server::start(
+        "order",
+        &config.http,
+        readiness,
+        Metrics::new("order"),
+        move |cfg| {
+            cfg.app_data(data.clone());
+            routes::configure(cfg);
+        },
+    )?;
     server.attach(tokio::spawn(reconcile(
         orders,
         config.reconcile_interval,

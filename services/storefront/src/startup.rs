@@ -8,6 +8,7 @@ use emporium_api::client::{CartClient, CatalogClient, InventoryClient, OrderClie
 use emporium_api::order::Pricing;
 use emporium_platform::client::ClientSettings;
 use emporium_platform::health::Readiness;
+use emporium_platform::metrics::Metrics;
 use emporium_platform::server::{self, HttpSettings, RunningServer};
 use emporium_ports::blob::Blobs;
 use emporium_ports::health;
@@ -95,25 +96,31 @@ pub async fn start(
     // The shop can show pages without the services (it says what is unavailable), so only
     // the blob store, which it serves itself, decides readiness.
     let readiness = Readiness::new().critical("blobs", health::blobs(&blobs));
-    let mut server = server::start("storefront", &config.http, readiness, move |cfg| {
-        cfg.app_data(shop.clone())
-            .app_data(assets.clone())
-            .app_data(key.clone())
-            .configure(assets::configure)
-            .service(
-                web::scope("/api/v1")
-                    .wrap(from_fn(session::middleware))
-                    .configure(api::configure),
-            )
-            .service(
-                web::scope("")
-                    .app_data(form_config())
-                    .wrap(security_headers())
-                    .wrap(from_fn(session::middleware))
-                    .configure(pages::configure)
-                    .default_service(web::to(pages::not_found)),
-            );
-    })?;
+    let mut server = server::start(
+        "storefront",
+        &config.http,
+        readiness,
+        Metrics::new("storefront"),
+        move |cfg| {
+            cfg.app_data(shop.clone())
+                .app_data(assets.clone())
+                .app_data(key.clone())
+                .configure(assets::configure)
+                .service(
+                    web::scope("/api/v1")
+                        .wrap(from_fn(session::middleware))
+                        .configure(api::configure),
+                )
+                .service(
+                    web::scope("")
+                        .app_data(form_config())
+                        .wrap(security_headers())
+                        .wrap(from_fn(session::middleware))
+                        .configure(pages::configure)
+                        .default_service(web::to(pages::not_found)),
+                );
+        },
+    )?;
     if let Some(assets) = pending {
         server.attach(tokio::spawn(async move {
             let mut delay = PUBLISH_RETRY_MIN;
