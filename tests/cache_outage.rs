@@ -169,6 +169,17 @@ async fn readiness(shop: &TestPlatform, service: Service) -> Value {
         .await
 }
 
+async fn scrape(shop: &TestPlatform, service: Service) -> String {
+    shop.http
+        .get(format!("{}/metrics", shop.url(service)))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text")
+}
+
 fn cache_check(report: &Value) -> &Value {
     report["checks"]
         .as_array()
@@ -214,6 +225,13 @@ async fn killing_redis_mid_run_costs_no_request_and_caching_comes_back() {
         let report = readiness(&shop, service).await;
         assert_eq!(report["status"], "degraded", "{service:?}: {report}");
         assert_eq!(cache_check(&report)["up"], false);
+        let metrics = scrape(&shop, service).await;
+        let name = service.name();
+        assert!(
+            metrics.contains(&format!("emporium_{name}_cache_degraded 1")),
+            "{metrics}"
+        );
+        assert!(!metrics.contains(&format!("emporium_{name}_cache_errors_total 0")));
     }
 
     redis.run();
@@ -232,6 +250,14 @@ async fn killing_redis_mid_run_costs_no_request_and_caching_comes_back() {
     stop.store(true, Ordering::Relaxed);
     for shopper in shoppers {
         shopper.await.expect("shopper");
+    }
+    for service in [Service::Catalog, Service::Cart] {
+        let metrics = scrape(&shop, service).await;
+        let name = service.name();
+        assert!(
+            metrics.contains(&format!("emporium_{name}_cache_degraded 0")),
+            "{metrics}"
+        );
     }
 
     let errors = failures.errors.lock().expect("lock").clone();

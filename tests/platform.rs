@@ -3,13 +3,14 @@
 
 use emporium::run::{Service, Settings};
 use emporium_ports::blob::BlobKey;
-use emporium_tests::{Backend, CARD_OK, TestPlatform, customer, key, order_body};
+use emporium_tests::{Backend, CARD_DECLINED, CARD_OK, TestPlatform, customer, key, order_body};
 use serde_json::{Value, json};
 
 emporium_tests::on_every_backend!(
     up_serves_the_seeded_demo_catalog_with_its_images,
     init_and_seed_twice_leave_the_state_of_once,
     a_shopper_browses_fills_a_cart_checks_out_and_finds_the_order,
+    every_service_serves_its_metrics_and_a_checkout_moves_them,
 );
 
 async fn up_serves_the_seeded_demo_catalog_with_its_images(backend: Backend) {
@@ -275,9 +276,8 @@ async fn scrape(shop: &TestPlatform, service: Service) -> String {
     response.text().await.expect("text")
 }
 
-#[tokio::test]
-async fn every_service_serves_its_red_metrics_and_a_checkout_moves_them() {
-    let shop = TestPlatform::start(Backend::Embedded).await;
+async fn every_service_serves_its_metrics_and_a_checkout_moves_them(backend: Backend) {
+    let shop = TestPlatform::start(backend).await;
     let mut before = Vec::new();
     for service in Service::ALL {
         before.push(scrape(&shop, *service).await);
@@ -289,6 +289,15 @@ async fn every_service_serves_its_red_metrics_and_a_checkout_moves_them() {
         .place(&customer(), &key(), &order_body(&cart.id, CARD_OK))
         .await;
     assert_eq!(placed.status(), 201);
+    let declined_cart = shop.cart_with(&[(&product, 1)]).await;
+    let declined = shop
+        .place(
+            &customer(),
+            &key(),
+            &order_body(&declined_cart.id, CARD_DECLINED),
+        )
+        .await;
+    assert_eq!(declined.status(), 402);
     let page = reqwest::get(format!(
         "{}/p/{}",
         shop.url(Service::Storefront),
@@ -331,5 +340,49 @@ async fn every_service_serves_its_red_metrics_and_a_checkout_moves_them() {
         );
         assert!(sample(&after, &timed) > 0.0, "{timed}");
         assert!(after.contains(&format!("emporium_{name}_http_requests_in_flight")));
+    }
+
+    // The services' own series.
+    let moved = [
+        (
+            Service::Order,
+            r#"emporium_order_checkouts_total{by="checkout",status="confirmed",reason="none"}"#,
+        ),
+        (
+            Service::Order,
+            r#"emporium_order_checkouts_total{by="checkout",status="failed",reason="payment_declined"}"#,
+        ),
+        (
+            Service::Inventory,
+            r#"emporium_inventory_reservations_total{outcome="held"}"#,
+        ),
+        // Adding the line read the product through the cart's cache; the checkout read the cart.
+        (Service::Cart, "emporium_cart_cache_misses_total"),
+        (Service::Catalog, "emporium_catalog_cache_misses_total"),
+    ];
+    for (service, series) in moved {
+        let index = Service::ALL
+            .iter()
+            .position(|s| *s == service)
+            .expect("known");
+        let after = scrape(&shop, service).await;
+        assert!(
+            sample(&after, series) > sample(&before[index], series),
+            "{series} did not move:\n{after}"
+        );
+    }
+    let inventory = scrape(&shop, Service::Inventory).await;
+    assert!(inventory.contains("emporium_inventory_reservation_conflicts_total 0"));
+    for service in [Service::Cart, Service::Catalog] {
+        let text = scrape(&shop, service).await;
+        let name = service.name();
+        assert!(
+            text.contains(&format!("emporium_{name}_cache_degraded 0")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("emporium_{name}_cache_hits_total")));
+        // Redis has a pool to report; the in-process cache has none.
+        let pooled = text.contains(&format!("emporium_{name}_cache_pool_max_connections"));
+        assert_eq!(pooled, backend == Backend::Aws, "{text}");
     }
 }

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_redis::redis::{self, AsyncCommands};
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
-use emporium_ports::cache::{Cache, CacheError, Result, generation_origin, validate_key};
+use emporium_ports::cache::{Cache, CacheError, PoolUse, Result, generation_origin, validate_key};
 
 /// How long the adapter fails fast after Redis failed.
 const COOLDOWN: Duration = Duration::from_secs(1);
@@ -219,5 +219,15 @@ impl Cache for RedisCache {
         })
         .await
         .map(|_| ())
+    }
+
+    fn pool(&self) -> Option<PoolUse> {
+        let status = self.pool.status();
+        Some(PoolUse {
+            max: status.max_size,
+            open: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        })
     }
 }

@@ -19,10 +19,12 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, header};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, web};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use emporium_ports::cache::{Cache, CacheStats};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry, Unit};
 
@@ -104,6 +106,113 @@ impl Metrics {
         self.registry().register(name, help, metric);
     }
 
+    /// A counter read when scraped from a count kept elsewhere (named without the prefix and
+    /// without `_total`).
+    pub fn observe_counter(
+        &self,
+        name: &str,
+        help: &str,
+        read: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        self.registry().register_collector(Box::new(Observed {
+            name: name.to_owned(),
+            help: help.to_owned(),
+            read: Reader::Counter(Box::new(read)),
+        }));
+    }
+
+    /// A gauge read when scraped.
+    pub fn observe_gauge(
+        &self,
+        name: &str,
+        help: &str,
+        read: impl Fn() -> i64 + Send + Sync + 'static,
+    ) {
+        self.registry().register_collector(Box::new(Observed {
+            name: name.to_owned(),
+            help: help.to_owned(),
+            read: Reader::Gauge(Box::new(read)),
+        }));
+    }
+
+    /// The cache-aside statistics of this service: hits, misses, loads, errors, and whether
+    /// the cache is degraded (its last operation failed). The hit ratio is
+    /// `hits / (hits + misses)`.
+    pub fn observe_cache(&self, stats: &Arc<CacheStats>) {
+        type Count = fn(&CacheStats) -> u64;
+        let counters: [(&str, &str, Count); 4] = [
+            (
+                "cache_hits",
+                "Reads answered from the cache",
+                CacheStats::hits,
+            ),
+            (
+                "cache_misses",
+                "Reads the cache could not answer",
+                CacheStats::misses,
+            ),
+            (
+                "cache_loads",
+                "Loads from storage after misses (fewer than misses: concurrent misses share one)",
+                CacheStats::loads,
+            ),
+            (
+                "cache_errors",
+                "Cache operations that failed",
+                CacheStats::errors,
+            ),
+        ];
+        for (name, help, read) in counters {
+            let stats = stats.clone();
+            self.observe_counter(name, help, move || read(&stats));
+        }
+        let stats = stats.clone();
+        self.observe_gauge(
+            "cache_degraded",
+            "1 while the cache is failing and reads go to storage, else 0",
+            move || i64::from(stats.degraded()),
+        );
+    }
+
+    /// The use of the cache's connection pool (Redis), read at each scrape; nothing for a cache
+    /// without a pool.
+    pub fn observe_cache_pool(&self, cache: &Arc<dyn Cache>) {
+        if cache.pool().is_none() {
+            return;
+        }
+        type Field = fn(&emporium_ports::cache::PoolUse) -> usize;
+        let gauges: [(&str, &str, Field); 4] = [
+            (
+                "cache_pool_max_connections",
+                "Most connections the cache pool opens",
+                |p| p.max,
+            ),
+            (
+                "cache_pool_open_connections",
+                "Cache connections open now",
+                |p| p.open,
+            ),
+            (
+                "cache_pool_idle_connections",
+                "Open cache connections waiting for work",
+                |p| p.idle,
+            ),
+            (
+                "cache_pool_waiting_calls",
+                "Calls waiting for a cache connection",
+                |p| p.waiting,
+            ),
+        ];
+        for (name, help, field) in gauges {
+            let cache = cache.clone();
+            self.observe_gauge(name, help, move || {
+                cache
+                    .pool()
+                    .map_or(0, |pool| i64::try_from(field(&pool)).unwrap_or(i64::MAX))
+            });
+        }
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
@@ -128,6 +237,53 @@ impl Metrics {
         };
         self.inner.durations.get_or_create(&labels).observe(seconds);
         self.inner.requests.get_or_create(&labels).inc();
+    }
+}
+
+/// A metric whose value lives elsewhere and is read at each scrape.
+struct Observed {
+    name: String,
+    help: String,
+    read: Reader,
+}
+
+enum Reader {
+    Counter(Box<dyn Fn() -> u64 + Send + Sync>),
+    Gauge(Box<dyn Fn() -> i64 + Send + Sync>),
+}
+
+impl std::fmt::Debug for Observed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observed")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Collector for Observed {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        match &self.read {
+            Reader::Counter(read) => {
+                let metric = ConstCounter::new(read());
+                let sample = encoder.encode_descriptor(
+                    &self.name,
+                    &self.help,
+                    None,
+                    metric.metric_type(),
+                )?;
+                metric.encode(sample)
+            }
+            Reader::Gauge(read) => {
+                let metric = ConstGauge::new(read());
+                let sample = encoder.encode_descriptor(
+                    &self.name,
+                    &self.help,
+                    None,
+                    metric.metric_type(),
+                )?;
+                metric.encode(sample)
+            }
+        }
     }
 }
 
@@ -228,6 +384,30 @@ mod tests {
             "emporium_catalog_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/products/{id}\",status=\"200\"} 2"
         ));
         assert!(text.contains("emporium_catalog_http_requests_in_flight 0"));
+    }
+
+    #[test]
+    fn observed_values_are_read_at_each_scrape() {
+        let metrics = Metrics::new("cart");
+        let stats = Arc::new(CacheStats::default());
+        metrics.observe_cache(&stats);
+        stats
+            .hits
+            .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        let text = metrics.encode().expect("encodes");
+        assert!(text.contains("emporium_cart_cache_hits_total 3"), "{text}");
+        assert!(text.contains("emporium_cart_cache_misses_total 0"));
+        assert!(text.contains("# TYPE emporium_cart_cache_degraded gauge"));
+        assert!(text.contains("emporium_cart_cache_degraded 0"));
+        stats
+            .hits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            metrics
+                .encode()
+                .expect("encodes")
+                .contains("emporium_cart_cache_hits_total 4")
+        );
     }
 
     #[test]

@@ -82,6 +82,11 @@ fn line_total(unit_price: &Money, quantity: i64) -> Result<Money, CartError> {
 }
 
 impl Carts {
+    /// What the cache did, for metrics.
+    pub fn cache_stats(&self) -> &std::sync::Arc<emporium_ports::cache::CacheStats> {
+        self.cache.stats()
+    }
+
     pub fn new(
         storage: Arc<dyn Storage>,
         cache: Arc<dyn Cache>,

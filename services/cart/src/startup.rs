@@ -55,15 +55,12 @@ pub fn start(
     let readiness = Readiness::new()
         .critical("storage", health::storage(&ports.storage))
         .optional("cache", health::cache(&ports.cache));
+    let metrics = Metrics::new("cart");
+    metrics.observe_cache(carts.cache_stats());
+    metrics.observe_cache_pool(&ports.cache);
     let data = web::Data::from(carts);
-    server::start(
-        "cart",
-        &config.http,
-        readiness,
-        Metrics::new("cart"),
-        move |cfg| {
-            cfg.app_data(data.clone());
-            routes::configure(cfg);
-        },
-    )
+    server::start("cart", &config.http, readiness, metrics, move |cfg| {
+        cfg.app_data(data.clone());
+        routes::configure(cfg);
+    })
 }

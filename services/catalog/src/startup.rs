@@ -52,19 +52,16 @@ pub fn start(
     ports: &CatalogPorts,
 ) -> std::io::Result<RunningServer> {
     let readiness = readiness(ports);
+    let metrics = Metrics::new("catalog");
+    metrics.observe_cache(catalog.cache_stats());
+    metrics.observe_cache_pool(&ports.cache);
     let catalog = web::Data::from(catalog);
     let admin_key = web::Data::new(AdminKey::new(&config.admin_key));
     let image_limit = config.image_limit_bytes;
-    server::start(
-        "catalog",
-        &config.http,
-        readiness,
-        Metrics::new("catalog"),
-        move |cfg| {
-            cfg.app_data(catalog.clone()).app_data(admin_key.clone());
-            routes::configure(cfg, image_limit);
-        },
-    )
+    server::start("catalog", &config.http, readiness, metrics, move |cfg| {
+        cfg.app_data(catalog.clone()).app_data(admin_key.clone());
+        routes::configure(cfg, image_limit);
+    })
 }
 
 fn readiness(ports: &CatalogPorts) -> Readiness {

@@ -10,6 +10,9 @@ use emporium_api::inventory::{
     NewReservation, Reservation, ReservationStatus, Shortage, StockLevel, StockPage,
 };
 use emporium_ports::storage::{Storage, cursor_from_token, page_token};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use time::{Duration, OffsetDateTime};
 
 use crate::domain::{self, MAX_SKUS_PER_READ, ReservationRequest};
@@ -28,6 +31,15 @@ const LIST_SCOPE: &str = "stock";
 pub struct Inventory {
     repository: Repository,
     default_ttl_secs: u64,
+    reservations: Family<ReservationOutcome, Counter>,
+    conflicts: Counter,
+}
+
+/// Label of a reservation request's outcome: `held`, `repeated` (the same request again),
+/// `out_of_stock`, or `id_conflict` (the id was used for other lines).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReservationOutcome {
+    pub outcome: &'static str,
 }
 
 impl std::fmt::Debug for Inventory {
@@ -47,7 +59,26 @@ impl Inventory {
         Self {
             repository: Repository::new(storage),
             default_ttl_secs,
+            reservations: Family::default(),
+            conflicts: Counter::default(),
         }
+    }
+
+    /// Reservation requests by outcome, for the service's metrics.
+    pub fn reservation_outcomes(&self) -> Family<ReservationOutcome, Counter> {
+        self.reservations.clone()
+    }
+
+    /// Moves of a reservation (commit, release, return, expiry) that lost a race with another
+    /// and were decided again from the new state, for the service's metrics.
+    pub fn reservation_conflicts(&self) -> Counter {
+        self.conflicts.clone()
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.reservations
+            .get_or_create(&ReservationOutcome { outcome })
+            .inc();
     }
 
     // === Stock ===
@@ -171,16 +202,22 @@ impl Inventory {
             updated_at: now,
         };
         match self.repository.reserve(&reservation).await {
-            Ok(()) => Ok((reservation.to_wire(), true)),
+            Ok(()) => {
+                self.count("held");
+                Ok((reservation.to_wire(), true))
+            }
             Err(ReserveError::Exists) => {
                 let existing = self.existing(&request.id).await?;
                 if existing.lines_key == reservation.lines_key {
+                    self.count("repeated");
                     Ok((existing.to_wire(), false))
                 } else {
+                    self.count("id_conflict");
                     Err(InventoryError::ReservationConflict(request.id))
                 }
             }
             Err(ReserveError::Short(positions)) => {
+                self.count("out_of_stock");
                 let mut short = Vec::new();
                 for position in positions {
                     let Some(line) = request.lines.get(position) else {
@@ -305,7 +342,10 @@ impl Inventory {
     ) -> Result<Option<StoredReservation>, InventoryError> {
         match self.repository.apply(reservation, step, reason, now).await {
             Ok(moved) => Ok(Some(moved)),
-            Err(MoveError::Changed) => Ok(None),
+            Err(MoveError::Changed) => {
+                self.conflicts.inc();
+                Ok(None)
+            }
             Err(MoveError::Storage(error)) => Err(error.into()),
         }
     }

@@ -35,17 +35,22 @@ pub fn start(
 ) -> std::io::Result<RunningServer> {
     let readiness = Readiness::new().critical("storage", health::storage(&storage));
     let admin_key = web::Data::new(AdminKey::new(&config.admin_key));
+    let metrics = Metrics::new("inventory");
+    metrics.register(
+        "reservations",
+        "Reservation requests by outcome",
+        inventory.reservation_outcomes(),
+    );
+    metrics.register(
+        "reservation_conflicts",
+        "Reservation moves that lost a race with another and were decided again",
+        inventory.reservation_conflicts(),
+    );
     let data = web::Data::from(inventory.clone());
-    let mut server = server::start(
-        "inventory",
-        &config.http,
-        readiness,
-        Metrics::new("inventory"),
-        move |cfg| {
-            cfg.app_data(data.clone()).app_data(admin_key.clone());
-            routes::configure(cfg);
-        },
-    )?;
+    let mut server = server::start("inventory", &config.http, readiness, metrics, move |cfg| {
+        cfg.app_data(data.clone()).app_data(admin_key.clone());
+        routes::configure(cfg);
+    })?;
     server.attach(tokio::spawn(sweep(inventory, config.sweep_interval)));
     Ok(server)
 }

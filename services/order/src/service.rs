@@ -36,6 +36,9 @@ use emporium_api::order::{
     PlaceOrder,
 };
 use emporium_ports::storage::{Storage, cursor_from_token, page_token};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -123,6 +126,33 @@ pub struct Orders {
     currency: String,
     reservation_ttl_secs: u64,
     faults: Faults,
+    outcomes: Family<Outcome, Counter>,
+}
+
+/// Labels of a finished checkout or reconciliation: the order's status and, when it failed or
+/// was cancelled, the failure code (a fixed set, so the series stay few).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// `checkout` (the customer's request) or `reconciler`.
+    pub by: &'static str,
+    pub status: &'static str,
+    pub reason: String,
+}
+
+impl Outcome {
+    fn of(by: &'static str, order: &Order) -> Self {
+        let status = match order.status {
+            OrderStatus::Pending => "pending",
+            OrderStatus::Confirmed => "confirmed",
+            OrderStatus::Failed => "failed",
+            OrderStatus::Cancelled => "cancelled",
+        };
+        let reason = order
+            .failure
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |failure| failure.code.clone());
+        Self { by, status, reason }
+    }
 }
 
 impl std::fmt::Debug for Orders {
@@ -186,7 +216,13 @@ impl Orders {
             currency: currency.to_owned(),
             reservation_ttl_secs,
             faults,
+            outcomes: Family::default(),
         }
+    }
+
+    /// Checkouts and reconciliations by outcome, for the service's metrics.
+    pub fn outcomes(&self) -> Family<Outcome, Counter> {
+        self.outcomes.clone()
     }
 
     pub fn faults(&self) -> &Faults {
@@ -276,7 +312,26 @@ impl Orders {
             Err(WriteError::Storage(error)) => return Err(error.into()),
         }
         tracing::info!(order_id = stored.id(), "checkout started");
-        let done = self.drive(stored, Some(&valid.card)).await?;
+        let done = match self.drive(stored, Some(&valid.card)).await {
+            Ok(done) => done,
+            Err(error) => {
+                let reason = match &error {
+                    OrderError::Interrupted(_) => "interrupted",
+                    _ => "error",
+                };
+                self.outcomes
+                    .get_or_create(&Outcome {
+                        by: "checkout",
+                        status: "pending",
+                        reason: reason.to_owned(),
+                    })
+                    .inc();
+                return Err(error);
+            }
+        };
+        self.outcomes
+            .get_or_create(&Outcome::of("checkout", &done.order))
+            .inc();
         Ok(Placement {
             order: done.order,
             replayed: false,
@@ -625,6 +680,9 @@ impl Orders {
             match self.drive(stored, None).await {
                 Ok(done) => {
                     handled += 1;
+                    self.outcomes
+                        .get_or_create(&Outcome::of("reconciler", &done.order))
+                        .inc();
                     tracing::info!(order_id = %id, status = ?done.order.status, step = ?done.step, "reconciled");
                 }
                 Err(error) => {

@@ -60,17 +60,17 @@ pub fn start(
     storage: Arc<dyn Storage>,
 ) -> std::io::Result<RunningServer> {
     let readiness = Readiness::new().critical("storage", health::storage(&storage));
+    let metrics = Metrics::new("order");
+    metrics.register(
+        "checkouts",
+        "Checkouts ended by the customer's request or by the reconciler, by status and failure reason",
+        orders.outcomes(),
+    );
     let data = web::Data::from(orders.clone());
-    let mut server = server::start(
-        "order",
-        &config.http,
-        readiness,
-        Metrics::new("order"),
-        move |cfg| {
-            cfg.app_data(data.clone());
-            routes::configure(cfg);
-        },
-    )?;
+    let mut server = server::start("order", &config.http, readiness, metrics, move |cfg| {
+        cfg.app_data(data.clone());
+        routes::configure(cfg);
+    })?;
     server.attach(tokio::spawn(reconcile(
         orders,
         config.reconcile_interval,

@@ -51,6 +51,25 @@ pub trait Cache: Send + Sync + 'static {
 
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;
+
+    /// The use of the cache's connection pool, for metrics; `None` for a cache without one
+    /// (the in-process cache).
+    fn pool(&self) -> Option<PoolUse> {
+        None
+    }
+}
+
+/// A snapshot of a connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Most connections the pool opens.
+    pub max: usize,
+    /// Connections open now, busy or idle.
+    pub open: usize,
+    /// Open connections waiting for work.
+    pub idle: usize,
+    /// Calls waiting for a connection.
+    pub waiting: usize,
 }
 
 pub fn validate_key(key: &str) -> Result<()> {
