@@ -289,6 +289,8 @@ fn the_chart_schema_refuses_wrong_values() {
         "services.catalog.resources.limits.memory=lots",
         "unknownSetting=1",
         "localstack.enabled=maybe",
+        "metrics.scrape=maybe",
+        "metrics.scraperPodLabels.app=7",
     ] {
         let outcome = helm_template(&["--set", wrong]);
         let error = outcome.expect_err(&format!("{wrong} was accepted"));
@@ -395,7 +397,15 @@ fn the_chart_and_the_kind_overlay_declare_the_same_workloads() {
     }
 }
 
-/// Which component may open a connection to which, and on what port, by the policies.
+/// Whether a policy peer is the metrics scraper: Prometheus's pods, in any namespace.
+fn is_scraper(peer: &Value) -> bool {
+    peer["namespaceSelector"] == Value::Mapping(Default::default())
+        && peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"].as_str()
+            == Some("prometheus")
+}
+
+/// Which component may open a connection to which, and on what port, by the policies (the
+/// metrics scraper aside: see `the_pods_are_scraped_and_only_the_scraper_comes_from_outside`).
 fn allowed_calls(objects: &[Value]) -> BTreeSet<(String, String, u64)> {
     let component = |selector: &Value| -> Option<String> {
         selector["matchLabels"]["app.kubernetes.io/component"]
@@ -443,7 +453,7 @@ fn allowed_calls(objects: &[Value]) -> BTreeSet<(String, String, u64)> {
                     }
                 }
                 Some(peers) => {
-                    for peer in peers {
+                    for peer in peers.iter().filter(|peer| !is_scraper(peer)) {
                         let source =
                             component(&peer["podSelector"]).unwrap_or_else(|| "emporium".into());
                         for port in &ports {
@@ -507,7 +517,7 @@ fn network_policies_allow_exactly_the_calls_the_design_makes() {
                 match rule["from"].as_sequence() {
                     None => assert_eq!(name_of(policy), "storefront", "open ingress"),
                     Some(peers) => {
-                        for peer in peers {
+                        for peer in peers.iter().filter(|peer| !is_scraper(peer)) {
                             assert_eq!(
                                 peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
                                     .as_str(),
@@ -534,6 +544,81 @@ fn network_policies_allow_exactly_the_calls_the_design_makes() {
         );
         assert!(deny["spec"]["ingress"].is_null() && deny["spec"]["egress"].is_null());
     }
+}
+
+#[test]
+fn the_pods_are_scraped_and_only_the_scraper_comes_from_outside() {
+    let ports = [
+        ("storefront", 8080),
+        ("catalog", 8081),
+        ("inventory", 8082),
+        ("cart", 8083),
+        ("order", 8084),
+    ];
+    for (source, rendered) in [
+        ("k8s/", kustomize("k8s/overlays/kind")),
+        ("helm/emporium", helm_template(&[]).expect("render")),
+    ] {
+        let objects = objects(&rendered);
+        for (name, port) in ports {
+            let deployment = find(&objects, "Deployment", name).expect("deployment");
+            let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+            let port = port.to_string();
+            for (key, value) in [
+                ("prometheus.io/scrape", "true"),
+                ("prometheus.io/port", port.as_str()),
+                ("prometheus.io/path", "/metrics"),
+            ] {
+                assert_eq!(
+                    annotations[key].as_str(),
+                    Some(value),
+                    "{source}: {name} {key}"
+                );
+            }
+            // The scraper reaches each service's own port and nothing else; the storefront's
+            // port is open to all anyway.
+            let policy = find(&objects, "NetworkPolicy", name).expect("policy");
+            let scraped: Vec<u64> = policy["spec"]["ingress"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter(|rule| {
+                    rule["from"]
+                        .as_sequence()
+                        .is_some_and(|peers| peers.iter().any(is_scraper))
+                })
+                .flat_map(|rule| {
+                    assert!(
+                        rule["from"].as_sequence().is_some_and(|p| p.len() == 1),
+                        "{source}: {name}: the scraper's rule admits only it"
+                    );
+                    rule["ports"]
+                        .as_sequence()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|p| p["port"].as_u64())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let expected: Vec<u64> = if name == "storefront" {
+                Vec::new()
+            } else {
+                vec![port.parse().expect("port")]
+            };
+            assert_eq!(scraped, expected, "{source}: {name}");
+        }
+    }
+    // Turned off, neither the annotations nor the opening remain.
+    let off = objects(&helm_template(&["--set", "metrics.scrape=false"]).expect("render"));
+    let catalog = find(&off, "Deployment", "catalog").expect("deployment");
+    assert!(
+        catalog["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"].is_null()
+    );
+    let policy = find(&off, "NetworkPolicy", "catalog").expect("policy");
+    assert_eq!(
+        policy["spec"]["ingress"].as_sequence().map(Vec::len),
+        Some(1)
+    );
 }
 
 #[test]
