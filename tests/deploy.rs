@@ -622,6 +622,38 @@ fn the_pods_are_scraped_and_only_the_scraper_comes_from_outside() {
 }
 
 #[test]
+fn the_chart_ships_the_grafana_dashboard_when_asked() {
+    let file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../helm/emporium/dashboards/emporium.json"
+        ))
+        .expect("dashboard"),
+    )
+    .expect("the dashboard is JSON");
+    assert!(
+        find(
+            &objects(&helm_template(&[]).expect("render")),
+            "ConfigMap",
+            "emporium-dashboard"
+        )
+        .is_none()
+    );
+    let text = helm_template(&["--set", "metrics.grafanaDashboard=true"]).expect("render");
+    validate("dashboard", &text);
+    let rendered = objects(&text);
+    let config = find(&rendered, "ConfigMap", "emporium-dashboard").expect("the dashboard");
+    assert_eq!(
+        config["metadata"]["labels"]["grafana_dashboard"].as_str(),
+        Some("1")
+    );
+    let shipped: serde_json::Value =
+        serde_json::from_str(config["data"]["emporium.json"].as_str().expect("data"))
+            .expect("JSON");
+    assert_eq!(shipped, file);
+}
+
+#[test]
 fn every_setting_the_manifests_give_is_one_the_binary_knows() {
     let help = emporium_tests::serve_help();
     let known = |variable: &str| help.contains(variable) || matches!(variable, "REDIS_URL");

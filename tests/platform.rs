@@ -386,3 +386,72 @@ async fn every_service_serves_its_metrics_and_a_checkout_moves_them(backend: Bac
         assert_eq!(pooled, backend == Backend::Aws, "{text}");
     }
 }
+
+/// Every series the Grafana dashboard queries is one the services serve: a renamed metric
+/// would otherwise leave a panel silently empty.
+#[tokio::test]
+async fn the_dashboard_queries_only_series_the_services_serve() {
+    let shop = TestPlatform::start(Backend::Embedded).await;
+    // A checkout, so the labelled families have samples.
+    let product = shop.product_with_sku("KIT-001").await;
+    let cart = shop.cart_with(&[(&product, 1)]).await;
+    let placed = shop
+        .place(&customer(), &key(), &order_body(&cart.id, CARD_OK))
+        .await;
+    assert_eq!(placed.status(), 201);
+    let mut served = std::collections::BTreeSet::new();
+    for service in Service::ALL {
+        // The first scrape is itself a request, so the second shows the HTTP families even of
+        // a service nothing else called.
+        scrape(&shop, *service).await;
+        for line in scrape(&shop, *service).await.lines() {
+            if let Some(name) = line
+                .strip_prefix("# TYPE ")
+                .and_then(|rest| rest.split(' ').next())
+            {
+                served.insert(name.to_owned());
+            }
+        }
+    }
+    // A series is its family's name plus the suffix of its type.
+    let serves = |series: &str| {
+        served.contains(series)
+            || ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .any(|suffix| {
+                    series
+                        .strip_suffix(suffix)
+                        .is_some_and(|f| served.contains(f))
+                })
+    };
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../helm/emporium/dashboards/emporium.json"
+    ))
+    .expect("dashboard");
+    let dashboard: Value = serde_json::from_str(&text).expect("JSON");
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    assert!(exprs.len() >= 8, "{exprs:?}");
+    let mut checked = 0;
+    for expr in &exprs {
+        for service in Service::ALL {
+            let expr = expr.replace("${service}", service.name());
+            let mut rest = expr.as_str();
+            while let Some(at) = rest.find("emporium_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(serves(&name), "{name} in {expr} is not served");
+                checked += 1;
+                rest = &rest[at + name.len()..];
+            }
+        }
+    }
+    assert!(checked >= exprs.len());
+}
