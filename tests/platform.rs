@@ -455,3 +455,187 @@ async fn the_dashboard_queries_only_series_the_services_serve() {
     }
     assert!(checked >= exprs.len());
 }
+
+/// One checkout through the storefront is one trace: the storefront's request span is the root,
+/// the order service's request is its child, and the calls the order service makes (the cart,
+/// the catalog's prices, the inventory's reservation and commit) hang below the order's span,
+/// through its saga step spans, all with the same trace id.
+#[tokio::test]
+async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
+    use emporium_platform::settings::LogFormat;
+    use opentelemetry::trace::SpanId;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+    use std::collections::HashMap;
+
+    let exporter = InMemorySpanExporter::default();
+    let _telemetry = emporium_platform::telemetry::init_with_exporter(
+        "emporium",
+        LogFormat::Pretty,
+        "warn,emporium_platform=info,emporium_order=info,emporium_ports=info",
+        exporter.clone(),
+    )
+    .expect("telemetry");
+    let shop = TestPlatform::start(Backend::Embedded).await;
+    let product = shop.product_with_sku("KIT-001").await;
+    let mut shopper = emporium_tests::Shopper::new(shop.url(Service::Storefront));
+    let added = shopper
+        .api(
+            reqwest::Method::POST,
+            "/cart/lines",
+            Some(&json!({"product_id": product.id, "quantity": 1})),
+            &[],
+        )
+        .await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    let checkout = json!({
+        "customer": {"name": "Ada Lovelace", "email": "ada@example.com",
+            "address": {"line1": "1 Analytical Row", "city": "London", "postal_code": "N1 9GU", "country": "GB"}},
+        "payment": {"number": CARD_OK, "expiry_month": 12, "expiry_year": 2035, "cvc": "123"}
+    });
+    let placed = shopper
+        .api(
+            reqwest::Method::POST,
+            "/checkout",
+            Some(&checkout),
+            &[("idempotency-key", &key())],
+        )
+        .await;
+    assert_eq!(placed.status, 201, "{}", placed.body);
+
+    // Spans are exported as they end; the storefront's ends just after its answer went out.
+    let mut spans: Vec<SpanData> = Vec::new();
+    for _ in 0..100 {
+        spans = exporter.get_finished_spans().expect("spans");
+        if spans.iter().any(|s| s.name == "POST /api/v1/checkout") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let root = spans
+        .iter()
+        .find(|s| s.name == "POST /api/v1/checkout")
+        .unwrap_or_else(|| panic!("no checkout span among {:?}", names(&spans)));
+    let trace = root.span_context.trace_id();
+    let in_trace: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.span_context.trace_id() == trace)
+        .collect();
+    let by_id: HashMap<SpanId, &SpanData> = in_trace
+        .iter()
+        .map(|s| (s.span_context.span_id(), *s))
+        .collect();
+    // Every span of the trace leads up to the storefront's span, whose own parent (if any) is
+    // outside Emporium.
+    let ancestors = |span: &SpanData| -> Vec<String> {
+        let mut chain = Vec::new();
+        let mut parent = span.parent_span_id;
+        while let Some(up) = by_id.get(&parent) {
+            chain.push(up.name.to_string());
+            parent = up.parent_span_id;
+        }
+        chain
+    };
+    let order = in_trace
+        .iter()
+        .find(|s| s.name == "POST /v1/orders")
+        .unwrap_or_else(|| panic!("no order span in the trace: {:?}", names(&spans)));
+    assert_eq!(
+        order.parent_span_id,
+        root.span_context.span_id(),
+        "the order's parent"
+    );
+    for called in [
+        "GET /v1/carts/{id}",
+        "GET /v1/products/{id}",
+        "POST /v1/reservations",
+        "POST /v1/reservations/{id}/commit",
+    ] {
+        let span = in_trace
+            .iter()
+            .find(|s| s.name == called)
+            .unwrap_or_else(|| panic!("no {called} in the trace: {:?}", names(&in_trace)));
+        let chain = ancestors(span);
+        assert_eq!(
+            chain.last().map(String::as_str),
+            Some("POST /api/v1/checkout"),
+            "{called}: {chain:?}"
+        );
+        assert!(
+            chain.iter().any(|name| name == "POST /v1/orders"),
+            "{called}: {chain:?}"
+        );
+    }
+    // The saga's steps are spans under the order's, with what they did.
+    let reserve = in_trace
+        .iter()
+        .find(|s| s.name == "saga Reserve")
+        .unwrap_or_else(|| panic!("no saga step span: {:?}", names(&in_trace)));
+    assert_eq!(reserve.parent_span_id, order.span_context.span_id());
+    let attribute = |span: &SpanData, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    };
+    assert_eq!(
+        attribute(reserve, "saga.result").as_deref(),
+        Some("Authorize")
+    );
+    let order_id = serde_json::from_str::<Value>(&placed.body).expect("order")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(attribute(reserve, "order.id"), Some(order_id));
+    let reservation = in_trace
+        .iter()
+        .find(|s| s.name == "POST /v1/reservations")
+        .expect("reservation");
+    assert_eq!(
+        reservation.parent_span_id,
+        reserve.span_context.span_id(),
+        "the reservation was made by the Reserve step"
+    );
+    // Storage and cache calls are spans too, with the table, the adapter and the outcome.
+    let order_writes: Vec<&&SpanData> = in_trace
+        .iter()
+        .filter(|s| {
+            s.name == "storage put"
+                && attribute(s, "db.collection.name").as_deref() == Some("orders")
+        })
+        .collect();
+    assert!(
+        order_writes.len() >= 2,
+        "the saga's writes: {:?}",
+        names(&in_trace)
+    );
+    for write in &order_writes {
+        assert_eq!(attribute(write, "emporium.outcome").as_deref(), Some("ok"));
+        assert_eq!(
+            attribute(write, "emporium.adapter").as_deref(),
+            Some("redb")
+        );
+        assert!(
+            ancestors(write)
+                .iter()
+                .any(|name| name == "POST /v1/orders")
+        );
+    }
+    assert!(
+        in_trace.iter().any(|s| s.name == "storage transact"
+            && ancestors(s)
+                .iter()
+                .any(|name| name == "POST /v1/reservations")),
+        "the reservation's transaction: {:?}",
+        names(&in_trace)
+    );
+    assert!(
+        in_trace.iter().any(|s| s.name == "cache get"
+            && attribute(s, "emporium.adapter").as_deref() == Some("memory")),
+        "a cache read: {:?}",
+        names(&in_trace)
+    );
+}
+
+fn names(spans: &[impl std::borrow::Borrow<opentelemetry_sdk::trace::SpanData>]) -> Vec<String> {
+    spans.iter().map(|s| s.borrow().name.to_string()).collect()
+}

@@ -23,6 +23,7 @@ use emporium_ports::cache::Cache;
 use emporium_ports::cache::memory::MemoryCache;
 use emporium_ports::storage::embedded::EmbeddedStorage;
 use emporium_ports::storage::{Storage, TableDef};
+use emporium_ports::traced::{TracedBlobs, TracedCache, TracedStorage};
 
 use crate::dynamodb::DynamoStorage;
 use crate::redis::{RedisCache, RedisOptions};
@@ -101,15 +102,16 @@ pub async fn storage(
             let path = directory(uri, rest)?.join(format!("{service}.redb"));
             let storage = EmbeddedStorage::open(&path, tables)
                 .with_context(|| format!("opening embedded storage {}", path.display()))?;
-            Ok(Arc::new(storage))
+            Ok(Arc::new(TracedStorage::new(Arc::new(storage), "redb")))
         }
         "dynamodb" => {
             let prefix = table_prefix(uri, rest)?;
-            Ok(Arc::new(DynamoStorage::new(
+            let storage = DynamoStorage::new(
                 crate::aws::dynamodb_at(endpoint(uri, query)?).await,
                 &prefix,
                 tables,
-            )))
+            );
+            Ok(Arc::new(TracedStorage::new(Arc::new(storage), "dynamodb")))
         }
         other => bail!(
             "unknown storage scheme {other:?} in {uri:?} (expected embedded:// or dynamodb://)"
@@ -157,7 +159,8 @@ pub async fn cache(uri: &str) -> anyhow::Result<Arc<dyn Cache>> {
                     _ => bail!("unknown option {name:?} in {uri:?}"),
                 }
             }
-            Ok(Arc::new(MemoryCache::new(capacity_mb * 1024 * 1024)))
+            let cache = MemoryCache::new(capacity_mb * 1024 * 1024);
+            Ok(Arc::new(TracedCache::new(Arc::new(cache), "memory")))
         }
         "redis" | "rediss" => {
             let mut options = RedisOptions::default();
@@ -185,10 +188,9 @@ pub async fn cache(uri: &str) -> anyhow::Result<Arc<dyn Cache>> {
             } else {
                 format!("{scheme}://{rest}?{}", passed.join("&"))
             };
-            Ok(Arc::new(
-                RedisCache::new(&url, options)
-                    .with_context(|| format!("configuring redis {uri:?}"))?,
-            ))
+            let cache = RedisCache::new(&url, options)
+                .with_context(|| format!("configuring redis {uri:?}"))?;
+            Ok(Arc::new(TracedCache::new(Arc::new(cache), "redis")))
         }
         other => {
             bail!("unknown cache scheme {other:?} in {uri:?} (expected memory:// or redis://)")
@@ -204,15 +206,16 @@ pub async fn blobs(uri: &str) -> anyhow::Result<Arc<dyn Blobs>> {
             let root = directory(uri, rest)?;
             let blobs = LocalBlobs::open(&root)
                 .with_context(|| format!("opening blob directory {}", root.display()))?;
-            Ok(Arc::new(blobs))
+            Ok(Arc::new(TracedBlobs::new(Arc::new(blobs), "file")))
         }
         "s3" => {
             let (bucket, prefix) = bucket(uri, rest)?;
-            Ok(Arc::new(S3Blobs::new(
+            let blobs = S3Blobs::new(
                 crate::aws::s3_at(endpoint(uri, query)?).await,
                 &bucket,
                 &prefix,
-            )))
+            );
+            Ok(Arc::new(TracedBlobs::new(Arc::new(blobs), "s3")))
         }
         other => bail!("unknown blob scheme {other:?} in {uri:?} (expected file:// or s3://)"),
     }

@@ -292,8 +292,12 @@ impl RootSpanBuilder for RequestSpan {
         };
         let route_name = route.as_deref().unwrap_or("unmatched");
         span.record("http.route", route_name);
-        if let Some(method) = method {
-            span.record("otel.name", format!("{method} {route_name}").as_str());
+        if let Some(method) = method
+            && !span.is_disabled()
+        {
+            // The OpenTelemetry span started when the caller's trace was adopted, so a
+            // recorded `otel.name` would no longer rename it; rename it directly.
+            telemetry::rename(&span, format!("{method} {route_name}"));
         }
         span.record("http.response.status_code", status.as_u16());
         if status.is_server_error() {

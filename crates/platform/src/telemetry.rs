@@ -13,7 +13,7 @@ use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter, TracerProviderBuilder};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -50,6 +50,34 @@ pub fn otlp_configured() -> bool {
 /// Installs the global subscriber and tracer provider. `service_name` is used unless
 /// `OTEL_SERVICE_NAME` names the service.
 pub fn init(service_name: &str, format: LogFormat, filter: &str) -> anyhow::Result<TelemetryGuard> {
+    let mut provider = SdkTracerProvider::builder();
+    if otlp_configured() {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()?;
+        provider = provider.with_batch_exporter(exporter);
+    }
+    install(service_name, format, filter, provider)
+}
+
+/// [`init`] exporting every span to `exporter` as it ends, whatever the environment says: for
+/// tests, with an in-memory exporter.
+pub fn init_with_exporter(
+    service_name: &str,
+    format: LogFormat,
+    filter: &str,
+    exporter: impl SpanExporter + 'static,
+) -> anyhow::Result<TelemetryGuard> {
+    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter);
+    install(service_name, format, filter, provider)
+}
+
+fn install(
+    service_name: &str,
+    format: LogFormat,
+    filter: &str,
+    provider: TracerProviderBuilder,
+) -> anyhow::Result<TelemetryGuard> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives)?,
         _ => EnvFilter::try_new(filter)?,
@@ -59,14 +87,7 @@ pub fn init(service_name: &str, format: LogFormat, filter: &str) -> anyhow::Resu
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(service_name.to_owned());
     }
-    let mut provider = SdkTracerProvider::builder().with_resource(resource.build());
-    if otlp_configured() {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .build()?;
-        provider = provider.with_batch_exporter(exporter);
-    }
-    let provider = provider.build();
+    let provider = provider.with_resource(resource.build()).build();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("emporium"));
@@ -104,6 +125,11 @@ pub fn adopt_remote_parent(
         let _ = span.set_parent(parent);
     }
     span.context().span().span_context().trace_id().to_string()
+}
+
+/// Renames `span`'s OpenTelemetry span (`GET /v1/products/{id}` once the route is known).
+pub fn rename(span: &tracing::Span, name: String) {
+    span.context().span().update_name(name);
 }
 
 /// The `traceparent` (and `tracestate`) headers for a call made inside the current span.

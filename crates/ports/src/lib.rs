@@ -8,3 +8,4 @@ pub mod blob;
 pub mod cache;
 pub mod health;
 pub mod storage;
+pub mod traced;

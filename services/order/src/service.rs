@@ -41,6 +41,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+use tracing::Instrument;
 
 use crate::domain::{self, Pricing, ValidCard, ValidOrder};
 use crate::error::OrderError;
@@ -428,24 +429,25 @@ impl Orders {
         let mut written = stored.step;
         loop {
             let from = stored.step;
-            let next = match from {
-                Step::Done => return Ok(stored),
-                Step::Reserve | Step::Authorize if card.is_none() => Some(abandon(&stored)),
-                Step::Reserve => {
-                    if let Some(delay) = self.faults.get().delay_before_reserve {
-                        tokio::time::sleep(delay).await;
-                    }
-                    Some(self.reserve(&stored).await)
-                }
-                Step::Authorize => Some(self.authorize(&stored, card)),
-                Step::Confirm => Some(moved(&stored, Step::Commit, |order| {
-                    order.status = OrderStatus::Confirmed;
-                })),
-                Step::Commit => self.commit(&stored).await,
-                Step::ClearCart => self.clear_cart(&stored).await,
-                Step::Release => self.release(&stored).await,
-                Step::Return => self.return_stock(&stored).await,
-            };
+            if from == Step::Done {
+                return Ok(stored);
+            }
+            // A span per step, so a checkout's trace shows where its time went and how each
+            // step ended.
+            let span = tracing::info_span!(
+                "saga step",
+                otel.name = %format!("saga {from:?}"),
+                order.id = %stored.id(),
+                saga.step = ?from,
+                saga.result = tracing::field::Empty,
+            );
+            let next = self.step(&stored, card).instrument(span.clone()).await;
+            if !span.is_disabled() {
+                let result = next
+                    .as_ref()
+                    .map_or_else(|| "deferred".to_owned(), |n| format!("{:?}", n.step));
+                span.record("saga.result", result.as_str());
+            }
             let Some(mut next) = next else {
                 // A dependency did not answer; the order stays at its written step for the
                 // reconciler.
@@ -512,6 +514,29 @@ impl Orders {
             if fault == Some(FaultAction::Crash) {
                 return Err(OrderError::Interrupted(stored.id().to_owned()));
             }
+        }
+    }
+
+    /// Runs the step `stored` is at; `None` when a dependency did not answer.
+    async fn step(&self, stored: &StoredOrder, card: Option<&ValidCard>) -> Option<StoredOrder> {
+        match stored.step {
+            // The saga stops before a done order; nothing to run.
+            Step::Done => None,
+            Step::Reserve | Step::Authorize if card.is_none() => Some(abandon(stored)),
+            Step::Reserve => {
+                if let Some(delay) = self.faults.get().delay_before_reserve {
+                    tokio::time::sleep(delay).await;
+                }
+                Some(self.reserve(stored).await)
+            }
+            Step::Authorize => Some(self.authorize(stored, card)),
+            Step::Confirm => Some(moved(stored, Step::Commit, |order| {
+                order.status = OrderStatus::Confirmed;
+            })),
+            Step::Commit => self.commit(stored).await,
+            Step::ClearCart => self.clear_cart(stored).await,
+            Step::Release => self.release(stored).await,
+            Step::Return => self.return_stock(stored).await,
         }
     }
 
