@@ -468,11 +468,16 @@ async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
     use std::collections::HashMap;
 
     let exporter = InMemorySpanExporter::default();
+    let logs = LogLines::default();
     let _telemetry = emporium_platform::telemetry::init_with_exporter(
         "emporium",
-        LogFormat::Pretty,
+        LogFormat::Json,
         "warn,emporium_platform=info,emporium_order=info,emporium_ports=info",
         exporter.clone(),
+        {
+            let logs = logs.clone();
+            move || logs.clone()
+        },
     )
     .expect("telemetry");
     let shop = TestPlatform::start(Backend::Embedded).await;
@@ -634,6 +639,45 @@ async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
         "a cache read: {:?}",
         names(&in_trace)
     );
+
+    // The log has one JSON line per request, with the trace id and the request id: the order
+    // service's line for this checkout carries the same trace id as the storefront's.
+    let text = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("UTF-8");
+    let completed: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("every log line is JSON"))
+        .filter(|line| line["message"] == "request completed")
+        .collect();
+    let trace_id = trace.to_string();
+    for route in ["/api/v1/checkout", "/v1/orders", "/v1/reservations"] {
+        let line = completed
+            .iter()
+            .find(|line| line["span"]["http.route"] == route)
+            .unwrap_or_else(|| panic!("no request line for {route} in:\n{text}"));
+        assert_eq!(line["span"]["trace_id"], trace_id.as_str(), "{line}");
+        assert!(
+            line["span"]["request_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty()),
+            "{line}"
+        );
+        assert!(line["status"].as_u64().is_some(), "{line}");
+    }
+}
+
+/// The log, written to memory.
+#[derive(Clone, Default)]
+struct LogLines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogLines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn names(spans: &[impl std::borrow::Borrow<opentelemetry_sdk::trace::SpanData>]) -> Vec<String> {

@@ -16,6 +16,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter, TracerProviderBuilder};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -57,19 +59,32 @@ pub fn init(service_name: &str, format: LogFormat, filter: &str) -> anyhow::Resu
             .build()?;
         provider = provider.with_batch_exporter(exporter);
     }
-    install(service_name, format, filter, provider)
+    install(
+        service_name,
+        format,
+        filter,
+        provider,
+        BoxMakeWriter::new(std::io::stderr),
+    )
 }
 
-/// [`init`] exporting every span to `exporter` as it ends, whatever the environment says: for
-/// tests, with an in-memory exporter.
+/// [`init`] exporting every span to `exporter` as it ends, whatever the environment says, and
+/// writing the log to `logs`: for tests, with an in-memory exporter and a buffer.
 pub fn init_with_exporter(
     service_name: &str,
     format: LogFormat,
     filter: &str,
     exporter: impl SpanExporter + 'static,
+    logs: impl for<'w> MakeWriter<'w> + Send + Sync + 'static,
 ) -> anyhow::Result<TelemetryGuard> {
     let provider = SdkTracerProvider::builder().with_simple_exporter(exporter);
-    install(service_name, format, filter, provider)
+    install(
+        service_name,
+        format,
+        filter,
+        provider,
+        BoxMakeWriter::new(logs),
+    )
 }
 
 fn install(
@@ -77,6 +92,7 @@ fn install(
     format: LogFormat,
     filter: &str,
     provider: TracerProviderBuilder,
+    logs: BoxMakeWriter,
 ) -> anyhow::Result<TelemetryGuard> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives)?,
@@ -95,7 +111,7 @@ fn install(
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     match format {
         LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(tracing_subscriber::fmt::layer().with_writer(logs))
             .try_init()?,
         LogFormat::Json => registry
             .with(
@@ -104,7 +120,7 @@ fn install(
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_writer(std::io::stderr),
+                    .with_writer(logs),
             )
             .try_init()?,
     }
