@@ -1,5 +1,6 @@
 //! The platform every Emporium service is built on, so that each service holds only its own
-//! domain: layered settings with documented `--help`, logging and OpenTelemetry set-up, RFC 9457
+//! domain: layered settings with documented `--help`, logging and OpenTelemetry set-up,
+//! Prometheus metrics (RED per route, and a registry for each service's own series), RFC 9457
 //! problem errors with stable codes, request ids, the HTTP server stack (body limits, health and
 //! readiness endpoints, graceful shutdown), admin authentication, unguessable ids, and the
 //! outbound HTTP client with timeouts and trace propagation.
