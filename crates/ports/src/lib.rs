@@ -2,8 +2,8 @@
 //! cache (Redis-style cache-aside) and blobs (S3's object model), with the adapters that
 //! implement them, URI-based selection between adapters, and one conformance suite per port
 //! (feature `testsuite`) that every adapter must pass, so services behave the same on a laptop
-//! as on AWS. Every adapter chosen by URI is wrapped in a tracing decorator (`traced`), so each
-//! call to state is a span with its outcome.
+//! as on AWS. The decorators in `traced` make each call to state a span with its outcome;
+//! `emporium-adapters` puts them around every adapter it opens.
 
 pub mod blob;
 pub mod cache;
