@@ -169,17 +169,6 @@ async fn readiness(shop: &TestPlatform, service: Service) -> Value {
         .await
 }
 
-async fn scrape(shop: &TestPlatform, service: Service) -> String {
-    shop.http
-        .get(format!("{}/metrics", shop.url(service)))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text")
-}
-
 fn cache_check(report: &Value) -> &Value {
     report["checks"]
         .as_array()
@@ -225,7 +214,7 @@ async fn killing_redis_mid_run_costs_no_request_and_caching_comes_back() {
         let report = readiness(&shop, service).await;
         assert_eq!(report["status"], "degraded", "{service:?}: {report}");
         assert_eq!(cache_check(&report)["up"], false);
-        let metrics = scrape(&shop, service).await;
+        let metrics = shop.metrics(service).await;
         let name = service.name();
         assert!(
             metrics.contains(&format!("emporium_{name}_cache_degraded 1")),
@@ -252,7 +241,7 @@ async fn killing_redis_mid_run_costs_no_request_and_caching_comes_back() {
         shopper.await.expect("shopper");
     }
     for service in [Service::Catalog, Service::Cart] {
-        let metrics = scrape(&shop, service).await;
+        let metrics = shop.metrics(service).await;
         let name = service.name();
         assert!(
             metrics.contains(&format!("emporium_{name}_cache_degraded 0")),

@@ -268,27 +268,25 @@ fn sample(metrics: &str, series: &str) -> f64 {
         .map_or(0.0, |value| value.parse().expect("a number"))
 }
 
-async fn scrape(shop: &TestPlatform, service: Service) -> String {
-    let response = reqwest::get(format!("{}/metrics", shop.url(service)))
-        .await
-        .expect("scrape");
-    assert_eq!(response.status(), 200, "{}", service.name());
-    response.text().await.expect("text")
-}
-
-async fn every_service_serves_its_metrics_and_a_checkout_moves_them(backend: Backend) {
-    let shop = TestPlatform::start(backend).await;
-    let mut before = Vec::new();
-    for service in Service::ALL {
-        before.push(scrape(&shop, *service).await);
-    }
-
+/// One confirmed checkout of one unit of KIT-001, made on the services' own APIs; the product.
+async fn buy_one(shop: &TestPlatform) -> emporium_api::catalog::Product {
     let product = shop.product_with_sku("KIT-001").await;
     let cart = shop.cart_with(&[(&product, 1)]).await;
     let placed = shop
         .place(&customer(), &key(), &order_body(&cart.id, CARD_OK))
         .await;
     assert_eq!(placed.status(), 201);
+    product
+}
+
+async fn every_service_serves_its_metrics_and_a_checkout_moves_them(backend: Backend) {
+    let shop = TestPlatform::start(backend).await;
+    let mut before = std::collections::HashMap::new();
+    for service in Service::ALL {
+        before.insert(service.name(), shop.metrics(*service).await);
+    }
+
+    let product = buy_one(&shop).await;
     let declined_cart = shop.cart_with(&[(&product, 1)]).await;
     let declined = shop
         .place(
@@ -322,17 +320,13 @@ async fn every_service_serves_its_metrics_and_a_checkout_moves_them(backend: Bac
         (Service::Storefront, "GET", "/p/{id}", 200),
     ];
     for (service, method, route, status) in moved {
-        let index = Service::ALL
-            .iter()
-            .position(|s| *s == service)
-            .expect("known");
-        let after = scrape(&shop, service).await;
+        let after = shop.metrics(service).await;
         let name = service.name();
         let series = format!(
             "emporium_{name}_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}"
         );
         assert!(
-            sample(&after, &series) > sample(&before[index], &series),
+            sample(&after, &series) > sample(&before[service.name()], &series),
             "{series} did not move:\n{after}"
         );
         let timed = format!(
@@ -361,20 +355,16 @@ async fn every_service_serves_its_metrics_and_a_checkout_moves_them(backend: Bac
         (Service::Catalog, "emporium_catalog_cache_misses_total"),
     ];
     for (service, series) in moved {
-        let index = Service::ALL
-            .iter()
-            .position(|s| *s == service)
-            .expect("known");
-        let after = scrape(&shop, service).await;
+        let after = shop.metrics(service).await;
         assert!(
-            sample(&after, series) > sample(&before[index], series),
+            sample(&after, series) > sample(&before[service.name()], series),
             "{series} did not move:\n{after}"
         );
     }
-    let inventory = scrape(&shop, Service::Inventory).await;
+    let inventory = shop.metrics(Service::Inventory).await;
     assert!(inventory.contains("emporium_inventory_reservation_conflicts_total 0"));
     for service in [Service::Cart, Service::Catalog] {
-        let text = scrape(&shop, service).await;
+        let text = shop.metrics(service).await;
         let name = service.name();
         assert!(
             text.contains(&format!("emporium_{name}_cache_degraded 0")),
@@ -393,18 +383,13 @@ async fn every_service_serves_its_metrics_and_a_checkout_moves_them(backend: Bac
 async fn the_dashboard_queries_only_series_the_services_serve() {
     let shop = TestPlatform::start(Backend::Embedded).await;
     // A checkout, so the labelled families have samples.
-    let product = shop.product_with_sku("KIT-001").await;
-    let cart = shop.cart_with(&[(&product, 1)]).await;
-    let placed = shop
-        .place(&customer(), &key(), &order_body(&cart.id, CARD_OK))
-        .await;
-    assert_eq!(placed.status(), 201);
+    buy_one(&shop).await;
     let mut served = std::collections::BTreeSet::new();
     for service in Service::ALL {
         // The first scrape is itself a request, so the second shows the HTTP families even of
         // a service nothing else called.
-        scrape(&shop, *service).await;
-        for line in scrape(&shop, *service).await.lines() {
+        shop.metrics(*service).await;
+        for line in shop.metrics(*service).await.lines() {
             if let Some(name) = line
                 .strip_prefix("# TYPE ")
                 .and_then(|rest| rest.split(' ').next())

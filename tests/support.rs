@@ -214,6 +214,14 @@ impl TestPlatform {
         response.json().await.expect("json")
     }
 
+    /// The service's `/metrics` text.
+    pub async fn metrics(&self, service: Service) -> String {
+        let url = format!("{}/metrics", self.url(service));
+        let response = self.http.get(&url).send().await.expect("scrape");
+        assert_eq!(response.status(), 200, "GET {url}");
+        response.text().await.expect("text")
+    }
+
     // === Catalog and stock ===
 
     /// Every product of the catalog.

@@ -114,11 +114,7 @@ impl Metrics {
         help: &str,
         read: impl Fn() -> u64 + Send + Sync + 'static,
     ) {
-        self.registry().register_collector(Box::new(Observed {
-            name: name.to_owned(),
-            help: help.to_owned(),
-            read: Reader::Counter(Box::new(read)),
-        }));
+        self.add_observed(name, help, Reader::Counter(Box::new(read)));
     }
 
     /// A gauge read when scraped.
@@ -128,10 +124,14 @@ impl Metrics {
         help: &str,
         read: impl Fn() -> i64 + Send + Sync + 'static,
     ) {
+        self.add_observed(name, help, Reader::Gauge(Box::new(read)));
+    }
+
+    fn add_observed(&self, name: &str, help: &str, read: Reader) {
         self.registry().register_collector(Box::new(Observed {
             name: name.to_owned(),
             help: help.to_owned(),
-            read: Reader::Gauge(Box::new(read)),
+            read,
         }));
     }
 

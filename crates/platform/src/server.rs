@@ -290,7 +290,7 @@ impl RootSpanBuilder for RequestSpan {
             }
             Err(error) => (error.as_response_error().status_code(), None, None, None),
         };
-        let route_name = route.as_deref().unwrap_or("unmatched");
+        let route_name = route.as_deref().unwrap_or(metrics::UNMATCHED);
         span.record("http.route", route_name);
         if let Some(method) = method
             && !span.is_disabled()

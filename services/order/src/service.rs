@@ -13,9 +13,9 @@
 //!    └─────────────────────────────────────► Done                (FAILED, nothing held)
 //! ```
 //!
-//! Each step's outcome is written before the next call to another service (see `repository`), so a crash
-//! leaves the order at a known step, and the reconciler, which takes over orders that have not
-//! moved for a while, picks up from there: before payment it cancels and releases the stock (the
+//! Each step's outcome is written before the next call to another service (see `repository`),
+//! so a crash leaves the order at a known step, and the reconciler, which takes over orders that
+//! have not moved for a while, picks up from there: before payment it cancels and releases the stock (the
 //! card was never stored, so it cannot pay); after payment it commits and clears the cart. Two
 //! steps are carried in memory instead of written, because their writes were a quarter of a
 //! checkout's cost (docs/BENCHMARKS.md) and redoing what follows them is safe: Authorize (a crash
