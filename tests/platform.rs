@@ -449,16 +449,18 @@ async fn the_dashboard_queries_only_series_the_services_serve() {
 async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
     use emporium_platform::settings::LogFormat;
     use opentelemetry::trace::SpanId;
-    use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+    use opentelemetry_sdk::trace::SpanData;
     use std::collections::HashMap;
 
-    let exporter = InMemorySpanExporter::default();
+    let exporter = ServiceSpans::default();
     let logs = LogLines::default();
+    let services: Vec<&'static str> = Service::ALL.iter().map(|s| s.name()).collect();
     let _telemetry = emporium_platform::telemetry::init_with_exporter(
         "emporium",
+        &services,
         LogFormat::Json,
         "warn,emporium_platform=info,emporium_order=info,emporium_ports=info",
-        exporter.clone(),
+        || exporter.clone(),
         {
             let logs = logs.clone();
             move || logs.clone()
@@ -495,7 +497,7 @@ async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
     // Spans are exported as they end; the storefront's ends just after its answer went out.
     let mut spans: Vec<SpanData> = Vec::new();
     for _ in 0..100 {
-        spans = exporter.get_finished_spans().expect("spans");
+        spans = exporter.spans();
         if spans.iter().any(|s| s.name == "POST /api/v1/checkout") {
             break;
         }
@@ -625,8 +627,63 @@ async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
         names(&in_trace)
     );
 
-    // The log has one JSON line per request, with the trace id and the request id: the order
-    // service's line for this checkout carries the same trace id as the storefront's.
+    // All five services share this process, yet each span is exported as its own service's,
+    // as it would be from separate pods: a request's span is the serving service's, and every
+    // other span is its parent's service's.
+    let service_of = exporter.services();
+    let service = |span: &SpanData| {
+        service_of
+            .get(&span.span_context.span_id())
+            .cloned()
+            .unwrap_or_else(|| panic!("{} was not exported", span.name))
+    };
+    for (request, serving) in [
+        ("POST /api/v1/checkout", "storefront"),
+        ("POST /v1/orders", "order"),
+        ("GET /v1/carts/{id}", "cart"),
+        ("GET /v1/products/{id}", "catalog"),
+        ("POST /v1/reservations", "inventory"),
+        ("POST /v1/reservations/{id}/commit", "inventory"),
+    ] {
+        for span in in_trace.iter().filter(|s| s.name == request) {
+            assert_eq!(service(span), serving, "{request}");
+        }
+    }
+    assert_eq!(service(reserve), "order");
+    for span in &in_trace {
+        assert!(
+            attribute(span, "emporium.service").is_none(),
+            "{} exports the routing attribute",
+            span.name
+        );
+        if span.span_kind == opentelemetry::trace::SpanKind::Server {
+            continue;
+        }
+        if let Some(parent) = by_id.get(&span.parent_span_id) {
+            assert_eq!(
+                service(span),
+                service(parent),
+                "{} under {}",
+                span.name,
+                parent.name
+            );
+        }
+    }
+    let storage_services: std::collections::BTreeSet<String> = in_trace
+        .iter()
+        .filter(|s| s.name.starts_with("storage "))
+        .map(|s| service(s))
+        .collect();
+    assert!(
+        ["order", "inventory"]
+            .iter()
+            .all(|s| storage_services.contains(*s)),
+        "storage calls by {storage_services:?}"
+    );
+
+    // The log has one JSON line per request, with the serving service, the trace id and the
+    // request id: the order service's line for this checkout carries the same trace id as the
+    // storefront's.
     let text = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("UTF-8");
     let completed: Vec<Value> = text
         .lines()
@@ -634,12 +691,17 @@ async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
         .filter(|line| line["message"] == "request completed")
         .collect();
     let trace_id = trace.to_string();
-    for route in ["/api/v1/checkout", "/v1/orders", "/v1/reservations"] {
+    for (route, serving) in [
+        ("/api/v1/checkout", "storefront"),
+        ("/v1/orders", "order"),
+        ("/v1/reservations", "inventory"),
+    ] {
         let line = completed
             .iter()
             .find(|line| line["span"]["http.route"] == route)
             .unwrap_or_else(|| panic!("no request line for {route} in:\n{text}"));
         assert_eq!(line["span"]["trace_id"], trace_id.as_str(), "{line}");
+        assert_eq!(line["span"]["service"], serving, "{line}");
         assert!(
             line["span"]["request_id"]
                 .as_str()
@@ -662,6 +724,47 @@ impl std::io::Write for LogLines {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Spans as exported, each with the `service.name` of the resource it was exported under: the
+/// telemetry makes one exporter per service and tells each its resource.
+#[derive(Clone, Debug, Default)]
+struct ServiceSpans {
+    service: String,
+    exported: std::sync::Arc<std::sync::Mutex<Vec<(String, opentelemetry_sdk::trace::SpanData)>>>,
+}
+
+impl ServiceSpans {
+    fn spans(&self) -> Vec<opentelemetry_sdk::trace::SpanData> {
+        let exported = self.exported.lock().expect("lock");
+        exported.iter().map(|(_, span)| span.clone()).collect()
+    }
+
+    fn services(&self) -> std::collections::HashMap<opentelemetry::trace::SpanId, String> {
+        let exported = self.exported.lock().expect("lock");
+        exported
+            .iter()
+            .map(|(service, span)| (span.span_context.span_id(), service.clone()))
+            .collect()
+    }
+}
+
+impl opentelemetry_sdk::trace::SpanExporter for ServiceSpans {
+    fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
+        let mut exported = self.exported.lock().expect("lock");
+        exported.extend(batch.into_iter().map(|span| (self.service.clone(), span)));
+        std::future::ready(Ok(()))
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.service = resource
+            .get(&opentelemetry::Key::new("service.name"))
+            .map(|name| name.to_string())
+            .unwrap_or_default();
     }
 }
 

@@ -176,8 +176,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             false,
         ),
     };
+    let services: Vec<&'static str> = plan.services.iter().map(|s| s.name()).collect();
     let _telemetry = emporium_platform::telemetry::init(
         name,
+        &services,
         settings.common.log_format,
         &settings.common.log_filter,
     )?;
@@ -203,6 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn setup_logs(settings: &Settings) -> anyhow::Result<emporium_platform::telemetry::TelemetryGuard> {
     emporium_platform::telemetry::init(
         "emporium-setup",
+        &[],
         settings.common.log_format,
         &settings.common.log_filter,
     )

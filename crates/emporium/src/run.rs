@@ -328,13 +328,17 @@ impl<'a> Starter<'a> {
     }
 
     async fn start(&mut self, service: Service) -> anyhow::Result<()> {
-        match service {
-            Service::Catalog => self.catalog().await,
-            Service::Inventory => self.inventory().await,
-            Service::Cart => self.cart().await,
-            Service::Order => self.order().await,
-            Service::Storefront => self.storefront().await,
-        }
+        // The start-up's spans (opening the store, creating tables) are the service's own.
+        emporium_platform::telemetry::in_service(service.name(), async {
+            match service {
+                Service::Catalog => self.catalog().await,
+                Service::Inventory => self.inventory().await,
+                Service::Cart => self.cart().await,
+                Service::Order => self.order().await,
+                Service::Storefront => self.storefront().await,
+            }
+        })
+        .await
     }
 
     async fn catalog(&mut self) -> anyhow::Result<()> {

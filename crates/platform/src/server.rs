@@ -75,9 +75,11 @@ impl RunningServer {
         self.handle.clone()
     }
 
-    /// Ties a background task to this server: it is stopped when the server stops.
-    pub fn attach(&mut self, task: JoinHandle<()>) {
-        self.background.push(task);
+    /// Runs `work` beside this server as the service's own (its spans carry the service's
+    /// name), and stops it when the server stops.
+    pub fn spawn(&mut self, work: impl Future<Output = ()> + Send + 'static) {
+        self.background
+            .push(tokio::spawn(telemetry::in_service(self.name, work)));
     }
 
     /// Stops accepting connections; with `graceful`, in-flight requests get up to the shutdown
@@ -134,6 +136,7 @@ where
         .max(1);
     let server = HttpServer::new(move || {
         App::new()
+            .app_data(ServiceName(name))
             .app_data(readiness.clone())
             .app_data(metrics.clone())
             .app_data(json_config(limit))
@@ -238,6 +241,10 @@ async fn problem_fallback(
 #[derive(Debug, Clone, Copy)]
 pub struct KeepBody;
 
+/// The service that serves the request, for its spans and log lines.
+#[derive(Clone, Copy)]
+struct ServiceName(&'static str);
+
 /// When a request started, for the latency in the request log line.
 #[derive(Clone, Copy)]
 struct Started(Instant);
@@ -254,6 +261,7 @@ impl RootSpanBuilder for RequestSpan {
             .get::<RequestId>()
             .map(|id| id.0.clone())
             .unwrap_or_default();
+        let service = request.app_data::<ServiceName>().map_or("", |s| s.0);
         let method = request.method().as_str().to_owned();
         // The route is recorded when the request ends, once routing has matched it: asking for
         // it here would match the path against every route a second time, which showed as a
@@ -263,6 +271,7 @@ impl RootSpanBuilder for RequestSpan {
             otel.name = %method,
             otel.kind = "server",
             otel.status_code = Empty,
+            service,
             http.request.method = %method,
             http.route = Empty,
             url.path = %request.path(),
@@ -270,7 +279,7 @@ impl RootSpanBuilder for RequestSpan {
             request_id = %request_id,
             trace_id = Empty,
         );
-        let trace_id = telemetry::adopt_remote_parent(&span, request.headers());
+        let trace_id = telemetry::adopt_remote_parent(&span, service, request.headers());
         span.record("trace_id", trace_id);
         span
     }

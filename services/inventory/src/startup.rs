@@ -51,7 +51,7 @@ pub fn start(
         cfg.app_data(data.clone()).app_data(admin_key.clone());
         routes::configure(cfg);
     })?;
-    server.attach(tokio::spawn(sweep(inventory, config.sweep_interval)));
+    server.spawn(sweep(inventory, config.sweep_interval));
     Ok(server)
 }
 

@@ -71,11 +71,11 @@ pub fn start(
         cfg.app_data(data.clone());
         routes::configure(cfg);
     })?;
-    server.attach(tokio::spawn(reconcile(
+    server.spawn(reconcile(
         orders,
         config.reconcile_interval,
         config.reconcile_grace,
-    )));
+    ));
     Ok(server)
 }
 

@@ -122,7 +122,7 @@ pub async fn start(
         },
     )?;
     if let Some(assets) = pending {
-        server.attach(tokio::spawn(async move {
+        server.spawn(async move {
             let mut delay = PUBLISH_RETRY_MIN;
             while let Err(error) = assets.publish().await {
                 tracing::warn!(error = %format!("{error:#}"), "cannot publish static files yet; retrying");
@@ -130,7 +130,7 @@ pub async fn start(
                 delay = (delay * 2).min(PUBLISH_RETRY_MAX);
             }
             tracing::info!("static files published");
-        }));
+        });
     }
     Ok(server)
 }
