@@ -5,7 +5,10 @@
 # Safe to run again: it reuses the cluster, rebuilds and reloads the image, restarts the services
 # on it and runs the setup job again (which creates nothing twice).
 #
-# Usage: scripts/kind-up.sh [--helm]
+# With --observability, also runs an OpenTelemetry Collector and Jaeger (traces), and Prometheus
+# and Grafana with Emporium's dashboard (metrics).
+#
+# Usage: scripts/kind-up.sh [--helm] [--observability]
 # Needs: docker (with a running engine), kind >= 0.24 (NetworkPolicies), kubectl; helm for --helm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,12 +18,14 @@ NAMESPACE=emporium
 IMAGE=emporium:dev
 SERVICES=(storefront catalog inventory cart order)
 USE_HELM=false
+OBSERVABILITY=false
 
 for argument in "$@"; do
   case "$argument" in
     --helm) USE_HELM=true ;;
+    --observability) OBSERVABILITY=true ;;
     -h | --help)
-      sed -n '2,10p' "$0"
+      sed -n '2,13p' "$0"
       exit 0
       ;;
     *)
@@ -70,10 +75,17 @@ kubectl -n "$NAMESPACE" delete job --selector app.kubernetes.io/component=setup 
 
 if [ "$USE_HELM" = true ]; then
   step "installing the Helm chart"
-  helm upgrade --install emporium helm/emporium --namespace "$NAMESPACE" --create-namespace
+  # Always set (never an empty array, which bash 3.2 on macOS refuses under set -u).
+  chart_values=(--set "tracing.enabled=$OBSERVABILITY" --set "monitoring.enabled=$OBSERVABILITY")
+  helm upgrade --install emporium helm/emporium --namespace "$NAMESPACE" --create-namespace \
+    "${chart_values[@]}"
 else
-  step "applying k8s/overlays/kind"
-  kubectl apply -k k8s/overlays/kind
+  overlay=k8s/overlays/kind
+  if [ "$OBSERVABILITY" = true ]; then
+    overlay=k8s/overlays/kind-observability
+  fi
+  step "applying $overlay"
+  kubectl apply -k "$overlay"
 fi
 
 # The image tag stays `dev` across builds, so pods only pick up a new build when restarted.
@@ -92,6 +104,13 @@ for service in "${SERVICES[@]}"; do
   kubectl -n "$NAMESPACE" rollout status "deployment/$service" --timeout=5m
 done
 
+if [ "$OBSERVABILITY" = true ]; then
+  step "waiting for the collector, Jaeger, Prometheus and Grafana"
+  for deployment in otel-collector jaeger prometheus grafana; do
+    kubectl -n "$NAMESPACE" rollout status "deployment/$deployment" --timeout=5m
+  done
+fi
+
 cat <<DONE
 
 Emporium is up on kind. Open the shop:
@@ -102,3 +121,11 @@ Public API: http://localhost:8080/api/v1/openapi.json
 Pods:       kubectl -n $NAMESPACE get pods
 Load test:  see the README; tear down with scripts/kind-down.sh
 DONE
+
+if [ "$OBSERVABILITY" = true ]; then
+  cat <<DONE
+Traces:     kubectl -n $NAMESPACE port-forward service/jaeger 16686   then http://localhost:16686
+Dashboard:  kubectl -n $NAMESPACE port-forward service/grafana 3000   then http://localhost:3000
+Metrics:    kubectl -n $NAMESPACE port-forward service/prometheus 9090 then http://localhost:9090
+DONE
+fi

@@ -291,6 +291,15 @@ fn the_chart_schema_refuses_wrong_values() {
         "localstack.enabled=maybe",
         "metrics.scrape=maybe",
         "metrics.scraperPodLabels.app=7",
+        "tracing.enabled=sometimes",
+        "tracing.sampleRatio=2",
+        "tracing.jaeger.maxTraces=0",
+        "tracing.export.endpoint=https://otlp.example.com/v1/traces",
+        "tracing.collector.memoryLimitMiB=1",
+        "metrics.serviceMonitor.interval=often",
+        "monitoring.enabled=yes",
+        "monitoring.prometheus.retention=forever",
+        "monitoring.grafana.adminPassword=short",
     ] {
         let outcome = helm_template(&["--set", wrong]);
         let error = outcome.expect_err(&format!("{wrong} was accepted"));
@@ -505,9 +514,37 @@ fn network_policies_allow_exactly_the_calls_the_design_makes() {
     let mut with_test = design.clone();
     with_test.insert(("helm-test".into(), "storefront".into(), 8080));
     assert_eq!(allowed_calls(&chart), with_test, "helm/emporium");
+    // With traces in the cluster, every service and the setup job also send spans to the
+    // collector, which sends them to Jaeger.
+    let mut traced = design.clone();
+    for sender in [
+        "storefront",
+        "catalog",
+        "inventory",
+        "cart",
+        "order",
+        "setup",
+    ] {
+        traced.insert((sender.into(), "otel-collector".into(), 4318));
+    }
+    traced.insert(("otel-collector".into(), "jaeger".into(), 4317));
+    traced.insert(("grafana".into(), "prometheus".into(), 9090));
+    let [(_, traced_manifests), (_, traced_chart)] = with_observability();
+    let (traced_manifests, traced_chart) = (objects(&traced_manifests), objects(&traced_chart));
+    assert_eq!(
+        allowed_calls(&traced_manifests),
+        traced,
+        "k8s/ with tracing"
+    );
+    traced.insert(("helm-test".into(), "storefront".into(), 8080));
+    assert_eq!(
+        allowed_calls(&traced_chart),
+        traced,
+        "helm/emporium with tracing"
+    );
     // Everything else is denied: a default-deny policy selects every pod, both ways; only the
     // storefront takes connections from anywhere, and every other peer is one of ours.
-    for objects in [&manifests, &chart] {
+    for objects in [&manifests, &chart, &traced_manifests, &traced_chart] {
         for policy in objects.iter().filter(|o| kind_of(o) == "NetworkPolicy") {
             for rule in policy["spec"]["ingress"]
                 .as_sequence()
@@ -518,10 +555,12 @@ fn network_policies_allow_exactly_the_calls_the_design_makes() {
                     None => assert_eq!(name_of(policy), "storefront", "open ingress"),
                     Some(peers) => {
                         for peer in peers.iter().filter(|peer| !is_scraper(peer)) {
-                            assert_eq!(
-                                peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
-                                    .as_str(),
-                                Some("emporium"),
+                            // Emporium's pods, or the release's own Prometheus and Grafana.
+                            let name = peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+                                .as_str()
+                                .unwrap_or_default();
+                            assert!(
+                                ["emporium", "prometheus", "grafana"].contains(&name),
                                 "{}: a peer outside Emporium",
                                 name_of(policy)
                             );
@@ -651,6 +690,481 @@ fn the_chart_ships_the_grafana_dashboard_when_asked() {
         serde_json::from_str(config["data"]["emporium.json"].as_str().expect("data"))
             .expect("JSON");
     assert_eq!(shipped, file);
+}
+
+/// The renderings with traces and metrics in the cluster: the kind overlay with the tracing and
+/// monitoring components, and the chart with `tracing.enabled` and `monitoring.enabled`.
+fn with_observability() -> [(&'static str, String); 2] {
+    [
+        ("k8s/", kustomize("k8s/overlays/kind-observability")),
+        (
+            "helm/emporium",
+            helm_template(&[
+                "--set",
+                "tracing.enabled=true",
+                "--set",
+                "monitoring.enabled=true",
+            ])
+            .expect("render"),
+        ),
+    ]
+}
+
+/// A ConfigMap's file, parsed.
+fn config_file(objects: &[Value], name: &str, file: &str) -> Value {
+    let map = find(objects, "ConfigMap", name).unwrap_or_else(|| panic!("ConfigMap {name}"));
+    serde_norway::from_str(map["data"][file].as_str().expect("file")).expect("YAML")
+}
+
+fn service_port(objects: &[Value], service: &str, port: &str) -> u64 {
+    let service = find(objects, "Service", service).unwrap_or_else(|| panic!("Service {service}"));
+    service["spec"]["ports"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"].as_str() == Some(port))
+        .and_then(|p| p["port"].as_u64())
+        .unwrap_or_else(|| panic!("port {port}"))
+}
+
+#[test]
+fn the_tracing_component_and_values_run_a_collector_and_jaeger_wired_to_the_services() {
+    let [(_, manifests), (_, chart)] = with_observability();
+    validate("kind-observability", &manifests);
+    validate("chart-observability", &chart);
+    let exported = helm_template(&[
+        "--set",
+        "tracing.enabled=true",
+        "--set",
+        "tracing.jaeger.enabled=false",
+        "--set",
+        "tracing.export.endpoint=otlp.example.com:4317",
+    ])
+    .expect("render");
+    validate("chart-tracing-export", &exported);
+
+    let (manifests, chart) = (objects(&manifests), objects(&chart));
+    for object in &manifests {
+        if kind_of(object) != "Namespace" {
+            assert_eq!(
+                object["metadata"]["namespace"].as_str(),
+                Some("emporium"),
+                "{} {}",
+                kind_of(object),
+                name_of(object)
+            );
+        }
+    }
+    // The chart and the components declare the same workloads, policies and configuration.
+    let json = |value: &Value| serde_json::to_value(value).expect("JSON-compatible YAML");
+    let (ours, theirs) = (workloads(&chart), workloads(&manifests));
+    assert!(
+        theirs.contains_key("Deployment/otel-collector")
+            && theirs.contains_key("Deployment/grafana")
+    );
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
+    for (name, declared) in &theirs {
+        assert_eq!(json(&ours[name]), json(declared), "{name} differs");
+    }
+    for (map, file) in [
+        ("otel-collector", "collector.yaml"),
+        ("jaeger", "jaeger.yaml"),
+    ] {
+        assert_eq!(
+            json(&config_file(&chart, map, file)),
+            json(&config_file(&manifests, map, file)),
+            "{map}"
+        );
+    }
+
+    for (source, objects) in [("k8s/", &manifests), ("helm/emporium", &chart)] {
+        // The services send to the collector's OTLP/HTTP port...
+        let config = &find(objects, "ConfigMap", "emporium-config").expect("config")["data"];
+        let endpoint = format!(
+            "http://otel-collector:{}",
+            service_port(objects, "otel-collector", "otlp-http")
+        );
+        assert_eq!(
+            config["OTEL_EXPORTER_OTLP_ENDPOINT"].as_str(),
+            Some(endpoint.as_str()),
+            "{source}"
+        );
+        assert_eq!(
+            config["OTEL_TRACES_SAMPLER"].as_str(),
+            Some("parentbased_traceidratio")
+        );
+        let ratio: f64 = config["OTEL_TRACES_SAMPLER_ARG"]
+            .as_str()
+            .expect("ratio")
+            .parse()
+            .expect("a number");
+        assert_eq!(ratio, 1.0, "{source}");
+        // ...where the collector listens, and it sends them to where Jaeger listens.
+        let collector = config_file(objects, "otel-collector", "collector.yaml");
+        assert_eq!(
+            collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"].as_str(),
+            Some("0.0.0.0:4318")
+        );
+        let exporters = &collector["service"]["pipelines"]["traces"]["exporters"];
+        assert_eq!(
+            exporters.as_sequence().map(Vec::len),
+            Some(1),
+            "{source}: {exporters:?}"
+        );
+        let jaeger_port = service_port(objects, "jaeger", "otlp-grpc");
+        assert_eq!(
+            collector["exporters"]["otlp/jaeger"]["endpoint"].as_str(),
+            Some(format!("jaeger:{jaeger_port}").as_str())
+        );
+        let jaeger = config_file(objects, "jaeger", "jaeger.yaml");
+        assert_eq!(
+            jaeger["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].as_str(),
+            Some(format!("0.0.0.0:{jaeger_port}").as_str())
+        );
+        assert_eq!(
+            jaeger["exporters"]["jaeger_storage_exporter"]["trace_storage"],
+            jaeger["extensions"]["jaeger_query"]["storage"]["traces"],
+            "{source}: Jaeger shows what it stores"
+        );
+        for (deployment, config) in [
+            ("otel-collector", "/conf/collector.yaml"),
+            ("jaeger", "/conf/jaeger.yaml"),
+        ] {
+            let container = &find(objects, "Deployment", deployment).expect("deployment")["spec"]["template"]
+                ["spec"]["containers"][0];
+            assert_eq!(
+                container["args"][0].as_str(),
+                Some(format!("--config={config}").as_str()),
+                "{source}: {deployment} reads the mounted file"
+            );
+        }
+        // Each pod says who it is on its spans.
+        for service in ["storefront", "catalog", "inventory", "cart", "order"] {
+            let env = &find(objects, "Deployment", service).expect("deployment")["spec"]["template"]
+                ["spec"]["containers"][0]["env"];
+            let attributes = env
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .find(|v| v["name"].as_str() == Some("OTEL_RESOURCE_ATTRIBUTES"))
+                .and_then(|v| v["value"].as_str())
+                .unwrap_or_else(|| panic!("{source}: {service} names its pod"));
+            assert!(
+                attributes.contains("k8s.pod.name=$(POD_NAME)"),
+                "{attributes}"
+            );
+        }
+    }
+
+    // With Jaeger off, the traces go to the named endpoint, which the collector may reach.
+    let exported = objects(&exported);
+    assert!(find(&exported, "Deployment", "jaeger").is_none());
+    let collector = config_file(&exported, "otel-collector", "collector.yaml");
+    assert_eq!(
+        collector["exporters"]["otlp/export"]["endpoint"].as_str(),
+        Some("otlp.example.com:4317")
+    );
+    assert_eq!(
+        collector["service"]["pipelines"]["traces"]["exporters"][0].as_str(),
+        Some("otlp/export")
+    );
+    let policy = find(&exported, "NetworkPolicy", "otel-collector").expect("policy");
+    assert_eq!(
+        policy["spec"]["egress"][0]["ports"][0]["port"].as_u64(),
+        Some(4317)
+    );
+    // Off by default; on without anywhere to send, refused.
+    let default = objects(&helm_template(&[]).expect("render"));
+    assert!(find(&default, "Deployment", "otel-collector").is_none());
+    let config = &find(&default, "ConfigMap", "emporium-config").expect("config")["data"];
+    assert!(config["OTEL_EXPORTER_OTLP_ENDPOINT"].is_null());
+    let nowhere = helm_template(&[
+        "--set",
+        "tracing.enabled=true",
+        "--set",
+        "tracing.jaeger.enabled=false",
+    ])
+    .expect_err("no backend");
+    assert!(nowhere.contains("nowhere to send traces"), "{nowhere}");
+}
+
+#[test]
+fn the_monitoring_component_and_values_run_prometheus_and_grafana_on_the_dashboard() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("k8s/components/monitoring/emporium.json"))
+            .expect("dashboard"),
+    )
+    .expect("JSON");
+    let json = |value: &Value| serde_json::to_value(value).expect("JSON-compatible YAML");
+    let [(_, manifests), (_, chart)] = with_observability();
+    let (manifests, chart) = (objects(&manifests), objects(&chart));
+    for (map, file) in [
+        ("prometheus", "prometheus.yml"),
+        ("grafana-provisioning", "datasources.yaml"),
+        ("grafana-provisioning", "dashboards.yaml"),
+    ] {
+        assert_eq!(
+            json(&config_file(&chart, map, file)),
+            json(&config_file(&manifests, map, file)),
+            "{map} {file}"
+        );
+    }
+    for (source, objects) in [("k8s/", &manifests), ("helm/emporium", &chart)] {
+        // Prometheus keeps the pods that ask to be scraped, at their annotated port and path...
+        let prometheus = config_file(objects, "prometheus", "prometheus.yml");
+        let job = &prometheus["scrape_configs"][0];
+        assert_eq!(
+            job["kubernetes_sd_configs"][0]["role"].as_str(),
+            Some("pod")
+        );
+        let relabels = job["relabel_configs"].as_sequence().expect("relabels");
+        let keep = relabels
+            .iter()
+            .find(|r| r["action"].as_str() == Some("keep"))
+            .expect("a keep rule");
+        assert_eq!(
+            keep["source_labels"][0].as_str(),
+            Some("__meta_kubernetes_pod_annotation_prometheus_io_scrape")
+        );
+        for target in ["__metrics_path__", "__address__", "service"] {
+            assert!(
+                relabels
+                    .iter()
+                    .any(|r| r["target_label"].as_str() == Some(target)),
+                "{source}: {target}"
+            );
+        }
+        // ...may list them, and is a pod the services' policies admit as the scraper.
+        let deployment = find(objects, "Deployment", "prometheus").expect("prometheus");
+        let account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+            .as_str()
+            .expect("account");
+        let binding = find(objects, "RoleBinding", "prometheus").expect("binding");
+        assert_eq!(binding["subjects"][0]["name"].as_str(), Some(account));
+        assert_eq!(
+            binding["subjects"][0]["namespace"].as_str(),
+            Some("emporium")
+        );
+        let role = find(
+            objects,
+            "Role",
+            binding["roleRef"]["name"].as_str().expect("role"),
+        )
+        .expect("role");
+        let rule = &role["rules"][0];
+        assert_eq!(rule["resources"][0].as_str(), Some("pods"));
+        for verb in ["list", "watch"] {
+            assert!(
+                rule["verbs"]
+                    .as_sequence()
+                    .is_some_and(|v| v.iter().any(|v| v.as_str() == Some(verb))),
+                "{source}: {verb}"
+            );
+        }
+        let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        let catalog_policy = find(objects, "NetworkPolicy", "catalog").expect("policy");
+        let scraper = catalog_policy["spec"]["ingress"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .flat_map(|rule| rule["from"].as_sequence().into_iter().flatten())
+            .find(|peer| is_scraper(peer))
+            .expect("the scraper's rule");
+        for (key, value) in scraper["podSelector"]["matchLabels"]
+            .as_mapping()
+            .expect("labels")
+        {
+            assert_eq!(&labels[key.as_str().expect("key")], value, "{source}");
+        }
+        // Its own policy lets it reach every service's port.
+        let egress = &find(objects, "NetworkPolicy", "prometheus").expect("policy")["spec"]["egress"]
+            [0]["ports"][0];
+        let (low, high) = (
+            egress["port"].as_u64().expect("port"),
+            egress["endPort"].as_u64().expect("endPort"),
+        );
+        for port in 8080..=8084 {
+            assert!((low..=high).contains(&port), "{source}: {port}");
+        }
+        // Grafana's data source is that Prometheus, and its dashboards are the mounted file.
+        let datasources = config_file(objects, "grafana-provisioning", "datasources.yaml");
+        assert_eq!(
+            datasources["datasources"][0]["url"].as_str(),
+            Some(
+                format!(
+                    "http://prometheus:{}",
+                    service_port(objects, "prometheus", "http")
+                )
+                .as_str()
+            )
+        );
+        assert_eq!(
+            datasources["datasources"][0]["isDefault"].as_bool(),
+            Some(true)
+        );
+        let providers = config_file(objects, "grafana-provisioning", "dashboards.yaml");
+        let path = providers["providers"][0]["options"]["path"]
+            .as_str()
+            .expect("path");
+        let pod =
+            &find(objects, "Deployment", "grafana").expect("grafana")["spec"]["template"]["spec"];
+        let mount = pod["containers"][0]["volumeMounts"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|m| m["mountPath"].as_str() == Some(path))
+            .unwrap_or_else(|| panic!("{source}: nothing mounted at {path}"));
+        let volume = pod["volumes"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == mount["name"])
+            .expect("volume");
+        let map = volume["configMap"]["name"].as_str().expect("a ConfigMap");
+        let shipped: serde_json::Value = serde_json::from_str(
+            find(objects, "ConfigMap", map).expect("the dashboard")["data"]["emporium.json"]
+                .as_str()
+                .expect("emporium.json"),
+        )
+        .expect("JSON");
+        assert_eq!(shipped, dashboard, "{source}");
+        let home = pod["containers"][0]["env"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"].as_str() == Some("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"))
+            .and_then(|v| v["value"].as_str())
+            .expect("home dashboard");
+        assert_eq!(home, format!("{path}/emporium.json"), "{source}");
+        for item in volume_items(pod, "provisioning") {
+            assert!(
+                item.starts_with("datasources/") || item.starts_with("dashboards/"),
+                "{source}: {item}"
+            );
+        }
+    }
+    // The chart's dashboard is the component's file.
+    let chart_file = std::fs::read(root().join("helm/emporium/dashboards/emporium.json"))
+        .expect("the chart's dashboard");
+    let component_file = std::fs::read(root().join("k8s/components/monitoring/emporium.json"))
+        .expect("the component's dashboard");
+    assert_eq!(chart_file, component_file);
+    // Off by default.
+    let default = objects(&helm_template(&[]).expect("render"));
+    assert!(find(&default, "Deployment", "prometheus").is_none());
+    assert!(find(&default, "Deployment", "grafana").is_none());
+}
+
+/// The paths a pod's ConfigMap volume projects its keys to.
+fn volume_items(pod: &Value, volume: &str) -> Vec<String> {
+    pod["volumes"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["name"].as_str() == Some(volume))
+        .flat_map(|v| v["configMap"]["items"].as_sequence().into_iter().flatten())
+        .filter_map(|item| item["path"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Whether a label selector (matchLabels and `In` expressions) selects these labels.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let labels_match = selector["matchLabels"]
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .all(|(key, value)| &labels[key.as_str().unwrap_or_default()] == value);
+    let expressions_match = selector["matchExpressions"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .all(|expression| {
+            assert_eq!(expression["operator"].as_str(), Some("In"));
+            let value = &labels[expression["key"].as_str().unwrap_or_default()];
+            expression["values"]
+                .as_sequence()
+                .is_some_and(|values| values.contains(value))
+        });
+    labels_match && expressions_match
+}
+
+#[test]
+fn the_service_monitor_selects_exactly_the_five_services_on_their_metrics_port() {
+    let rendered = helm_template(&[
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.labels.release=kube-prometheus-stack",
+    ])
+    .expect("render");
+    // kubernetes-validate knows no custom resources: the rest is validated, the
+    // ServiceMonitor is checked below against what it must select.
+    // (Split as text: written out again, YAML 1.1 readers would take Redis's "no" for false.)
+    let rest: Vec<&str> = rendered
+        .split("\n---")
+        .filter(|document| !document.contains("\nkind: ServiceMonitor"))
+        .collect();
+    validate("chart-service-monitor", &rest.join("\n---"));
+    let monitors: Vec<Value> = objects(&rendered)
+        .into_iter()
+        .filter(|o| kind_of(o) == "ServiceMonitor")
+        .collect();
+    let all = objects(&rendered);
+    assert_eq!(monitors.len(), 1);
+    let monitor = &monitors[0];
+    assert_eq!(
+        monitor["apiVersion"].as_str(),
+        Some("monitoring.coreos.com/v1")
+    );
+    assert_eq!(
+        monitor["metadata"]["labels"]["release"].as_str(),
+        Some("kube-prometheus-stack")
+    );
+    assert_eq!(
+        monitor["spec"]["namespaceSelector"]["matchNames"][0].as_str(),
+        Some("emporium")
+    );
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["path"].as_str(), Some("/metrics"));
+    let selected: BTreeSet<String> = all
+        .iter()
+        .filter(|o| kind_of(o) == "Service")
+        .filter(|o| selects(&monitor["spec"]["selector"], &o["metadata"]["labels"]))
+        .map(name_of)
+        .collect();
+    let services: BTreeSet<String> = ["storefront", "catalog", "inventory", "cart", "order"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(selected, services);
+    for name in &services {
+        // The endpoint's port is the Service's port to the container port serving /metrics.
+        let port = endpoint["port"].as_str().expect("a port name");
+        let service = find(&all, "Service", name).expect("service");
+        let target = service["spec"]["ports"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"].as_str() == Some(port))
+            .unwrap_or_else(|| panic!("{name} has no port {port}"))["targetPort"]
+            .clone();
+        let container = &find(&all, "Deployment", name).expect("deployment")["spec"]["template"]
+            ["spec"]["containers"][0];
+        assert!(
+            container["ports"]
+                .as_sequence()
+                .is_some_and(|ports| ports.iter().any(|p| p["name"] == target)),
+            "{name}: {target:?}"
+        );
+    }
+    assert!(
+        !objects(&helm_template(&[]).expect("render"))
+            .iter()
+            .any(|o| kind_of(o) == "ServiceMonitor")
+    );
 }
 
 #[test]

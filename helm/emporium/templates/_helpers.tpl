@@ -1,6 +1,12 @@
-{{/* Labels every resource carries. */}}
+{{/* Labels every Emporium resource carries. */}}
 {{- define "emporium.labels" -}}
 app.kubernetes.io/name: emporium
+{{ include "emporium.releaseLabels" . }}
+{{- end }}
+
+{{/* Labels of every resource of the release, whatever it is (Prometheus and Grafana name
+themselves). */}}
+{{- define "emporium.releaseLabels" -}}
 app.kubernetes.io/part-of: emporium
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
