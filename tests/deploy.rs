@@ -792,16 +792,9 @@ fn the_tracing_component_and_values_run_a_collector_and_jaeger_wired_to_the_serv
             Some(endpoint.as_str()),
             "{source}"
         );
-        assert_eq!(
-            config["OTEL_TRACES_SAMPLER"].as_str(),
-            Some("parentbased_traceidratio")
-        );
-        let ratio: f64 = config["OTEL_TRACES_SAMPLER_ARG"]
-            .as_str()
-            .expect("ratio")
-            .parse()
-            .expect("a number");
-        assert_eq!(ratio, 1.0, "{source}");
+        // Each service's own sampler decides (10 new traces a second, then 1%) unless a ratio
+        // is set.
+        assert!(config["OTEL_TRACES_SAMPLER"].is_null(), "{source}");
         // ...where the collector listens, and it sends them to where Jaeger listens.
         let collector = config_file(objects, "otel-collector", "collector.yaml");
         assert_eq!(
@@ -858,6 +851,24 @@ fn the_tracing_component_and_values_run_a_collector_and_jaeger_wired_to_the_serv
             );
         }
     }
+
+    // A ratio set is the standard variables' ratio.
+    let ratio = objects(
+        &helm_template(&[
+            "--set",
+            "tracing.enabled=true",
+            // (`--set` would pass 0.25 as a string: Helm types only integers there.)
+            "--set-json",
+            "tracing.sampleRatio=0.25",
+        ])
+        .expect("render"),
+    );
+    let config = &find(&ratio, "ConfigMap", "emporium-config").expect("config")["data"];
+    assert_eq!(
+        config["OTEL_TRACES_SAMPLER"].as_str(),
+        Some("parentbased_traceidratio")
+    );
+    assert_eq!(config["OTEL_TRACES_SAMPLER_ARG"].as_str(), Some("0.25"));
 
     // With Jaeger off, the traces go to the named endpoint, which the collector may reach.
     let exported = objects(&exported);
@@ -1151,8 +1162,8 @@ fn the_service_monitor_selects_exactly_the_five_services_on_their_metrics_port()
             .find(|p| p["name"].as_str() == Some(port))
             .unwrap_or_else(|| panic!("{name} has no port {port}"))["targetPort"]
             .clone();
-        let container = &find(&all, "Deployment", name).expect("deployment")["spec"]["template"]
-            ["spec"]["containers"][0];
+        let container = &find(&all, "Deployment", name).expect("deployment")["spec"]["template"]["spec"]
+            ["containers"][0];
         assert!(
             container["ports"]
                 .as_sequence()

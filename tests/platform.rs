@@ -460,6 +460,7 @@ async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
         &services,
         LogFormat::Json,
         "warn,emporium_platform=info,emporium_order=info,emporium_ports=info",
+        emporium_platform::telemetry::RootSampler::new(0, 1.0),
         || exporter.clone(),
         {
             let logs = logs.clone();
@@ -468,31 +469,7 @@ async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
     )
     .expect("telemetry");
     let shop = TestPlatform::start(Backend::Embedded).await;
-    let product = shop.product_with_sku("KIT-001").await;
-    let mut shopper = emporium_tests::Shopper::new(shop.url(Service::Storefront));
-    let added = shopper
-        .api(
-            reqwest::Method::POST,
-            "/cart/lines",
-            Some(&json!({"product_id": product.id, "quantity": 1})),
-            &[],
-        )
-        .await;
-    assert_eq!(added.status, 200, "{}", added.body);
-    let checkout = json!({
-        "customer": {"name": "Ada Lovelace", "email": "ada@example.com",
-            "address": {"line1": "1 Analytical Row", "city": "London", "postal_code": "N1 9GU", "country": "GB"}},
-        "payment": {"number": CARD_OK, "expiry_month": 12, "expiry_year": 2035, "cvc": "123"}
-    });
-    let placed = shopper
-        .api(
-            reqwest::Method::POST,
-            "/checkout",
-            Some(&checkout),
-            &[("idempotency-key", &key())],
-        )
-        .await;
-    assert_eq!(placed.status, 201, "{}", placed.body);
+    let placed = check_out_through_the_storefront(&shop, &[]).await;
 
     // Spans are exported as they end; the storefront's ends just after its answer went out.
     let mut spans: Vec<SpanData> = Vec::new();
@@ -709,6 +686,126 @@ async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
             "{line}"
         );
         assert!(line["status"].as_u64().is_some(), "{line}");
+    }
+}
+
+/// A shopper adds a kettle and checks out through the storefront's API, sending `headers` with
+/// each call; the checkout's answer.
+async fn check_out_through_the_storefront(
+    shop: &TestPlatform,
+    headers: &[(&str, &str)],
+) -> emporium_tests::Page {
+    let product = shop.product_with_sku("KIT-001").await;
+    let mut shopper = emporium_tests::Shopper::new(shop.url(Service::Storefront));
+    let added = shopper
+        .api(
+            reqwest::Method::POST,
+            "/cart/lines",
+            Some(&json!({"product_id": product.id, "quantity": 1})),
+            headers,
+        )
+        .await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    let checkout = json!({
+        "customer": {"name": "Ada Lovelace", "email": "ada@example.com",
+            "address": {"line1": "1 Analytical Row", "city": "London", "postal_code": "N1 9GU", "country": "GB"}},
+        "payment": {"number": CARD_OK, "expiry_month": 12, "expiry_year": 2035, "cvc": "123"}
+    });
+    let idempotency = key();
+    let mut with_key = headers.to_vec();
+    with_key.push(("idempotency-key", &idempotency));
+    let placed = shopper
+        .api(
+            reqwest::Method::POST,
+            "/checkout",
+            Some(&checkout),
+            &with_key,
+        )
+        .await;
+    assert_eq!(placed.status, 201, "{}", placed.body);
+    placed
+}
+
+/// When the sampler keeps no new trace, a checkout builds no span anywhere, yet the services'
+/// request log lines share one trace id, passed on as not sampled; and a caller's sampled
+/// `traceparent` is followed whatever the sampler says.
+#[tokio::test]
+async fn a_checkout_not_sampled_builds_no_span_yet_its_log_lines_share_a_trace_id() {
+    use emporium_platform::settings::LogFormat;
+
+    let exporter = ServiceSpans::default();
+    let logs = LogLines::default();
+    let services: Vec<&'static str> = Service::ALL.iter().map(|s| s.name()).collect();
+    let _telemetry = emporium_platform::telemetry::init_with_exporter(
+        "emporium",
+        &services,
+        LogFormat::Json,
+        "warn,emporium_platform=info",
+        emporium_platform::telemetry::RootSampler::new(0, 0.0),
+        || exporter.clone(),
+        {
+            let logs = logs.clone();
+            move || logs.clone()
+        },
+    )
+    .expect("telemetry");
+    let shop = TestPlatform::start(Backend::Embedded).await;
+    // The demo's seeding is work of its own, traced as such; count what the checkout adds.
+    let seeding = exporter.spans().len();
+    check_out_through_the_storefront(&shop, &[]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let request_spans: Vec<String> = exporter.spans()[seeding..]
+        .iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    assert!(request_spans.is_empty(), "{request_spans:?}");
+    let text = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("UTF-8");
+    let completed: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("JSON"))
+        .filter(|line| line["message"] == "request completed")
+        .collect();
+    let checkout = completed
+        .iter()
+        .find(|line| line["span"]["http.route"] == "/api/v1/checkout")
+        .unwrap_or_else(|| panic!("the checkout's line in:\n{text}"));
+    let trace_id = checkout["span"]["trace_id"].as_str().expect("trace id");
+    assert_eq!(trace_id.len(), 32);
+    assert_ne!(trace_id, "0".repeat(32));
+    for route in ["/v1/orders", "/v1/reservations", "/v1/carts/{id}"] {
+        assert!(
+            completed
+                .iter()
+                .any(|line| line["span"]["http.route"] == route
+                    && line["span"]["trace_id"] == trace_id),
+            "{route} logs trace {trace_id}:\n{text}"
+        );
+    }
+
+    // A caller that traces is followed: its trace continues through every service.
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{caller_trace}-00f067aa0ba902b7-01");
+    check_out_through_the_storefront(&shop, &[("traceparent", &traceparent)]).await;
+    let mut followed = Vec::new();
+    for _ in 0..100 {
+        followed = exporter
+            .spans()
+            .into_iter()
+            .filter(|s| s.span_context.trace_id().to_string() == caller_trace)
+            .map(|s| s.name.to_string())
+            .collect();
+        if followed.iter().any(|name| name == "POST /api/v1/checkout") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for name in [
+        "POST /api/v1/checkout",
+        "POST /v1/orders",
+        "saga Reserve",
+        "POST /v1/reservations",
+    ] {
+        assert!(followed.iter().any(|n| n == name), "{name} in {followed:?}");
     }
 }
 

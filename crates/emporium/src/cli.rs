@@ -10,6 +10,7 @@ use emporium_cart::CartSettings;
 use emporium_catalog::CatalogSettings;
 use emporium_inventory::InventorySettings;
 use emporium_order::OrderSettings;
+use emporium_platform::recent_traces::{Limits, RecentTraces};
 use emporium_platform::settings::{CommonSettings, ServiceUrls, apply_config_file};
 use emporium_storefront::StorefrontSettings;
 
@@ -52,6 +53,16 @@ pub struct UpArgs {
     /// Start with an empty shop instead of loading the demo shop into empty stores.
     #[arg(long = "no-seed", env = "EMPORIUM_NO_SEED")]
     pub no_seed: bool,
+    /// Port of the page of recent traces (on the services' host; 0 picks a free one).
+    #[arg(
+        long = "traces-port",
+        env = "EMPORIUM_TRACES_PORT",
+        default_value_t = 8090
+    )]
+    pub traces_port: u16,
+    /// Keep no traces and serve no traces page.
+    #[arg(long = "no-traces-page", env = "EMPORIUM_NO_TRACES_PAGE")]
+    pub no_traces_page: bool,
     #[command(flatten)]
     pub services: ServiceArgs,
 }
@@ -152,12 +163,16 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut traces_port = None;
     let (settings, plan, name, up) = match cli.command {
         Command::Init(args) => return init(args.services.into()).await,
         Command::Seed(args) => return seed(args.services.into()).await,
         Command::Load(config) => return load(config).await,
         Command::Up(args) => (
-            Settings::from(args.services),
+            {
+                traces_port = (!args.no_traces_page).then_some(args.traces_port);
+                Settings::from(args.services)
+            },
             Plan {
                 services: Service::ALL.to_vec(),
                 seed_when_empty: !args.no_seed,
@@ -177,15 +192,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
     };
     let services: Vec<&'static str> = plan.services.iter().map(|s| s.name()).collect();
+    // The page's listener is bound before anything starts, so its port is known and a port in
+    // use only costs the page, with a warning, not the shop.
+    let traces_page = traces_port.and_then(|port| {
+        match std::net::TcpListener::bind((settings.common.host.as_str(), port)) {
+            Ok(listener) => Some((listener, RecentTraces::new(Limits::default()))),
+            Err(error) => {
+                eprintln!(
+                    "warning: no traces page: cannot listen on {}:{port}: {error} (choose another with --traces-port)",
+                    settings.common.host
+                );
+                None
+            }
+        }
+    });
     let _telemetry = emporium_platform::telemetry::init(
         name,
         &services,
         settings.common.log_format,
         &settings.common.log_filter,
+        traces_page.as_ref().map(|(_, traces)| traces),
     )?;
     let platform = Platform::start(&settings, &plan).await?;
+    let stop = emporium_platform::shutdown::terminated();
+    let mut traces_server = None;
+    if let Some((listener, traces)) = traces_page {
+        let address = listener.local_addr()?;
+        traces_server = Some((crate::traces_page::start(listener, traces)?, address));
+    }
     if up {
-        print_banner(&settings, &platform);
+        print_banner(
+            &settings,
+            &platform,
+            traces_server.as_ref().map(|(_, a)| *a),
+        );
     } else {
         for (service, url) in platform.endpoints() {
             tracing::info!(service, url, "listening");
@@ -196,7 +236,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
     }
-    emporium_platform::shutdown::terminated().await;
+    stop.await;
+    if let Some((server, _)) = traces_server {
+        server.stop(false).await;
+    }
     platform.stop(true).await?;
     tracing::info!("stopped");
     Ok(())
@@ -208,6 +251,7 @@ fn setup_logs(settings: &Settings) -> anyhow::Result<emporium_platform::telemetr
         &[],
         settings.common.log_format,
         &settings.common.log_filter,
+        None,
     )
 }
 
@@ -277,7 +321,7 @@ fn redacted(uri: &str) -> String {
     }
 }
 
-fn print_banner(settings: &Settings, platform: &Platform) {
+fn print_banner(settings: &Settings, platform: &Platform, traces: Option<std::net::SocketAddr>) {
     let common = &settings.common;
     println!();
     println!("Emporium is up.");
@@ -311,6 +355,14 @@ fn print_banner(settings: &Settings, platform: &Platform) {
     println!();
     if let Some(shop) = platform.url(Service::Storefront) {
         println!("Open the shop:  {shop}/");
+    }
+    if let Some(address) = traces {
+        let host = if address.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            address.ip().to_string()
+        };
+        println!("Recent traces:  http://{host}:{}/", address.port());
     }
     println!(
         "Try:  curl {}/v1/products",

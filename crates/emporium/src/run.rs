@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use anyhow::Context;
 use clap::ValueEnum;
@@ -357,7 +358,12 @@ impl<'a> Starter<'a> {
         let catalog = catalog_startup::catalog(&config, &ports);
         if self.plan.seed_when_empty && catalog.categories().await?.is_empty() {
             tracing::info!("empty catalog: loading the demo shop");
-            let report = demo::seed_catalog(&catalog, self.blobs.as_ref(), &demo::quiet).await?;
+            let report = demo::seed_catalog(&catalog, self.blobs.as_ref(), &demo::quiet)
+                .instrument(tracing::info_span!(
+                    "seed",
+                    otel.name = "seed the demo catalog"
+                ))
+                .await?;
             let seeded = self.platform.seeded.get_or_insert_with(SeedReport::default);
             seeded.categories += report.categories;
             seeded.products += report.products;
@@ -380,7 +386,12 @@ impl<'a> Starter<'a> {
         if self.plan.seed_when_empty && inventory.list_stock(Some(1), None).await?.items.is_empty()
         {
             tracing::info!("empty inventory: stocking the demo shop");
-            let stocked = demo::seed_stock(&inventory, &demo::quiet).await?;
+            let stocked = demo::seed_stock(&inventory, &demo::quiet)
+                .instrument(tracing::info_span!(
+                    "seed",
+                    otel.name = "stock the demo shop"
+                ))
+                .await?;
             self.platform
                 .seeded
                 .get_or_insert_with(SeedReport::default)

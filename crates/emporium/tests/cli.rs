@@ -35,6 +35,8 @@ fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
             "0",
             "--storefront-port",
             "0",
+            "--traces-port",
+            "0",
         ])
         .args(extra)
         .env_remove("EMPORIUM_ADMIN_KEY")
@@ -392,6 +394,173 @@ fn serve_exports_traces_over_otlp_and_logs_json_with_request_and_trace_ids() {
     assert_eq!(path, "/v1/traces");
     assert_eq!(content_type, "application/x-protobuf");
     assert!(size > 0);
+}
+
+/// The URL the banner gives for `label` (a service, or "Recent traces:").
+fn banner_url(running: &Running, label: &str) -> String {
+    running
+        .stdout
+        .iter()
+        .filter(|line| line.trim_start().starts_with(label))
+        .find_map(|line| line.split_whitespace().find(|w| w.starts_with("http://")))
+        .unwrap_or_else(|| panic!("the banner names {label}: {:?}", running.stdout))
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+#[test]
+fn up_shows_a_checkout_across_the_services_on_its_traces_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start(dir.path(), &[]);
+    let page = banner_url(&running, "Recent traces:");
+    let (cart, order) = (banner_url(&running, "cart"), banner_url(&running, "order"));
+    let product = all_products(&running.url)
+        .into_iter()
+        .next()
+        .expect("a demo product");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (order_id, trace) = runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let created: Value = http
+            .post(format!("{cart}/v1/carts"))
+            .send()
+            .await
+            .expect("cart")
+            .json()
+            .await
+            .expect("json");
+        let cart_id = created["id"].as_str().expect("cart id").to_owned();
+        let added = http
+            .post(format!("{cart}/v1/carts/{cart_id}/lines"))
+            .json(&serde_json::json!({"product_id": product["id"], "quantity": 1}))
+            .send()
+            .await
+            .expect("add");
+        assert_eq!(added.status(), 200);
+        let placed = http
+            .post(format!("{order}/v1/orders"))
+            .header("x-customer-id", "0000000000000000000000cafe")
+            .header("idempotency-key", "traces-page-checkout")
+            .json(&serde_json::json!({
+                "cart_id": cart_id,
+                "customer": {"name": "Grace Hopper", "email": "grace@example.com",
+                    "address": {"line1": "1 Harbor Way", "city": "Arlington", "postal_code": "22201", "country": "US"}},
+                "payment": {"number": "4242 4242 4242 4242", "expiry_month": 12, "expiry_year": 2035, "cvc": "123"}
+            }))
+            .send()
+            .await
+            .expect("checkout");
+        assert_eq!(placed.status(), 201);
+        let order_id = placed.json::<Value>().await.expect("json")["id"]
+            .as_str()
+            .expect("order id")
+            .to_owned();
+        // Spans reach the page in batches, half a second apart.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let traces: Value = http
+                .get(format!("{page}/api/traces"))
+                .send()
+                .await
+                .expect("traces")
+                .json()
+                .await
+                .expect("json");
+            let found = traces.as_array().into_iter().flatten().find(|t| {
+                t["name"] == "POST /v1/orders"
+                    && ["order", "cart", "catalog", "inventory"].iter().all(|s| {
+                        t["services"]
+                            .as_array()
+                            .is_some_and(|services| services.iter().any(|x| x == s))
+                    })
+            });
+            if let Some(found) = found {
+                return (order_id, found.clone());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no checkout trace across the services: {traces}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    assert_eq!(trace["failed"], false);
+    let trace_id = trace["trace_id"].as_str().expect("trace id");
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let detail: Value = http
+            .get(format!("{page}/api/traces/{trace_id}"))
+            .send()
+            .await
+            .expect("trace")
+            .json()
+            .await
+            .expect("json");
+        let spans = detail["spans"].as_array().expect("spans");
+        let reserve = spans
+            .iter()
+            .find(|s| s["name"] == "saga Reserve")
+            .unwrap_or_else(|| panic!("the saga's steps: {detail}"));
+        assert_eq!(reserve["service"], "order");
+        assert_eq!(reserve["attributes"]["order.id"], order_id.as_str());
+        let reservation = spans
+            .iter()
+            .find(|s| s["name"] == "POST /v1/reservations")
+            .expect("the reservation");
+        assert_eq!(reservation["service"], "inventory");
+        assert_eq!(reservation["parent_id"], reserve["span_id"]);
+        // The pages: the list links the trace, the trace shows its spans by service.
+        let list = http
+            .get(format!("{page}/"))
+            .send()
+            .await
+            .expect("list")
+            .text()
+            .await
+            .expect("html");
+        assert!(
+            list.contains(&format!("href=\"/traces/{trace_id}\"")),
+            "{list}"
+        );
+        let one = http
+            .get(format!("{page}/traces/{trace_id}"))
+            .send()
+            .await
+            .expect("page");
+        assert_eq!(one.status(), 200);
+        let html = one.text().await.expect("html");
+        for text in [
+            "saga Reserve",
+            "POST /v1/reservations",
+            "inventory",
+            &order_id,
+        ] {
+            assert!(html.contains(text), "{text} is not on the page");
+        }
+        let missing = http
+            .get(format!("{page}/api/traces/{}", "0".repeat(32)))
+            .send()
+            .await
+            .expect("missing");
+        assert_eq!(missing.status(), 404);
+        assert_eq!(
+            missing.json::<Value>().await.expect("json")["code"],
+            "trace_not_found"
+        );
+    });
+    terminate(running);
+
+    // Asked for none, there is none.
+    let quiet = start(dir.path(), &["--no-traces-page"]);
+    assert!(
+        !quiet.stdout.iter().any(|l| l.contains("Recent traces")),
+        "{:?}",
+        quiet.stdout
+    );
+    terminate(quiet);
 }
 
 /// LocalStack's ready hook, as the compose file mounts it.

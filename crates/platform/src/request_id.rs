@@ -14,7 +14,15 @@ pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_LEN: usize = 64;
 
 tokio::task_local! {
-    static CURRENT: String;
+    static CURRENT: Scope;
+}
+
+/// What the task serving a request knows about it.
+struct Scope {
+    id: String,
+    /// The `traceparent` to send on for a request that is not traced (see
+    /// [`crate::telemetry::propagation_headers`]), set once its span is built.
+    untraced_parent: std::sync::OnceLock<String>,
 }
 
 /// The id of the request being served, stored in the request's extensions.
@@ -23,13 +31,30 @@ pub struct RequestId(pub String);
 
 /// The id of the request whose handler is running on this task, if any.
 pub fn current() -> Option<String> {
-    CURRENT.try_with(Clone::clone).ok()
+    CURRENT.try_with(|scope| scope.id.clone()).ok()
 }
 
 /// Runs `future` as part of the request `id`, so problems built and calls made inside it carry
 /// that id.
 pub async fn scope<F: Future>(id: String, future: F) -> F::Output {
-    CURRENT.scope(id, future).await
+    let scope = Scope {
+        id,
+        untraced_parent: std::sync::OnceLock::new(),
+    };
+    CURRENT.scope(scope, future).await
+}
+
+/// Records the trace context an untraced request passes on to the services it calls.
+pub(crate) fn set_untraced_parent(traceparent: String) {
+    let _ = CURRENT.try_with(|scope| scope.untraced_parent.set(traceparent));
+}
+
+/// The trace context to pass on when the request being served is not traced.
+pub(crate) fn untraced_parent() -> Option<String> {
+    CURRENT
+        .try_with(|scope| scope.untraced_parent.get().cloned())
+        .ok()
+        .flatten()
 }
 
 fn is_acceptable(value: &str) -> bool {
@@ -60,7 +85,8 @@ pub async fn middleware(
         .unwrap_or_else(generate);
     req.extensions_mut().insert(RequestId(id.clone()));
     let header = HeaderValue::from_str(&id).ok();
-    let mut response = scope(id, next.call(req)).await?;
+    // The call itself runs in the scope too: the request's span is built there, synchronously.
+    let mut response = scope(id, async move { next.call(req).await }).await?;
     if let Some(header) = header {
         response.headers_mut().insert(HEADER, header);
     }

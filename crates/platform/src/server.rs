@@ -266,22 +266,37 @@ impl RootSpanBuilder for RequestSpan {
         // The route is recorded when the request ends, once routing has matched it: asking for
         // it here would match the path against every route a second time, which showed as a
         // sixth of a catalog read's CPU time in a profile.
-        let span = tracing::info_span!(
-            "HTTP request",
-            otel.name = %method,
-            otel.kind = "server",
-            otel.status_code = Empty,
-            service,
-            http.request.method = %method,
-            http.route = Empty,
-            url.path = %request.path(),
-            http.response.status_code = Empty,
-            request_id = %request_id,
-            trace_id = Empty,
-        );
-        let trace_id = telemetry::adopt_remote_parent(&span, service, request.headers());
-        span.record("trace_id", trace_id);
-        span
+        // One span either way, for the log line; only a traced one has a target the
+        // OpenTelemetry layer takes (see `telemetry::UNTRACED`).
+        macro_rules! request_span {
+            ($target:expr) => {
+                tracing::info_span!(
+                    target: $target,
+                    "HTTP request",
+                    otel.name = %method,
+                    otel.kind = "server",
+                    otel.status_code = Empty,
+                    service,
+                    http.request.method = %method,
+                    http.route = Empty,
+                    url.path = %request.path(),
+                    http.response.status_code = Empty,
+                    request_id = %request_id,
+                    trace_id = Empty,
+                )
+            };
+        }
+        let remote = telemetry::remote_parent(request.headers());
+        if telemetry::should_trace(remote.as_ref()) {
+            let span = request_span!("emporium_platform::server");
+            let trace_id = telemetry::adopt_remote_parent(&span, service, remote);
+            span.record("trace_id", trace_id);
+            span
+        } else {
+            let span = request_span!(telemetry::UNTRACED);
+            span.record("trace_id", telemetry::untraced(remote.as_ref()));
+            span
+        }
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
@@ -302,7 +317,9 @@ impl RootSpanBuilder for RequestSpan {
         let route_name = route.as_deref().unwrap_or(metrics::UNMATCHED);
         span.record("http.route", route_name);
         if let Some(method) = method
-            && !span.is_disabled()
+            && span
+                .metadata()
+                .is_some_and(|meta| meta.target() != telemetry::UNTRACED)
         {
             // The OpenTelemetry span started when the caller's trace was adopted, so a
             // recorded `otel.name` would no longer rename it; rename it directly.

@@ -5,7 +5,8 @@
 //! Each span is a client span named `<port> <operation>` (`storage get`, `cache set`) with the
 //! adapter (`emporium.adapter`), the table for storage, and `emporium.outcome`: `ok`, or what
 //! went wrong. Outcomes that are part of normal work (a condition that did not hold, a missing
-//! item) do not mark the span as failed; backend failures do, with their message.
+//! item) do not mark the span as failed; backend failures do, with their message. A call made
+//! outside any span gets none of its own.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -20,7 +21,22 @@ use crate::blob::{Blob, BlobError, BlobKey, BlobMeta, BlobPage, Blobs};
 use crate::cache::{Cache, CacheError, PoolUse};
 use crate::storage::{Condition, Item, Key, Page, Query, Storage, StorageError, TxOp, Update};
 
+/// The target of a request's span when the request is not traced: the log shows it, the
+/// OpenTelemetry layer skips it, and no span is built below it.
+pub const UNTRACED_TARGET: &str = "emporium_platform::untraced";
+
 fn span(port: &'static str, operation: &'static str, adapter: &'static str) -> Span {
+    // A call outside any span, such as a sweeper's poll that finds nothing to do, would be a
+    // trace of one span every few seconds, crowding out the traces worth reading; work worth
+    // seeing runs in a span (a request, a reconciled order, a sweep that releases). Below a
+    // request that is not traced, building a span would cost more than many of the calls it
+    // measures.
+    if Span::current()
+        .metadata()
+        .is_none_or(|meta| meta.target() == UNTRACED_TARGET)
+    {
+        return Span::none();
+    }
     tracing::info_span!(
         "port call",
         otel.name = %format!("{port} {operation}"),

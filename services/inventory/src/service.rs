@@ -5,6 +5,7 @@
 //! and changes nothing, so callers can retry any of them after a timeout.
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use emporium_api::inventory::{
     NewReservation, Reservation, ReservationStatus, Shortage, StockLevel, StockPage,
@@ -357,17 +358,30 @@ impl Inventory {
             .repository
             .expired(now.unix_timestamp(), SWEEP_BATCH)
             .await?;
-        let mut released = 0;
-        for reservation in expired {
-            // A commit that got there first wins; the reservation is then simply not expired.
-            if self
-                .try_move(&reservation, RELEASE, Some("expired"), now)
-                .await?
-                .is_some()
-            {
-                released += 1;
-            }
+        if expired.is_empty() {
+            return Ok(0);
         }
-        Ok(released)
+        // A pass with work to do is a trace of its own (an idle pass makes none).
+        let span = tracing::info_span!(
+            "sweep",
+            otel.name = "release expired reservations",
+            expired = expired.len()
+        );
+        async {
+            let mut released = 0;
+            for reservation in expired {
+                // A commit that got there first wins; the reservation is then simply not expired.
+                if self
+                    .try_move(&reservation, RELEASE, Some("expired"), now)
+                    .await?
+                    .is_some()
+                {
+                    released += 1;
+                }
+            }
+            Ok(released)
+        }
+        .instrument(span)
+        .await
     }
 }

@@ -434,13 +434,17 @@ impl Orders {
             }
             // A span per step, so a checkout's trace shows where its time went and how each
             // step ended.
-            let span = tracing::info_span!(
-                "saga step",
-                otel.name = %format!("saga {from:?}"),
-                order.id = %stored.id(),
-                saga.step = ?from,
-                saga.result = tracing::field::Empty,
-            );
+            let span = if emporium_platform::telemetry::traced_here() {
+                tracing::info_span!(
+                    "saga step",
+                    otel.name = %format!("saga {from:?}"),
+                    order.id = %stored.id(),
+                    saga.step = ?from,
+                    saga.result = tracing::field::Empty,
+                )
+            } else {
+                tracing::Span::none()
+            };
             let next = self.step(&stored, card).instrument(span.clone()).await;
             if !span.is_disabled() {
                 let result = next
@@ -702,7 +706,10 @@ impl Orders {
                 break;
             }
             let id = stored.id().to_owned();
-            match self.drive(stored, None).await {
+            // One trace per order the reconciler finishes, its steps below.
+            let span =
+                tracing::info_span!("reconcile", otel.name = "reconcile order", order.id = %id);
+            match self.drive(stored, None).instrument(span).await {
                 Ok(done) => {
                     handled += 1;
                     self.outcomes
