@@ -1212,6 +1212,18 @@ fn every_setting_the_manifests_give_is_one_the_binary_knows() {
             }
         }
         assert!(checked >= 10, "checked {checked}");
+        // Every service has the admin key, for its fault switches if nothing else.
+        for service in ["storefront", "catalog", "inventory", "cart", "order"] {
+            let env = &find(&objects, "Deployment", service).expect("deployment")["spec"]["template"]
+                ["spec"]["containers"][0]["env"];
+            assert!(
+                env.as_sequence().into_iter().flatten().any(|v| {
+                    v["name"].as_str() == Some("EMPORIUM_ADMIN_KEY")
+                        && v["valueFrom"]["secretKeyRef"]["key"].as_str() == Some("admin-key")
+                }),
+                "{service} has the admin key"
+            );
+        }
     }
 }
 

@@ -868,3 +868,114 @@ impl opentelemetry_sdk::trace::SpanExporter for ServiceSpans {
 fn names(spans: &[impl std::borrow::Borrow<opentelemetry_sdk::trace::SpanData>]) -> Vec<String> {
     spans.iter().map(|s| s.borrow().name.to_string()).collect()
 }
+
+/// The fault switches of a running shop: each service, with the admin key, can be made slow,
+/// made to fail a share of its requests, or made to lose its store and cache, and recovers when
+/// they are cleared; probes, metrics and the other services are untouched.
+#[tokio::test]
+async fn the_fault_switches_slow_fail_and_take_dependencies_away_until_cleared() {
+    let shop = TestPlatform::start(Backend::Embedded).await;
+    let http = reqwest::Client::new();
+    let admin = format!("Bearer {}", shop.platform.admin_key);
+    let catalog = shop.url(Service::Catalog);
+    let product = shop.product_with_sku("KIT-001").await;
+    let read = format!("{catalog}/v1/products/{}", product.id);
+    let switch = |body: Value| {
+        let (http, url, admin) = (
+            http.clone(),
+            format!("{catalog}/admin/faults"),
+            admin.clone(),
+        );
+        async move {
+            http.put(url)
+                .header("authorization", admin)
+                .json(&body)
+                .send()
+                .await
+                .expect("switch")
+        }
+    };
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let response = http.get(url).send().await.expect("get");
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, body, started.elapsed())
+        }
+    };
+
+    // Only with the admin key.
+    let refused = http
+        .put(format!("{catalog}/admin/faults"))
+        .json(&json!({"latency_ms": 300}))
+        .send()
+        .await
+        .expect("switch");
+    assert_eq!(refused.status(), 401);
+
+    // Slow.
+    let set = switch(json!({"latency_ms": 300})).await;
+    assert_eq!(set.status(), 200);
+    let (status, _, took) = get(read.clone()).await;
+    assert_eq!(status, 200);
+    assert!(took >= std::time::Duration::from_millis(300), "{took:?}");
+    let (status, _, took) = get(format!("{catalog}/healthz")).await;
+    assert_eq!(status, 200);
+    assert!(
+        took < std::time::Duration::from_millis(200),
+        "probes are not slowed: {took:?}"
+    );
+
+    // Failing.
+    assert_eq!(switch(json!({"error_rate": 1.0})).await.status(), 200);
+    let (status, body, _) = get(read.clone()).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["code"], "fault_injected");
+    assert_eq!(get(format!("{catalog}/readyz")).await.0, 200);
+
+    // Its store and cache gone: readiness says so, reads fail clearly, the others carry on.
+    assert_eq!(
+        switch(json!({"outage": ["storage", "cache"]}))
+            .await
+            .status(),
+        200
+    );
+    let (status, report, _) = get(format!("{catalog}/readyz")).await;
+    assert_eq!(status, 503, "{report}");
+    let (status, body, _) = get(read.clone()).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "service_unavailable");
+    assert_eq!(
+        get(format!("{}/readyz", shop.url(Service::Cart))).await.0,
+        200
+    );
+
+    // Nonsense is refused, and changes nothing.
+    let wrong = switch(json!({"error_rate": 2})).await;
+    assert_eq!(wrong.status(), 422);
+    let wrong = switch(json!({"outage": ["database"]})).await;
+    assert_eq!(wrong.status(), 400);
+    let current: Value = http
+        .get(format!("{catalog}/admin/faults"))
+        .header("authorization", &admin)
+        .send()
+        .await
+        .expect("show")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(current["outage"], json!(["storage", "cache"]));
+
+    // Cleared, all is well again.
+    let cleared = http
+        .delete(format!("{catalog}/admin/faults"))
+        .header("authorization", &admin)
+        .send()
+        .await
+        .expect("clear");
+    assert_eq!(cleared.status(), 204);
+    assert_eq!(get(read).await.0, 200);
+    assert_eq!(get(format!("{catalog}/readyz")).await.0, 200);
+}

@@ -1,8 +1,11 @@
 //! The typed clients against a server that fails on purpose: idempotent calls are retried a
-//! bounded number of times, others never.
+//! bounded number of times, others never; a retry budget stops retries that would pile onto a
+//! failing service; a call's deadline holds whatever its retries; a failing or slow dependency
+//! opens its circuit, calls then fail fast without reaching it, and go through again once a probe
+//! finds it healthy.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpResponse, web};
@@ -22,6 +25,9 @@ fn flaky(failures: usize) -> (RunningServer, Arc<AtomicUsize>) {
         workers: Some(1),
         body_limit_bytes: 4096,
         shutdown_timeout: Duration::from_secs(1),
+        max_in_flight: 1024,
+        faults: Default::default(),
+        admin_key: None,
     };
     let server = start(
         "flaky",
@@ -53,7 +59,243 @@ fn policy() -> RetryPolicy {
         retries: 2,
         min_delay: Duration::from_millis(20),
         max_delay: Duration::from_millis(40),
+        ..RetryPolicy::default()
     }
+}
+
+/// How the switchable server answers: healthy, failing (503) or slow (500 ms, then healthy).
+const HEALTHY: u8 = 0;
+const FAILING: u8 = 1;
+const SLOW: u8 = 2;
+
+/// A catalog whose `GET /v1/categories` behaves as `mode` says, counting the requests it gets.
+fn switchable() -> (RunningServer, Arc<AtomicU8>, Arc<AtomicUsize>) {
+    let mode = Arc::new(AtomicU8::new(HEALTHY));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let settings = HttpSettings {
+        host: "127.0.0.1".into(),
+        port: 0,
+        workers: Some(2),
+        body_limit_bytes: 4096,
+        shutdown_timeout: Duration::from_secs(1),
+        max_in_flight: 1024,
+        faults: Default::default(),
+        admin_key: None,
+    };
+    let (answer_mode, counter) = (mode.clone(), calls.clone());
+    let server = start(
+        "switchable",
+        &settings,
+        Readiness::new(),
+        Metrics::new("switchable"),
+        move |cfg| {
+            let (mode, counter) = (answer_mode.clone(), counter.clone());
+            cfg.route(
+                "/v1/categories",
+                web::get().to(move || {
+                    let (mode, counter) = (mode.clone(), counter.clone());
+                    async move {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        match mode.load(Ordering::SeqCst) {
+                            FAILING => HttpResponse::ServiceUnavailable().finish(),
+                            SLOW => {
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                HttpResponse::Ok().json(serde_json::json!([]))
+                            }
+                            _ => HttpResponse::Ok().json(serde_json::json!([])),
+                        }
+                    }
+                }),
+            );
+        },
+    )
+    .expect("server");
+    (server, mode, calls)
+}
+
+#[tokio::test]
+async fn a_failing_dependency_opens_its_circuit_and_calls_fail_fast_until_a_probe_succeeds() {
+    let (server, mode, calls) = switchable();
+    let catalog = CatalogClient::new(
+        &server.url(),
+        reqwest::Client::new(),
+        RetryPolicy {
+            retries: 0,
+            breaker_failures: 3,
+            breaker_open: Duration::from_millis(300),
+            ..policy()
+        },
+    );
+    assert!(catalog.categories().await.is_ok());
+    mode.store(FAILING, Ordering::SeqCst);
+    for _ in 0..3 {
+        let error = catalog.categories().await.expect_err("failing");
+        assert!(error.is_transient() && !error.is_circuit_open(), "{error}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+
+    // Open: the next calls fail at once, and the service sees none of them.
+    let started = Instant::now();
+    for _ in 0..20 {
+        let error = catalog.categories().await.expect_err("open");
+        assert!(error.is_circuit_open(), "{error}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+
+    // Healed, but the circuit is still open until its time is up; then a probe closes it.
+    mode.store(HEALTHY, Ordering::SeqCst);
+    assert!(
+        catalog
+            .categories()
+            .await
+            .expect_err("still open")
+            .is_circuit_open()
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(catalog.categories().await.is_ok(), "the probe goes through");
+    assert!(
+        catalog.categories().await.is_ok(),
+        "and the circuit is closed"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+
+    // A probe that fails opens it again at once.
+    mode.store(FAILING, Ordering::SeqCst);
+    for _ in 0..3 {
+        let _ = catalog.categories().await;
+    }
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let error = catalog.categories().await.expect_err("probe fails");
+    assert!(!error.is_circuit_open(), "the probe reached the service");
+    assert!(
+        catalog
+            .categories()
+            .await
+            .expect_err("open again")
+            .is_circuit_open()
+    );
+}
+
+#[tokio::test]
+async fn a_slow_dependency_times_out_trips_the_circuit_and_recovers_when_it_heals() {
+    let (server, mode, calls) = switchable();
+    mode.store(SLOW, Ordering::SeqCst);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .expect("client");
+    let catalog = CatalogClient::new(
+        &server.url(),
+        http,
+        RetryPolicy {
+            retries: 1,
+            breaker_failures: 2,
+            breaker_open: Duration::from_millis(300),
+            ..policy()
+        },
+    );
+    let started = Instant::now();
+    let error = catalog.categories().await.expect_err("times out");
+    assert!(error.is_transient() && !error.is_circuit_open(), "{error}");
+    // Two attempts of 100 ms and a backoff, not the 500 ms the service takes.
+    assert!(
+        started.elapsed() < Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let started = Instant::now();
+    assert!(
+        catalog
+            .categories()
+            .await
+            .expect_err("open")
+            .is_circuit_open()
+    );
+    assert!(started.elapsed() < Duration::from_millis(20));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    mode.store(HEALTHY, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(catalog.categories().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_call_keeps_its_deadline_whatever_its_retries() {
+    let (server, mode, _calls) = switchable();
+    mode.store(SLOW, Ordering::SeqCst);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .expect("client");
+    let catalog = CatalogClient::new(
+        &server.url(),
+        http,
+        RetryPolicy {
+            retries: 5,
+            breaker_failures: 100,
+            deadline: Duration::from_millis(300),
+            ..policy()
+        },
+    );
+    let started = Instant::now();
+    let error = catalog.categories().await.expect_err("deadline");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(450),
+        "{took:?}"
+    );
+    assert!(format!("{:#}", anyhow::Error::new(error)).contains("deadline"));
+}
+
+#[tokio::test]
+async fn a_spent_retry_budget_stops_retries_that_would_pile_onto_a_failing_service() {
+    let (server, mode, calls) = switchable();
+    mode.store(FAILING, Ordering::SeqCst);
+    let catalog = CatalogClient::new(
+        &server.url(),
+        reqwest::Client::new(),
+        RetryPolicy {
+            retries: 3,
+            retry_ratio: 0.0,
+            min_retries_per_sec: 0,
+            breaker_failures: 100,
+            ..policy()
+        },
+    );
+    for _ in 0..5 {
+        assert!(catalog.categories().await.is_err());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 5, "no budget, no retries");
+
+    // With a budget of half the calls, retries stop once it is spent.
+    let (server, mode, calls) = switchable();
+    mode.store(FAILING, Ordering::SeqCst);
+    let catalog = CatalogClient::new(
+        &server.url(),
+        reqwest::Client::new(),
+        RetryPolicy {
+            retries: 3,
+            retry_ratio: 0.5,
+            min_retries_per_sec: 0,
+            breaker_failures: 100,
+            ..policy()
+        },
+    );
+    for _ in 0..20 {
+        assert!(catalog.categories().await.is_err());
+    }
+    let made = calls.load(Ordering::SeqCst);
+    assert!(
+        (20..=31).contains(&made),
+        "20 calls and about 10 retries, not 80: {made}"
+    );
+    drop(server);
 }
 
 #[tokio::test]
@@ -106,6 +348,9 @@ async fn client_errors_are_problems_and_are_not_retried() {
         workers: Some(1),
         body_limit_bytes: 4096,
         shutdown_timeout: Duration::from_secs(1),
+        max_in_flight: 1024,
+        faults: Default::default(),
+        admin_key: None,
     };
     let server = start(
         "empty",

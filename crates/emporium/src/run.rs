@@ -1,5 +1,8 @@
 //! Starting services on their adapters and stopping them together.
 
+use emporium_platform::auth::AdminKey;
+use emporium_platform::faults::FaultSwitches;
+use emporium_ports::faulty::{FaultyBlobs, FaultyCache, FaultyStorage, Outages};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -127,6 +130,8 @@ pub struct Platform {
     pub admin_key_generated: bool,
     /// What seeding created, when it ran.
     pub seeded: Option<SeedReport>,
+    /// Each service's fault switches, kept across a restart of the service.
+    faults: std::collections::BTreeMap<&'static str, FaultSwitches>,
 }
 
 impl Platform {
@@ -150,6 +155,7 @@ impl Platform {
             admin_key,
             admin_key_generated,
             seeded: None,
+            faults: std::collections::BTreeMap::new(),
         };
         let mut starter = Starter::new(settings, plan, &mut platform).await?;
         for service in Service::ALL.iter().filter(|s| plan.services.contains(s)) {
@@ -162,6 +168,11 @@ impl Platform {
             }
         }
         Ok(platform)
+    }
+
+    /// The fault switches of `service`.
+    pub fn faults(&mut self, service: Service) -> FaultSwitches {
+        self.faults.entry(service.name()).or_default().clone()
     }
 
     /// Each running service's name and base URL.
@@ -260,7 +271,7 @@ impl<'a> Starter<'a> {
         &self.settings.common
     }
 
-    fn http(&self, service: Service) -> HttpSettings {
+    fn http(&mut self, service: Service) -> HttpSettings {
         let common = self.common();
         HttpSettings {
             host: common.host.clone(),
@@ -268,6 +279,9 @@ impl<'a> Starter<'a> {
             workers: common.workers,
             body_limit_bytes: common.body_limit_bytes,
             shutdown_timeout: Duration::from_secs(common.shutdown_timeout_secs),
+            max_in_flight: common.max_in_flight,
+            faults: self.platform.faults(service),
+            admin_key: Some(AdminKey::new(&self.platform.admin_key)),
         }
     }
 
@@ -282,8 +296,12 @@ impl<'a> Starter<'a> {
     }
 
     fn retry(&self) -> RetryPolicy {
+        let common = self.common();
         RetryPolicy {
-            retries: self.common().http_retries,
+            retries: common.http_retries,
+            deadline: Duration::from_millis(common.http_deadline_ms),
+            breaker_failures: common.http_breaker_failures,
+            breaker_open: Duration::from_millis(common.http_breaker_open_ms),
             ..RetryPolicy::default()
         }
     }
@@ -307,7 +325,21 @@ impl<'a> Starter<'a> {
                 )
             })?;
         self.platform.storages.push((service, storage.clone()));
-        Ok(storage)
+        Ok(FaultyStorage::wrap(storage, self.outages(service)))
+    }
+
+    /// The switches that can take `service`'s ports away.
+    fn outages(&mut self, service: Service) -> Arc<dyn Outages> {
+        Arc::new(self.platform.faults(service))
+    }
+
+    /// The cache and blob store as `service` sees them: shared, but switched off for it alone.
+    fn cache_for(&mut self, service: Service) -> Arc<dyn Cache> {
+        FaultyCache::wrap(self.cache.clone(), self.outages(service))
+    }
+
+    fn blobs_for(&mut self, service: Service) -> Arc<dyn Blobs> {
+        FaultyBlobs::wrap(self.blobs.clone(), self.outages(service))
     }
 
     fn listening(
@@ -345,8 +377,8 @@ impl<'a> Starter<'a> {
     async fn catalog(&mut self) -> anyhow::Result<()> {
         let ports = CatalogPorts {
             storage: self.storage(Service::Catalog).await?,
-            cache: self.cache.clone(),
-            blobs: self.blobs.clone(),
+            cache: self.cache_for(Service::Catalog),
+            blobs: self.blobs_for(Service::Catalog),
         };
         let config = CatalogConfig {
             http: self.http(Service::Catalog),
@@ -404,7 +436,7 @@ impl<'a> Starter<'a> {
     async fn cart(&mut self) -> anyhow::Result<()> {
         let ports = CartPorts {
             storage: self.storage(Service::Cart).await?,
-            cache: self.cache.clone(),
+            cache: self.cache_for(Service::Cart),
         };
         let cart = &self.settings.cart;
         let config = CartConfig {
@@ -476,7 +508,8 @@ impl<'a> Starter<'a> {
             pricing: self.pricing(),
         };
         let shop = storefront_startup::shop(&config)?;
-        let server = storefront_startup::start(&config, shop, self.blobs.clone()).await;
+        let blobs = self.blobs_for(Service::Storefront);
+        let server = storefront_startup::start(&config, shop, blobs).await;
         self.listening(Service::Storefront, server)
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod faults;
 pub mod health;
 pub mod id;
 pub mod metrics;

@@ -198,6 +198,18 @@ impl Problem {
         .with_detail(detail)
     }
 
+    /// The service is serving as many requests as it may; the caller should try again after
+    /// `retry_after_secs`.
+    pub fn overloaded(retry_after_secs: u32) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "The service is busy",
+        )
+        .with_detail(format!("try again in {retry_after_secs} s"))
+        .with_extension("retry_after_secs", retry_after_secs)
+    }
+
     /// A problem for a bare status that nothing more specific described (an unknown route,
     /// a method the route does not take).
     pub fn from_status(status: StatusCode) -> Self {

@@ -7,6 +7,7 @@
 //! every 5xx that is not a problem, so no internal detail leaks.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -15,11 +16,14 @@ use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadEr
 use actix_web::http::header;
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, Error, HttpMessage, HttpRequest, HttpServer, web};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::Span;
 use tracing::field::Empty;
 use tracing_actix_web::{RootSpanBuilder, TracingLogger};
 
+use crate::auth::AdminKey;
+use crate::faults::FaultSwitches;
 use crate::health::{self, Readiness};
 use crate::metrics::{self, MatchedRoute, Metrics};
 use crate::problem::{self, Problem};
@@ -35,6 +39,12 @@ pub struct HttpSettings {
     pub workers: Option<usize>,
     pub body_limit_bytes: usize,
     pub shutdown_timeout: Duration,
+    /// Requests served at once; more are shed (see [`shed`]).
+    pub max_in_flight: usize,
+    /// The service's fault switches (off unless set through `/admin/faults`).
+    pub faults: FaultSwitches,
+    /// The admin key; without one, the service has no admin routes of the platform's own.
+    pub admin_key: Option<AdminKey>,
 }
 
 /// A service that is accepting connections.
@@ -130,6 +140,9 @@ where
     let limit = http.body_limit_bytes;
     let readiness = web::Data::new(readiness);
     let metrics = web::Data::new(metrics);
+    let shedder = web::Data::new(Shedder::new(http.max_in_flight));
+    let faults = web::Data::new(http.faults.clone());
+    let admin_key = http.admin_key.clone().map(web::Data::new);
     let workers = http
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
@@ -137,6 +150,8 @@ where
     let server = HttpServer::new(move || {
         App::new()
             .app_data(ServiceName(name))
+            .app_data(shedder.clone())
+            .app_data(faults.clone())
             .app_data(readiness.clone())
             .app_data(metrics.clone())
             .app_data(json_config(limit))
@@ -144,12 +159,21 @@ where
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .app_data(web::PathConfig::default().error_handler(path_error))
             .wrap(from_fn(problem_fallback))
+            // Inside the request span, so injected latency and errors show in traces and logs.
+            .wrap(from_fn(crate::faults::middleware))
             .wrap(TracingLogger::<RequestSpan>::new())
             .wrap(from_fn(crate::request_id::middleware))
+            .wrap(from_fn(shed))
             .wrap(from_fn(metrics::middleware))
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
             .route("/metrics", web::get().to(metrics::endpoint))
+            .configure(|cfg| {
+                if let Some(key) = &admin_key {
+                    cfg.app_data(key.clone());
+                    crate::faults::configure(cfg);
+                }
+            })
             .configure(configure.clone())
         // No app-wide default service: actix would hand it to every resource too, turning
         // "method not allowed" into "not found". The bare 404/405 become problems below.
@@ -170,6 +194,52 @@ where
         task,
         background: Vec::new(),
     })
+}
+
+/// The requests a service may serve at once.
+pub struct Shedder {
+    permits: Option<Arc<Semaphore>>,
+}
+
+impl Shedder {
+    fn new(max_in_flight: usize) -> Self {
+        Self {
+            permits: (max_in_flight > 0).then(|| Arc::new(Semaphore::new(max_in_flight))),
+        }
+    }
+}
+
+/// How long a shed caller should wait before trying again, in seconds.
+pub const SHED_RETRY_AFTER_SECS: u32 = 1;
+
+/// Middleware: beyond `max_in_flight` requests at once, answers 503 `overloaded` with
+/// `Retry-After` straight away. Queueing them instead would make every request wait behind the
+/// backlog until callers time out, and the service would spend its time on answers nobody
+/// waits for any more. Probes and metrics always go through, so an overloaded pod is not also
+/// restarted or unobserved.
+pub async fn shed(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let permits = req
+        .app_data::<web::Data<Shedder>>()
+        .and_then(|shedder| shedder.permits.clone());
+    let exempt = matches!(req.path(), "/healthz" | "/readyz" | "/metrics");
+    let _permit = match permits {
+        Some(permits) if !exempt => match permits.try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                let mut response = Problem::overloaded(SHED_RETRY_AFTER_SECS).to_response();
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from(SHED_RETRY_AFTER_SECS),
+                );
+                return Ok(req.into_response(response));
+            }
+        },
+        _ => None,
+    };
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 /// JSON extractor settings: the body limit, and every failure as a problem.

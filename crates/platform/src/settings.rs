@@ -116,6 +116,42 @@ pub struct CommonSettings {
     )]
     pub http_retries: usize,
 
+    /// Requests one service serves at once; more are refused with 503 and `Retry-After` at
+    /// once, rather than queued until they time out; 0 takes every request. Probes and metrics
+    /// are never refused.
+    #[arg(
+        long = "max-in-flight",
+        env = "EMPORIUM_MAX_IN_FLIGHT",
+        default_value_t = 512
+    )]
+    pub max_in_flight: usize,
+
+    /// Deadline of a whole call to another service, retries included, in milliseconds.
+    #[arg(
+        long = "http-deadline-ms",
+        env = "EMPORIUM_HTTP_DEADLINE_MS",
+        default_value_t = 10_000
+    )]
+    pub http_deadline_ms: u64,
+
+    /// Consecutive failed calls to another service that open its circuit: calls then fail at
+    /// once until a probe succeeds.
+    #[arg(
+        long = "http-breaker-failures",
+        env = "EMPORIUM_HTTP_BREAKER_FAILURES",
+        default_value_t = 5
+    )]
+    pub http_breaker_failures: u32,
+
+    /// How long an opened circuit stays open before a probe, in milliseconds (doubling, up to
+    /// 30 s, while probes fail).
+    #[arg(
+        long = "http-breaker-open-ms",
+        env = "EMPORIUM_HTTP_BREAKER_OPEN_MS",
+        default_value_t = 1_000
+    )]
+    pub http_breaker_open_ms: u64,
+
     /// How long cached reads live, in seconds (each entry gets up to 10% random jitter).
     #[arg(
         long = "cache-ttl-secs",

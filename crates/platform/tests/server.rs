@@ -26,6 +26,9 @@ fn settings() -> HttpSettings {
         workers: Some(2),
         body_limit_bytes: 1024,
         shutdown_timeout: Duration::from_secs(10),
+        max_in_flight: 1024,
+        faults: Default::default(),
+        admin_key: None,
     }
 }
 
@@ -396,4 +399,82 @@ async fn the_client_gives_up_at_its_timeout() {
     assert!(error.is_timeout(), "{error}");
     assert!(started.elapsed() < Duration::from_millis(700));
     server.stop(false).await.expect("stop");
+}
+
+#[tokio::test]
+async fn beyond_its_in_flight_limit_a_service_sheds_requests_at_once_with_retry_after() {
+    let server = start(
+        "busy",
+        &HttpSettings {
+            max_in_flight: 2,
+            ..settings()
+        },
+        Readiness::new(),
+        Metrics::new("busy"),
+        |cfg| {
+            cfg.route(
+                "/slow",
+                web::get().to(|| async {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    HttpResponse::Ok().finish()
+                }),
+            );
+        },
+    )
+    .expect("server");
+    let http = reqwest::Client::new();
+    let url = server.url();
+    let started = Instant::now();
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                let response = http.get(format!("{url}/slow")).send().await.expect("send");
+                let took = started.elapsed();
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let body: serde_json::Value = if status == 503 {
+                    response.json().await.expect("problem")
+                } else {
+                    serde_json::Value::Null
+                };
+                (status, took, retry_after, body)
+            })
+        })
+        .collect();
+    // While two are being served, the probes still answer.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let health = http
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .expect("probe");
+    assert_eq!(health.status(), 200);
+    let mut served = 0;
+    let mut shed = 0;
+    for call in calls {
+        let (status, took, retry_after, body) = call.await.expect("task");
+        match status {
+            200 => served += 1,
+            503 => {
+                shed += 1;
+                assert!(
+                    took < Duration::from_millis(300),
+                    "shed at once, took {took:?}"
+                );
+                assert_eq!(retry_after.as_deref(), Some("1"));
+                assert_eq!(body["code"], "overloaded");
+                assert_eq!(body["retry_after_secs"], 1);
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((served, shed), (2, 4));
+    // Once they are done, the service takes requests again.
+    let again = http.get(format!("{url}/slow")).send().await.expect("send");
+    assert_eq!(again.status(), 200);
 }

@@ -7,6 +7,7 @@
 
 pub mod blob;
 pub mod cache;
+pub mod faulty;
 pub mod health;
 pub mod storage;
 pub mod traced;

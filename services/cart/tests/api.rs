@@ -28,6 +28,9 @@ fn http() -> HttpSettings {
         workers: Some(1),
         body_limit_bytes: 16 * 1024,
         shutdown_timeout: Duration::from_secs(2),
+        max_in_flight: 1024,
+        faults: Default::default(),
+        admin_key: None,
     }
 }
 

@@ -4,33 +4,54 @@
 //! A call is retried only if it is idempotent (reads, and writes that name what they write, such
 //! as a reservation by id or an order by idempotency key) and only after a failure that may pass
 //! (no answer, a timeout, 502/503/504), with exponential backoff and jitter, a bounded number of
-//! times. Retries use the `backon` crate.
+//! times (`backon`), and only while the dependency's retry budget lasts (`tower`'s `TpsBudget`:
+//! retries may add a fifth to the calls, plus a few a second), so retries cannot multiply the
+//! load on a service that is already failing. The whole call, retries included, has a deadline.
+//! Each dependency has a circuit breaker (`failsafe`): after consecutive failures it opens and
+//! calls fail at once, without a request, until a probe after the open time succeeds; a sick
+//! service then costs its callers nothing but a fast, clear "unavailable".
 
 mod cart;
 mod catalog;
 mod inventory;
 mod order;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use emporium_platform::Problem;
 use emporium_platform::client::ServiceClient;
+use failsafe::failure_policy::{ConsecutiveFailures, consecutive_failures};
+use failsafe::futures::CircuitBreaker as _;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
+use tower::retry::budget::{Budget as _, TpsBudget};
 
 pub use cart::CartClient;
 pub use catalog::CatalogClient;
 pub use inventory::InventoryClient;
 pub use order::OrderClient;
 
-/// How hard to retry idempotent calls.
+/// How calls to a dependency are retried, bounded and cut off.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     /// Retries after the first attempt.
     pub retries: usize,
     pub min_delay: Duration,
     pub max_delay: Duration,
+    /// The whole call, every attempt and wait included.
+    pub deadline: Duration,
+    /// Retries allowed on top of the calls, as a fraction of them (over the last ten seconds)...
+    pub retry_ratio: f32,
+    /// ...plus this many a second, so a quiet caller may still retry.
+    pub min_retries_per_sec: u32,
+    /// Consecutive failed attempts that open the dependency's circuit.
+    pub breaker_failures: u32,
+    /// How long the circuit stays open the first time; doubled (with jitter) each time a probe
+    /// fails, up to `breaker_max_open`.
+    pub breaker_open: Duration,
+    pub breaker_max_open: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -39,9 +60,73 @@ impl Default for RetryPolicy {
             retries: 2,
             min_delay: Duration::from_millis(25),
             max_delay: Duration::from_millis(250),
+            deadline: Duration::from_secs(10),
+            retry_ratio: 0.2,
+            min_retries_per_sec: 10,
+            breaker_failures: 5,
+            breaker_open: Duration::from_secs(1),
+            breaker_max_open: Duration::from_secs(30),
         }
     }
 }
+
+/// How long an open circuit stays open: doubling from `next` to `max`, each with up to a quarter
+/// taken off at random, so callers of a recovering service do not all probe it at once.
+/// (failsafe's own backoffs count in whole seconds.)
+#[derive(Debug, Clone)]
+struct OpenFor {
+    next: Duration,
+    max: Duration,
+}
+
+impl Iterator for OpenFor {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter = 1.0 - rand::random::<f64>() * 0.25;
+        Some(current.mul_f64(jitter))
+    }
+}
+
+/// Logs the circuit's changes: they are what an operator wants to know about a dependency.
+#[derive(Debug, Clone, Copy)]
+struct LogTransitions(&'static str);
+
+impl failsafe::Instrument for LogTransitions {
+    fn on_call_rejected(&self) {}
+
+    fn on_open(&self) {
+        tracing::warn!(
+            dependency = self.0,
+            "circuit opened: calls fail fast for a while"
+        );
+    }
+
+    fn on_half_open(&self) {
+        tracing::info!(dependency = self.0, "circuit half open: probing");
+    }
+
+    fn on_closed(&self) {
+        tracing::info!(
+            dependency = self.0,
+            "circuit closed: calls go through again"
+        );
+    }
+}
+
+type Breaker = failsafe::StateMachine<ConsecutiveFailures<OpenFor>, LogTransitions>;
+
+/// The error a call gets without a request while its dependency's circuit is open.
+#[derive(Debug, thiserror::Error)]
+#[error("the circuit to it is open after repeated failures")]
+pub struct CircuitOpen;
+
+/// The error a call gets when its deadline passes, retries included.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer within the call's deadline of {0:?}")]
+pub struct DeadlineExceeded(pub Duration);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -87,14 +172,32 @@ impl ClientError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Problem { problem, .. } if problem.status == 404)
     }
+
+    /// Whether the call was refused without a request because the dependency's circuit is open.
+    pub fn is_circuit_open(&self) -> bool {
+        matches!(self, Self::Unavailable { source, .. } if source.is::<CircuitOpen>())
+    }
 }
 
-/// One service's base URL, client and retry policy.
-#[derive(Debug, Clone)]
+/// One service's base URL, client, retry policy, retry budget and circuit breaker; clones share
+/// the budget and the breaker.
+#[derive(Clone)]
 pub(crate) struct Endpoint {
     service: &'static str,
     client: ServiceClient,
     retry: RetryPolicy,
+    budget: Arc<TpsBudget>,
+    breaker: Breaker,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("service", &self.service)
+            .field("client", &self.client)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether a call may be repeated without changing its effect.
@@ -111,10 +214,26 @@ impl Endpoint {
         http: reqwest::Client,
         retry: RetryPolicy,
     ) -> Self {
+        let open_for = OpenFor {
+            next: retry.breaker_open,
+            max: retry.breaker_max_open.max(retry.breaker_open),
+        };
         Self {
             service,
             client: ServiceClient::new(base_url, http),
             retry,
+            budget: Arc::new(TpsBudget::new(
+                Duration::from_secs(10),
+                retry.min_retries_per_sec,
+                retry.retry_ratio,
+            )),
+            breaker: failsafe::Config::new()
+                .failure_policy(consecutive_failures(
+                    retry.breaker_failures.max(1),
+                    open_for,
+                ))
+                .instrument(LogTransitions(service))
+                .build(),
         }
     }
 
@@ -132,7 +251,23 @@ impl Endpoint {
         T: DeserializeOwned,
         F: Fn() -> RequestBuilder,
     {
-        let attempt = || async { self.once::<T>(build()).await };
+        let attempt = || async {
+            // A failure that may pass counts against the circuit; an answer, even a problem,
+            // shows the service is there.
+            match self
+                .breaker
+                .call_with(ClientError::is_transient, self.once::<T>(build()))
+                .await
+            {
+                Ok(answer) => Ok(answer),
+                Err(failsafe::Error::Inner(error)) => Err(error),
+                Err(failsafe::Error::Rejected) => Err(ClientError::Unavailable {
+                    service: self.service,
+                    source: CircuitOpen.into(),
+                }),
+            }
+        };
+        self.budget.deposit();
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.retry.min_delay)
             .with_max_delay(self.retry.max_delay)
@@ -141,13 +276,23 @@ impl Endpoint {
                 Idempotent::No => 0,
             })
             .with_jitter();
-        attempt
+        let retried = attempt
             .retry(backoff)
-            .when(|error: &ClientError| error.is_transient())
+            // An open circuit will not close within a backoff; a spent budget says the
+            // dependency is getting more retries than it can take.
+            .when(|error: &ClientError| {
+                error.is_transient() && !error.is_circuit_open() && self.budget.withdraw()
+            })
             .notify(|error: &ClientError, delay: Duration| {
                 tracing::warn!(service = self.service, %error, delay_ms = delay.as_millis() as u64, "retrying");
-            })
-            .await
+            });
+        match tokio::time::timeout(self.retry.deadline, retried).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(ClientError::Unavailable {
+                service: self.service,
+                source: DeadlineExceeded(self.retry.deadline).into(),
+            }),
+        }
     }
 
     async fn once<T: DeserializeOwned>(

@@ -1,0 +1,232 @@
+//! Decorators that make a port fail on demand, for practising outages (a service's store, cache
+//! or blob store going away) on a running shop: while its port is switched off, every call fails
+//! the way a lost backend fails (`StorageError::Backend`, `CacheError::Unavailable`,
+//! `BlobError::Backend`), pings included, so readiness, degradation and error paths run for real.
+//! Who switches them is the caller's business (the platform's fault switches, see
+//! `emporium_platform::faults`); this module only asks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::blob::{Blob, BlobError, BlobKey, BlobMeta, BlobPage, Blobs};
+use crate::cache::{Cache, CacheError, PoolUse};
+use crate::storage::{Condition, Item, Key, Page, Query, Storage, StorageError, TxOp, Update};
+
+/// A port a service depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Port {
+    Storage,
+    Cache,
+    Blobs,
+}
+
+/// Says whether a port is switched off right now.
+pub trait Outages: Send + Sync + 'static {
+    fn is_down(&self, port: Port) -> bool;
+}
+
+const WHY: &str = "outage injected by the service's fault switches (/admin/faults)";
+
+/// A store that fails while its port is switched off.
+pub struct FaultyStorage {
+    inner: Arc<dyn Storage>,
+    outages: Arc<dyn Outages>,
+}
+
+impl FaultyStorage {
+    pub fn wrap(inner: Arc<dyn Storage>, outages: Arc<dyn Outages>) -> Arc<dyn Storage> {
+        Arc::new(Self { inner, outages })
+    }
+
+    fn check(&self) -> Result<(), StorageError> {
+        if self.outages.is_down(Port::Storage) {
+            return Err(StorageError::Backend(anyhow::anyhow!(WHY)));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Storage for FaultyStorage {
+    async fn get(&self, table: &'static str, key: &Key) -> Result<Option<Item>, StorageError> {
+        self.check()?;
+        self.inner.get(table, key).await
+    }
+
+    async fn put(
+        &self,
+        table: &'static str,
+        item: Item,
+        condition: Option<Condition>,
+    ) -> Result<(), StorageError> {
+        self.check()?;
+        self.inner.put(table, item, condition).await
+    }
+
+    async fn update(
+        &self,
+        table: &'static str,
+        key: &Key,
+        update: Update,
+        condition: Option<Condition>,
+    ) -> Result<Item, StorageError> {
+        self.check()?;
+        self.inner.update(table, key, update, condition).await
+    }
+
+    async fn delete(
+        &self,
+        table: &'static str,
+        key: &Key,
+        condition: Option<Condition>,
+    ) -> Result<Option<Item>, StorageError> {
+        self.check()?;
+        self.inner.delete(table, key, condition).await
+    }
+
+    async fn query(&self, table: &'static str, query: Query) -> Result<Page, StorageError> {
+        self.check()?;
+        self.inner.query(table, query).await
+    }
+
+    async fn query_index(
+        &self,
+        table: &'static str,
+        index: &'static str,
+        query: Query,
+    ) -> Result<Page, StorageError> {
+        self.check()?;
+        self.inner.query_index(table, index, query).await
+    }
+
+    async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StorageError> {
+        self.check()?;
+        self.inner.transact(ops).await
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+}
+
+/// A cache that fails while its port is switched off.
+pub struct FaultyCache {
+    inner: Arc<dyn Cache>,
+    outages: Arc<dyn Outages>,
+}
+
+impl FaultyCache {
+    pub fn wrap(inner: Arc<dyn Cache>, outages: Arc<dyn Outages>) -> Arc<dyn Cache> {
+        Arc::new(Self { inner, outages })
+    }
+
+    fn check(&self) -> Result<(), CacheError> {
+        if self.outages.is_down(Port::Cache) {
+            return Err(CacheError::Unavailable(anyhow::anyhow!(WHY)));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Cache for FaultyCache {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        self.check()?;
+        self.inner.get(key).await
+    }
+
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError> {
+        self.check()?;
+        self.inner.set(key, value, ttl).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), CacheError> {
+        self.check()?;
+        self.inner.delete(key).await
+    }
+
+    async fn generation(&self, group: &str) -> Result<u64, CacheError> {
+        self.check()?;
+        self.inner.generation(group).await
+    }
+
+    async fn bump_generation(&self, group: &str) -> Result<u64, CacheError> {
+        self.check()?;
+        self.inner.bump_generation(group).await
+    }
+
+    async fn ping(&self) -> Result<(), CacheError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+
+    fn pool(&self) -> Option<PoolUse> {
+        self.inner.pool()
+    }
+}
+
+/// A blob store that fails while its port is switched off.
+pub struct FaultyBlobs {
+    inner: Arc<dyn Blobs>,
+    outages: Arc<dyn Outages>,
+}
+
+impl FaultyBlobs {
+    pub fn wrap(inner: Arc<dyn Blobs>, outages: Arc<dyn Outages>) -> Arc<dyn Blobs> {
+        Arc::new(Self { inner, outages })
+    }
+
+    fn check(&self) -> Result<(), BlobError> {
+        if self.outages.is_down(Port::Blobs) {
+            return Err(BlobError::Backend(anyhow::anyhow!(WHY)));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Blobs for FaultyBlobs {
+    async fn put(
+        &self,
+        key: &BlobKey,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<BlobMeta, BlobError> {
+        self.check()?;
+        self.inner.put(key, body, content_type).await
+    }
+
+    async fn get(&self, key: &BlobKey) -> Result<Option<Blob>, BlobError> {
+        self.check()?;
+        self.inner.get(key).await
+    }
+
+    async fn head(&self, key: &BlobKey) -> Result<Option<BlobMeta>, BlobError> {
+        self.check()?;
+        self.inner.head(key).await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+        limit: usize,
+    ) -> Result<BlobPage, BlobError> {
+        self.check()?;
+        self.inner.list(prefix, token, limit).await
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<(), BlobError> {
+        self.check()?;
+        self.inner.delete(key).await
+    }
+
+    async fn ping(&self) -> Result<(), BlobError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+}
