@@ -245,6 +245,23 @@ fn the_chart_lints_strictly_and_renders_valid_manifests_for_each_value_set() {
     }
     let storefront = find(&aws, "Service", "storefront").expect("storefront");
     assert_eq!(storefront["spec"]["type"].as_str(), Some("LoadBalancer"));
+    // Shoppers are rate limited by their own address, which the load balancer keeps.
+    assert_eq!(config["EMPORIUM_RATE_LIMIT"].as_str(), Some("50"));
+    assert!(
+        storefront["metadata"]["annotations"]
+            ["service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"]
+            .as_str()
+            .is_some_and(|a| a.contains("preserve_client_ip.enabled=true"))
+    );
+    // On kind, where every client comes from the node's address, there is no limit.
+    for rendered in [
+        kustomize("k8s/overlays/kind"),
+        helm_template(&[]).expect("render"),
+    ] {
+        let objects = objects(&rendered);
+        let config = &find(&objects, "ConfigMap", "emporium-config").expect("config")["data"];
+        assert_eq!(config["EMPORIUM_RATE_LIMIT"].as_str(), Some("0"));
+    }
 
     // High availability: two pods at least, autoscaling to eight.
     let ha = objects(&helm_template(&["-f", &values_file("values-ha.yaml")]).expect("render"));
@@ -300,6 +317,8 @@ fn the_chart_schema_refuses_wrong_values() {
         "monitoring.enabled=yes",
         "monitoring.prometheus.retention=forever",
         "monitoring.grafana.adminPassword=short",
+        "storefront.rateLimit.perSecond=-1",
+        "storefront.rateLimit.trustForwarded=maybe",
     ] {
         let outcome = helm_template(&["--set", wrong]);
         let error = outcome.expect_err(&format!("{wrong} was accepted"));

@@ -1073,3 +1073,84 @@ async fn the_near_cache_keeps_pages_briefly_and_forgets_what_this_shop_changed()
     }
     platform.platform.stop(true).await.expect("stop");
 }
+
+/// Each client gets its burst, then 429 with `Retry-After` while others carry on; behind a
+/// trusted balancer the client is the last `X-Forwarded-For` address, so one a client prepends
+/// changes nothing; the API's answers carry headers that forbid rendering and framing them.
+#[tokio::test]
+async fn clients_over_their_rate_get_429_with_retry_after_while_others_carry_on() {
+    let (shop, _) = shop_with(&[
+        "--rate-limit",
+        "1",
+        "--rate-burst",
+        "3",
+        "--trust-forwarded",
+    ])
+    .await;
+    let base = shop.url(Service::Storefront);
+    let http = reqwest::Client::new();
+    let from = |client: &'static str, path: &'static str| {
+        let (http, url) = (http.clone(), format!("{base}{path}"));
+        async move {
+            http.get(url)
+                .header("x-forwarded-for", client)
+                .send()
+                .await
+                .expect("send")
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(from("203.0.113.9", "/api/v1/products").await.status(), 200);
+    }
+    let limited = from("203.0.113.9", "/api/v1/products").await;
+    assert_eq!(limited.status(), 429);
+    let retry_after: u64 = limited
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let problem: Value = limited.json().await.expect("problem");
+    assert_eq!(problem["code"], "rate_limited");
+    // Pages count too, and a forged first address does not help.
+    assert_eq!(
+        from("10.0.0.1, 203.0.113.9", "/").await.status(),
+        429,
+        "the balancer's entry is the last one"
+    );
+    // Another client is served; and after the wait, so is the first.
+    assert_eq!(from("198.51.100.2", "/api/v1/products").await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = from("203.0.113.9", "/api/v1/products").await;
+    assert_eq!(again.status(), 200);
+    for header in ["content-security-policy", "x-content-type-options"] {
+        assert!(again.headers().contains_key(header), "{header}");
+    }
+    assert_eq!(
+        again.headers()["x-content-type-options"].to_str().ok(),
+        Some("nosniff")
+    );
+}
+
+/// Without a trusted balancer the client is the connection's address, and one on this machine
+/// (a load test beside the shop) is never limited.
+#[tokio::test]
+async fn clients_on_this_machine_are_not_limited() {
+    let (shop, _) = shop_with(&["--rate-limit", "1", "--rate-burst", "1"]).await;
+    let base = shop.url(Service::Storefront);
+    let http = reqwest::Client::new();
+    for _ in 0..20 {
+        let response = http
+            .get(format!("{base}/api/v1/products"))
+            .header("x-forwarded-for", "203.0.113.9")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            response.status(),
+            200,
+            "X-Forwarded-For is not trusted here"
+        );
+    }
+}

@@ -506,6 +506,9 @@ impl<'a> Starter<'a> {
             stock_cache_ttl: std::time::Duration::from_millis(settings.stock_cache_ms),
             max_quantity: self.settings.cart.max_quantity,
             pricing: self.pricing(),
+            rate_limit: settings.rate_limit,
+            rate_burst: settings.rate_burst,
+            trust_forwarded: settings.trust_forwarded,
         };
         let shop = storefront_startup::shop(&config)?;
         let blobs = self.blobs_for(Service::Storefront);

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod assets;
 pub mod error;
+pub mod limits;
 pub mod pages;
 pub mod session;
 pub mod settings;

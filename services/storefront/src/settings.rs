@@ -62,4 +62,22 @@ pub struct StorefrontSettings {
         value_parser = clap::value_parser!(u64).range(0..=60_000)
     )]
     pub stock_cache_ms: u64,
+
+    /// Requests a second one client may make, on average (0: no limit). Beyond its burst it gets
+    /// 429 with `Retry-After`. Clients on this machine are never limited.
+    #[arg(long = "rate-limit", env = "EMPORIUM_RATE_LIMIT", default_value_t = 50)]
+    pub rate_limit: u32,
+
+    /// Requests one client may make at once before the limit applies.
+    #[arg(
+        long = "rate-burst",
+        env = "EMPORIUM_RATE_BURST",
+        default_value_t = 200
+    )]
+    pub rate_burst: u32,
+
+    /// Take the client's address from the last `X-Forwarded-For` entry (behind a load balancer
+    /// that sets it, such as an ALB), not from the connection.
+    #[arg(long = "trust-forwarded", env = "EMPORIUM_TRUST_FORWARDED")]
+    pub trust_forwarded: bool,
 }

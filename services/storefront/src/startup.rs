@@ -17,7 +17,7 @@ use crate::assets::{self, Assets};
 use crate::error::PageError;
 use crate::session::{self, SessionKey};
 use crate::shop::{Recent, Shop};
-use crate::{api, pages};
+use crate::{api, limits, pages};
 
 #[derive(Debug, Clone)]
 pub struct StorefrontConfig {
@@ -39,6 +39,11 @@ pub struct StorefrontConfig {
     pub max_quantity: i64,
     /// The order service's pricing rules, to show shipping and tax before checkout.
     pub pricing: Pricing,
+    /// Requests a second per client (0: none), the burst, and whether to trust
+    /// `X-Forwarded-For` for the client's address.
+    pub rate_limit: u32,
+    pub rate_burst: u32,
+    pub trust_forwarded: bool,
 }
 
 const PUBLISH_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(500);
@@ -93,6 +98,10 @@ pub async fn start(
     };
     let assets = web::Data::new(assets);
     let key = web::Data::new(config.session_key.clone());
+    let rate_limit =
+        limits::RateLimit::new(config.rate_limit, config.rate_burst, config.trust_forwarded)
+            .map(web::Data::new);
+    let limiter = rate_limit.clone();
     // The shop can show pages without the services (it says what is unavailable), so only
     // the blob store, which it serves itself, decides readiness.
     let readiness = Readiness::new().critical("blobs", health::blobs(&blobs));
@@ -102,13 +111,20 @@ pub async fn start(
         readiness,
         Metrics::new("storefront"),
         move |cfg| {
+            if let Some(limit) = &rate_limit {
+                cfg.app_data(limit.clone());
+            }
+            // Static files are cheap and cached; pages and the API are what a client can
+            // overdo, so they are limited (outermost, before any work).
             cfg.app_data(shop.clone())
                 .app_data(assets.clone())
                 .app_data(key.clone())
                 .configure(assets::configure)
                 .service(
                     web::scope("/api/v1")
+                        .wrap(api_security_headers())
                         .wrap(from_fn(session::middleware))
+                        .wrap(from_fn(limits::middleware))
                         .configure(api::configure),
                 )
                 .service(
@@ -116,11 +132,22 @@ pub async fn start(
                         .app_data(form_config())
                         .wrap(security_headers())
                         .wrap(from_fn(session::middleware))
+                        .wrap(from_fn(limits::middleware))
                         .configure(pages::configure)
                         .default_service(web::to(pages::not_found)),
                 );
         },
     )?;
+    if let Some(limit) = limiter {
+        // The table of clients holds only those seen lately.
+        server.spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                limit.forget_idle();
+            }
+        });
+    }
     if let Some(assets) = pending {
         server.spawn(async move {
             let mut delay = PUBLISH_RETRY_MIN;
@@ -152,6 +179,17 @@ fn form_config() -> web::FormConfig {
             };
             PageError::BadRequest(why).into()
         })
+}
+
+/// The API's answers are data, never a page to render or frame.
+fn api_security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add((
+            "Content-Security-Policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("Referrer-Policy", "no-referrer"))
 }
 
 fn security_headers() -> DefaultHeaders {
