@@ -44,6 +44,12 @@ pub fn settings(dir: &std::path::Path, extra: &[&str]) -> Settings {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
+    // A flag the caller gives replaces the default one (clap refuses a flag given twice).
+    for flag in extra.iter().filter(|f| f.starts_with("--")) {
+        if let Some(at) = args.iter().position(|a| a == flag) {
+            args.drain(at..at + 2);
+        }
+    }
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let cli = emporium::cli::Cli::try_parse_from(args).expect("settings parse");
     match cli.command {

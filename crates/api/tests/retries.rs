@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use actix_web::{HttpResponse, web};
 use emporium_api::cart::AddCartLine;
 use emporium_api::client::{CartClient, CatalogClient, RetryPolicy};
+use emporium_platform::Problem;
 use emporium_platform::health::Readiness;
 use emporium_platform::metrics::Metrics;
 use emporium_platform::server::{HttpSettings, RunningServer, start};
@@ -63,7 +64,8 @@ fn policy() -> RetryPolicy {
     }
 }
 
-/// How the switchable server answers: healthy, failing (503) or slow (500 ms, then healthy).
+/// How the switchable server answers: healthy, failing (503 `overloaded`, as a service
+/// shedding load does) or slow (500 ms, then healthy).
 const HEALTHY: u8 = 0;
 const FAILING: u8 = 1;
 const SLOW: u8 = 2;
@@ -97,7 +99,7 @@ fn switchable() -> (RunningServer, Arc<AtomicU8>, Arc<AtomicUsize>) {
                     async move {
                         counter.fetch_add(1, Ordering::SeqCst);
                         match mode.load(Ordering::SeqCst) {
-                            FAILING => HttpResponse::ServiceUnavailable().finish(),
+                            FAILING => Problem::overloaded(1).to_response(),
                             SLOW => {
                                 tokio::time::sleep(Duration::from_millis(500)).await;
                                 HttpResponse::Ok().json(serde_json::json!([]))

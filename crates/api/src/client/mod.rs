@@ -173,6 +173,19 @@ impl ClientError {
         matches!(self, Self::Problem { problem, .. } if problem.status == 404)
     }
 
+    /// Whether the service itself failed: no usable answer (no connection, a timeout, a bare
+    /// 5xx, an answer that does not parse), an internal error, or it refused the call because it
+    /// is overloaded or its fault switches say so.
+    pub fn is_own_failure(&self) -> bool {
+        match self {
+            Self::Unavailable { .. } => true,
+            Self::Problem { problem, .. } => {
+                problem.status == 500
+                    || matches!(problem.code.as_str(), "overloaded" | "fault_injected")
+            }
+        }
+    }
+
     /// Whether the call was refused without a request because the dependency's circuit is open.
     pub fn is_circuit_open(&self) -> bool {
         matches!(self, Self::Unavailable { source, .. } if source.is::<CircuitOpen>())
@@ -252,11 +265,14 @@ impl Endpoint {
         F: Fn() -> RequestBuilder,
     {
         let attempt = || async {
-            // A failure that may pass counts against the circuit; an answer, even a problem,
-            // shows the service is there.
+            // What counts against the circuit is the service itself failing: no usable answer,
+            // an internal error, or a refusal because it is overloaded (or made to fail). Its
+            // 502/503 problems about a service further down do not: counting them would open
+            // this caller's circuit whenever anything below is sick, and then keep it open
+            // after that heals, each breaker in the chain backing off in turn.
             match self
                 .breaker
-                .call_with(ClientError::is_transient, self.once::<T>(build()))
+                .call_with(ClientError::is_own_failure, self.once::<T>(build()))
                 .await
             {
                 Ok(answer) => Ok(answer),
