@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
-use actix_web::http::header;
+use actix_web::http::{StatusCode, header};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, Error, HttpMessage, HttpRequest, HttpServer, web};
 use tokio::sync::Semaphore;
@@ -164,6 +164,7 @@ where
             .wrap(TracingLogger::<RequestSpan>::new())
             .wrap(from_fn(crate::request_id::middleware))
             .wrap(from_fn(shed))
+            .wrap(from_fn(header_limit))
             .wrap(from_fn(metrics::middleware))
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
@@ -194,6 +195,34 @@ where
         task,
         background: Vec::new(),
     })
+}
+
+/// Most bytes of request headers (names and values together) a service reads. Requests are
+/// small here (a session cookie, a trace context); 16 KiB is what common load balancers take,
+/// and far below what a client could make the service keep in memory per connection.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Middleware: 431 `headers_too_large` for requests whose headers exceed [`MAX_HEADER_BYTES`].
+pub async fn header_limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        let problem = Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            "Request headers are too large",
+        )
+        .with_detail(format!("the limit is {MAX_HEADER_BYTES} bytes of headers"))
+        .with_extension("limit_bytes", MAX_HEADER_BYTES);
+        return Ok(req.into_response(problem.to_response()));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 /// The requests a service may serve at once.

@@ -209,6 +209,7 @@ pub async fn set_quantity(
     product_id: web::Path<String>,
     body: web::Json<SetQuantity>,
 ) -> Result<HttpResponse, Problem> {
+    valid_product_id(&product_id)?;
     same_site(&request)?;
     let cart = shop
         .set_quantity(&visitor, &product_id, body.quantity)
@@ -227,11 +228,24 @@ pub async fn remove_line(
     product_id: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
     same_site(&request)?;
+    valid_product_id(&product_id)?;
     let cart = shop
         .remove(&visitor, &product_id)
         .await
         .map_err(api_problem)?;
     Ok(HttpResponse::Ok().json(CartView::from(cart)))
+}
+
+/// A product id is 26 characters of base32; anything else names no product, and saying so
+/// beats passing it on.
+fn valid_product_id(id: &str) -> Result<(), Problem> {
+    if emporium_platform::id::is_valid(id) {
+        Ok(())
+    } else {
+        Err(Problem::invalid_path(
+            "product_id is not a product id (26 characters, 0-9 and a-z)",
+        ))
+    }
 }
 
 /// Place an order for the session's cart. Send an `Idempotency-Key` (a fresh random value per
