@@ -175,6 +175,8 @@ async fn inventory_stopped_and_started_under_checkouts_fails_fast_leaks_nothing_
         .await
         .expect("stop inventory");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // The order service stopped calling it: its circuit is open, and its metrics say so.
+    let open_during = shop.metrics(Service::Order).await;
     shop.platform
         .start_service(&shop.settings, &shop.plan, Service::Inventory)
         .await
@@ -184,6 +186,16 @@ async fn inventory_stopped_and_started_under_checkouts_fails_fast_leaks_nothing_
     // show, then some.
     tokio::time::sleep(Duration::from_secs(4)).await;
     stop.store(true, Ordering::SeqCst);
+    let closed_after = shop.metrics(Service::Order).await;
+    let circuit = "emporium_order_circuit_open{dependency=\"inventory\"}";
+    assert!(
+        open_during.contains(&format!("{circuit} 1")),
+        "open while inventory was down:\n{open_during}"
+    );
+    assert!(
+        closed_after.contains(&format!("{circuit} 0")),
+        "closed once it was back:\n{closed_after}"
+    );
     let mut outcomes = Vec::new();
     let mut customers = Vec::new();
     for shopper in shoppers {

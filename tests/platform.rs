@@ -363,6 +363,24 @@ async fn every_service_serves_its_metrics_and_a_checkout_moves_them(backend: Bac
     }
     let inventory = shop.metrics(Service::Inventory).await;
     assert!(inventory.contains("emporium_inventory_reservation_conflicts_total 0"));
+    // Every caller reports the circuit of each service it calls, closed while all is well.
+    for (service, dependencies) in [
+        (
+            Service::Storefront,
+            &["catalog", "inventory", "cart", "order"][..],
+        ),
+        (Service::Order, &["catalog", "inventory", "cart"][..]),
+        (Service::Cart, &["catalog", "inventory"][..]),
+    ] {
+        let text = shop.metrics(service).await;
+        for dependency in dependencies {
+            let series = format!(
+                "emporium_{}_circuit_open{{dependency=\"{dependency}\"}} 0",
+                service.name()
+            );
+            assert!(text.contains(&series), "{series} in:\n{text}");
+        }
+    }
     for service in [Service::Cart, Service::Catalog] {
         let text = shop.metrics(service).await;
         let name = service.name();

@@ -127,6 +127,17 @@ impl Metrics {
         self.add_observed(name, help, Reader::Gauge(Box::new(read)));
     }
 
+    /// Gauges read when scraped, one per value of `label` (`circuit_open{dependency="catalog"}`).
+    pub fn observe_gauges(
+        &self,
+        name: &str,
+        help: &str,
+        label: &'static str,
+        read: impl Fn() -> Vec<(String, i64)> + Send + Sync + 'static,
+    ) {
+        self.add_observed(name, help, Reader::Gauges(label, Box::new(read)));
+    }
+
     fn add_observed(&self, name: &str, help: &str, read: Reader) {
         self.registry().register_collector(Box::new(Observed {
             name: name.to_owned(),
@@ -250,6 +261,11 @@ struct Observed {
 enum Reader {
     Counter(Box<dyn Fn() -> u64 + Send + Sync>),
     Gauge(Box<dyn Fn() -> i64 + Send + Sync>),
+    /// The label's name, and each of its values with the gauge's value.
+    Gauges(
+        &'static str,
+        Box<dyn Fn() -> Vec<(String, i64)> + Send + Sync>,
+    ),
 }
 
 impl std::fmt::Debug for Observed {
@@ -282,6 +298,19 @@ impl Collector for Observed {
                     metric.metric_type(),
                 )?;
                 metric.encode(sample)
+            }
+            Reader::Gauges(label, read) => {
+                let mut family = encoder.encode_descriptor(
+                    &self.name,
+                    &self.help,
+                    None,
+                    ConstGauge::new(0i64).metric_type(),
+                )?;
+                for (value, reading) in read() {
+                    let labels = [(*label, value)];
+                    ConstGauge::new(reading).encode(family.encode_family(&labels)?)?;
+                }
+                Ok(())
             }
         }
     }

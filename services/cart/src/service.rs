@@ -83,6 +83,14 @@ fn line_total(unit_price: &Money, quantity: i64) -> Result<Money, CartError> {
 
 impl Carts {
     /// What the cache did, for metrics.
+    /// The clients of the catalog and the inventory, for their circuits' gauges.
+    pub fn circuits(&self) -> Vec<Box<dyn emporium_api::client::Circuit + Send + Sync>> {
+        vec![
+            Box::new(self.catalog.clone()),
+            Box::new(self.inventory.clone()),
+        ]
+    }
+
     pub fn cache_stats(&self) -> &std::sync::Arc<emporium_ports::cache::CacheStats> {
         self.cache.stats()
     }

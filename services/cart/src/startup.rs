@@ -58,6 +58,7 @@ pub fn start(
     let metrics = Metrics::new("cart");
     metrics.observe_cache(carts.cache_stats());
     metrics.observe_cache_pool(&ports.cache);
+    emporium_api::client::observe_circuits(&metrics, carts.circuits());
     let data = web::Data::from(carts);
     server::start("cart", &config.http, readiness, metrics, move |cfg| {
         cfg.app_data(data.clone());

@@ -222,6 +222,15 @@ impl Orders {
     }
 
     /// Checkouts and reconciliations by outcome, for the service's metrics.
+    /// The clients of the services a checkout calls, for their circuits' gauges.
+    pub fn circuits(&self) -> Vec<Box<dyn emporium_api::client::Circuit + Send + Sync>> {
+        vec![
+            Box::new(self.catalog.clone()),
+            Box::new(self.inventory.clone()),
+            Box::new(self.carts.clone()),
+        ]
+    }
+
     pub fn outcomes(&self) -> Family<Outcome, Counter> {
         self.outcomes.clone()
     }

@@ -66,6 +66,7 @@ pub fn start(
         "Checkouts ended by the customer's request or by the reconciler, by status and failure reason",
         orders.outcomes(),
     );
+    emporium_api::client::observe_circuits(&metrics, orders.circuits());
     let data = web::Data::from(orders.clone());
     let mut server = server::start("order", &config.http, readiness, metrics, move |cfg| {
         cfg.app_data(data.clone());

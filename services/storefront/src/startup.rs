@@ -105,39 +105,43 @@ pub async fn start(
     // The shop can show pages without the services (it says what is unavailable), so only
     // the blob store, which it serves itself, decides readiness.
     let readiness = Readiness::new().critical("blobs", health::blobs(&blobs));
-    let mut server = server::start(
-        "storefront",
-        &config.http,
-        readiness,
-        Metrics::new("storefront"),
-        move |cfg| {
-            if let Some(limit) = &rate_limit {
-                cfg.app_data(limit.clone());
-            }
-            // Static files are cheap and cached; pages and the API are what a client can
-            // overdo, so they are limited (outermost, before any work).
-            cfg.app_data(shop.clone())
-                .app_data(assets.clone())
-                .app_data(key.clone())
-                .configure(assets::configure)
-                .service(
-                    web::scope("/api/v1")
-                        .wrap(api_security_headers())
-                        .wrap(from_fn(session::middleware))
-                        .wrap(from_fn(limits::middleware))
-                        .configure(api::configure),
-                )
-                .service(
-                    web::scope("")
-                        .app_data(form_config())
-                        .wrap(security_headers())
-                        .wrap(from_fn(session::middleware))
-                        .wrap(from_fn(limits::middleware))
-                        .configure(pages::configure)
-                        .default_service(web::to(pages::not_found)),
-                );
-        },
-    )?;
+    let metrics = Metrics::new("storefront");
+    emporium_api::client::observe_circuits(
+        &metrics,
+        vec![
+            Box::new(shop.catalog.clone()),
+            Box::new(shop.inventory.clone()),
+            Box::new(shop.carts.clone()),
+            Box::new(shop.orders.clone()),
+        ],
+    );
+    let mut server = server::start("storefront", &config.http, readiness, metrics, move |cfg| {
+        if let Some(limit) = &rate_limit {
+            cfg.app_data(limit.clone());
+        }
+        // Static files are cheap and cached; pages and the API are what a client can
+        // overdo, so they are limited (outermost, before any work).
+        cfg.app_data(shop.clone())
+            .app_data(assets.clone())
+            .app_data(key.clone())
+            .configure(assets::configure)
+            .service(
+                web::scope("/api/v1")
+                    .wrap(api_security_headers())
+                    .wrap(from_fn(session::middleware))
+                    .wrap(from_fn(limits::middleware))
+                    .configure(api::configure),
+            )
+            .service(
+                web::scope("")
+                    .app_data(form_config())
+                    .wrap(security_headers())
+                    .wrap(from_fn(session::middleware))
+                    .wrap(from_fn(limits::middleware))
+                    .configure(pages::configure)
+                    .default_service(web::to(pages::not_found)),
+            );
+    })?;
     if let Some(limit) = limiter {
         // The table of clients holds only those seen lately.
         server.spawn(async move {

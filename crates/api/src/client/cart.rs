@@ -91,3 +91,9 @@ impl CartClient {
         Ok(cart)
     }
 }
+
+impl super::Circuit for CartClient {
+    fn circuit(&self) -> (&'static str, bool) {
+        self.endpoint.circuit()
+    }
+}

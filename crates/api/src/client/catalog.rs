@@ -49,3 +49,9 @@ impl CatalogClient {
         Ok(categories)
     }
 }
+
+impl super::Circuit for CatalogClient {
+    fn circuit(&self) -> (&'static str, bool) {
+        self.endpoint.circuit()
+    }
+}

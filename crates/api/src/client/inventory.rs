@@ -111,3 +111,9 @@ impl InventoryClient {
         Ok(reservation)
     }
 }
+
+impl super::Circuit for InventoryClient {
+    fn circuit(&self) -> (&'static str, bool) {
+        self.endpoint.circuit()
+    }
+}

@@ -17,6 +17,7 @@ mod inventory;
 mod order;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -32,6 +33,33 @@ pub use cart::CartClient;
 pub use catalog::CatalogClient;
 pub use inventory::InventoryClient;
 pub use order::OrderClient;
+
+/// A client's dependency and whether its circuit is open, for the caller's metrics.
+pub trait Circuit {
+    fn circuit(&self) -> (&'static str, bool);
+}
+
+/// The `circuit_open{dependency}` gauges of a service's clients (1 while a circuit is open or
+/// probing).
+pub fn observe_circuits(
+    metrics: &emporium_platform::metrics::Metrics,
+    clients: Vec<Box<dyn Circuit + Send + Sync>>,
+) {
+    metrics.observe_gauges(
+        "circuit_open",
+        "Whether calls to a dependency fail fast because its circuit is open (1) or go through (0)",
+        "dependency",
+        move || {
+            clients
+                .iter()
+                .map(|client| {
+                    let (dependency, open) = client.circuit();
+                    (dependency.to_owned(), i64::from(open))
+                })
+                .collect()
+        },
+    );
+}
 
 /// How calls to a dependency are retried, bounded and cut off.
 #[derive(Debug, Clone, Copy)]
@@ -90,27 +118,33 @@ impl Iterator for OpenFor {
     }
 }
 
-/// Logs the circuit's changes: they are what an operator wants to know about a dependency.
-#[derive(Debug, Clone, Copy)]
-struct LogTransitions(&'static str);
+/// Logs the circuit's changes, which are what an operator wants to know about a dependency,
+/// and keeps whether it is open (or probing) for the service's metrics.
+#[derive(Debug, Clone)]
+struct LogTransitions {
+    dependency: &'static str,
+    open: Arc<AtomicBool>,
+}
 
 impl failsafe::Instrument for LogTransitions {
     fn on_call_rejected(&self) {}
 
     fn on_open(&self) {
+        self.open.store(true, Ordering::Relaxed);
         tracing::warn!(
-            dependency = self.0,
+            dependency = self.dependency,
             "circuit opened: calls fail fast for a while"
         );
     }
 
     fn on_half_open(&self) {
-        tracing::info!(dependency = self.0, "circuit half open: probing");
+        tracing::info!(dependency = self.dependency, "circuit half open: probing");
     }
 
     fn on_closed(&self) {
+        self.open.store(false, Ordering::Relaxed);
         tracing::info!(
-            dependency = self.0,
+            dependency = self.dependency,
             "circuit closed: calls go through again"
         );
     }
@@ -201,6 +235,7 @@ pub(crate) struct Endpoint {
     retry: RetryPolicy,
     budget: Arc<TpsBudget>,
     breaker: Breaker,
+    circuit_open: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -231,10 +266,12 @@ impl Endpoint {
             next: retry.breaker_open,
             max: retry.breaker_max_open.max(retry.breaker_open),
         };
+        let circuit_open = Arc::new(AtomicBool::new(false));
         Self {
             service,
             client: ServiceClient::new(base_url, http),
             retry,
+            circuit_open: circuit_open.clone(),
             budget: Arc::new(TpsBudget::new(
                 Duration::from_secs(10),
                 retry.min_retries_per_sec,
@@ -245,9 +282,17 @@ impl Endpoint {
                     retry.breaker_failures.max(1),
                     open_for,
                 ))
-                .instrument(LogTransitions(service))
+                .instrument(LogTransitions {
+                    dependency: service,
+                    open: circuit_open,
+                })
                 .build(),
         }
+    }
+
+    /// The dependency this endpoint calls, and whether its circuit is open (or probing).
+    pub(crate) fn circuit(&self) -> (&'static str, bool) {
+        (self.service, self.circuit_open.load(Ordering::Relaxed))
     }
 
     pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {

@@ -87,3 +87,9 @@ impl OrderClient {
         Ok(order)
     }
 }
+
+impl super::Circuit for OrderClient {
+    fn circuit(&self) -> (&'static str, bool) {
+        self.endpoint.circuit()
+    }
+}
