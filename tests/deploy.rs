@@ -1231,17 +1231,23 @@ fn every_setting_the_manifests_give_is_one_the_binary_knows() {
             }
         }
         assert!(checked >= 10, "checked {checked}");
-        // Every service has the admin key, for its fault switches if nothing else.
+        // Every service has the admin key, for its fault switches if nothing else, and the
+        // gateway key, which the services show each other.
         for service in ["storefront", "catalog", "inventory", "cart", "order"] {
             let env = &find(&objects, "Deployment", service).expect("deployment")["spec"]["template"]
                 ["spec"]["containers"][0]["env"];
-            assert!(
-                env.as_sequence().into_iter().flatten().any(|v| {
-                    v["name"].as_str() == Some("EMPORIUM_ADMIN_KEY")
-                        && v["valueFrom"]["secretKeyRef"]["key"].as_str() == Some("admin-key")
-                }),
-                "{service} has the admin key"
-            );
+            for (variable, key) in [
+                ("EMPORIUM_ADMIN_KEY", "admin-key"),
+                ("EMPORIUM_GATEWAY_KEY", "gateway-key"),
+            ] {
+                assert!(
+                    env.as_sequence().into_iter().flatten().any(|v| {
+                        v["name"].as_str() == Some(variable)
+                            && v["valueFrom"]["secretKeyRef"]["key"].as_str() == Some(key)
+                    }),
+                    "{service} has {variable}"
+                );
+            }
         }
     }
 }

@@ -106,7 +106,7 @@ fn send(
 /// Everything a hostile request could have changed that can be read back: the catalog, the
 /// stock, and the barrage customer's orders.
 async fn state(shop: &TestPlatform) -> BTreeMap<String, Value> {
-    let http = reqwest::Client::new();
+    let http = shop.http.clone();
     let mut seen = BTreeMap::new();
     for (name, url) in [
         (
@@ -153,7 +153,7 @@ async fn hostile_input_on_every_route_is_a_client_error_and_writes_nothing() {
     let routes = routes(&shop).await;
     assert!(routes.len() >= 30, "{} routes found", routes.len());
     let before = state(&shop).await;
-    let http = reqwest::Client::new();
+    let http = shop.http.clone();
     let nested = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
     let deep_object = format!("{}1{}", "{\"a\":".repeat(3000), "}".repeat(3000));
     let huge = format!("{{\"name\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
@@ -314,7 +314,7 @@ async fn no_generated_body_on_any_route_gets_a_server_error() {
         .filter(|r| r.takes_body)
         .collect();
     assert!(routes.len() >= 10, "{} routes take a body", routes.len());
-    let http = reqwest::Client::new();
+    let http = shop.http.clone();
     // A fixed seed: a failure names the body, and the same run finds it again.
     let mut runner = TestRunner::deterministic();
     let strategy = json_value();

@@ -749,3 +749,50 @@ async fn history_lists_a_customers_orders_newest_first_in_pages(backend: Backend
         .expect("send");
     problem(bad_limit, 400, "invalid_query").await;
 }
+
+/// The order service serves a customer's orders only to the shop's own services: a caller that
+/// does not show the gateway key, or shows a wrong one, cannot place, read or cancel orders in
+/// any customer's name, and nothing is written.
+#[tokio::test]
+async fn customer_requests_without_the_gateway_key_are_refused_and_write_nothing() {
+    let shop = TestPlatform::start(Backend::Embedded).await;
+    let product = shop.product_with_sku("KIT-001").await;
+    let cart = shop.cart_with(&[(&product, 1)]).await;
+    let buyer = customer();
+    let before = shop.stock("KIT-001").await;
+    let url = format!("{}/v1/orders", shop.url(Service::Order));
+    for shown in [None, Some("not-the-key")] {
+        let outsider = reqwest::Client::new();
+        let with_key = |request: reqwest::RequestBuilder| match shown {
+            Some(shown) => request.header("x-emporium-gateway", shown),
+            None => request,
+        };
+        let placed = with_key(outsider.post(&url))
+            .header("x-customer-id", &buyer)
+            .header("idempotency-key", key())
+            .json(&order_body(&cart.id, CARD_OK))
+            .send()
+            .await
+            .expect("send");
+        problem(placed, 401, "gateway_required").await;
+        let listed = with_key(outsider.get(&url))
+            .header("x-customer-id", &buyer)
+            .send()
+            .await
+            .expect("send");
+        problem(listed, 401, "gateway_required").await;
+    }
+    // Nothing happened: no order, the stock and the cart as they were.
+    assert!(shop.history(&buyer).await.is_empty());
+    let after = shop.stock("KIT-001").await;
+    assert_eq!(
+        (after.available, after.reserved),
+        (before.available, before.reserved)
+    );
+    assert_eq!(shop.cart(&cart.id).await.lines.len(), 1);
+    // The shop's own client, which shows the key, is served.
+    let placed = shop
+        .place(&buyer, &key(), &order_body(&cart.id, CARD_OK))
+        .await;
+    assert_eq!(placed.status(), 201);
+}

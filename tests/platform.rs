@@ -160,7 +160,7 @@ async fn a_shopper_browses_fills_a_cart_checks_out_and_finds_the_order(backend: 
     use emporium_api::order::OrderStatus;
 
     let shop = TestPlatform::start(backend).await;
-    let http = reqwest::Client::new();
+    let http = shop.http.clone();
     let retry = RetryPolicy::default();
     let catalog = CatalogClient::new(&shop.url(Service::Catalog), http.clone(), retry);
     let inventory = InventoryClient::new(&shop.url(Service::Inventory), http.clone(), retry);

@@ -162,6 +162,21 @@ pub struct TestPlatform {
     pub moto: Option<emporium_adapters::testing::MotoServer>,
 }
 
+/// A client that calls the services as one of them does, showing the gateway key.
+pub fn gateway_client(key: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        headers.insert(
+            emporium_platform::auth::GATEWAY_HEADER,
+            reqwest::header::HeaderValue::from_str(key).expect("a header value"),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
 impl TestPlatform {
     /// Every service on `backend`, seeded with the demo shop.
     pub async fn start(backend: Backend) -> Self {
@@ -187,12 +202,13 @@ impl TestPlatform {
         let platform = Platform::start(&settings, &plan)
             .await
             .expect("platform starts");
+        let http = gateway_client(platform.gateway_key.as_deref());
         Self {
             platform,
             settings,
             plan,
             data_dir,
-            http: reqwest::Client::new(),
+            http,
             moto: stand.moto,
         }
     }

@@ -29,6 +29,7 @@ fn flaky(failures: usize) -> (RunningServer, Arc<AtomicUsize>) {
         max_in_flight: 1024,
         faults: Default::default(),
         admin_key: None,
+        gateway_key: None,
     };
     let server = start(
         "flaky",
@@ -83,6 +84,7 @@ fn switchable() -> (RunningServer, Arc<AtomicU8>, Arc<AtomicUsize>) {
         max_in_flight: 1024,
         faults: Default::default(),
         admin_key: None,
+        gateway_key: None,
     };
     let (answer_mode, counter) = (mode.clone(), calls.clone());
     let server = start(
@@ -353,6 +355,7 @@ async fn client_errors_are_problems_and_are_not_retried() {
         max_in_flight: 1024,
         faults: Default::default(),
         admin_key: None,
+        gateway_key: None,
     };
     let server = start(
         "empty",

@@ -352,6 +352,15 @@ fn print_banner(settings: &Settings, platform: &Platform, traces: Option<std::ne
     } else {
         println!("  admin key    as configured");
     }
+    if let Some(key) = &platform.gateway_key {
+        if settings.common.gateway_key.is_some() {
+            println!("  gateway key  as configured");
+        } else {
+            println!(
+                "  gateway key  {key}   (the services show it to each other as X-Emporium-Gateway; calling the order service directly needs it)"
+            );
+        }
+    }
     println!();
     if let Some(shop) = platform.url(Service::Storefront) {
         println!("Open the shop:  {shop}/");

@@ -1,6 +1,6 @@
 //! Starting services on their adapters and stopping them together.
 
-use emporium_platform::auth::AdminKey;
+use emporium_platform::auth::{AdminKey, GatewayKey};
 use emporium_platform::faults::FaultSwitches;
 use emporium_ports::faulty::{FaultyBlobs, FaultyCache, FaultyStorage, Outages};
 use std::sync::Arc;
@@ -128,6 +128,8 @@ pub struct Platform {
     /// The admin key in force, and whether it was generated because none was configured.
     pub admin_key: String,
     pub admin_key_generated: bool,
+    /// The key the services show each other, when there is one (see `--gateway-key`).
+    pub gateway_key: Option<String>,
     /// What seeding created, when it ran.
     pub seeded: Option<SeedReport>,
     /// Each service's fault switches, kept across a restart of the service.
@@ -154,6 +156,11 @@ impl Platform {
             storages: Vec::new(),
             admin_key,
             admin_key_generated,
+            // One process running several services makes one up for them; a lone service
+            // without one configured checks nothing and sends nothing.
+            gateway_key: common.gateway_key.clone().or_else(|| {
+                (plan.services.len() > 1).then(emporium_platform::auth::generate_admin_key)
+            }),
             seeded: None,
             faults: std::collections::BTreeMap::new(),
         };
@@ -282,6 +289,7 @@ impl<'a> Starter<'a> {
             max_in_flight: common.max_in_flight,
             faults: self.platform.faults(service),
             admin_key: Some(AdminKey::new(&self.platform.admin_key)),
+            gateway_key: self.platform.gateway_key.as_deref().map(GatewayKey::new),
         }
     }
 
@@ -326,6 +334,14 @@ impl<'a> Starter<'a> {
             })?;
         self.platform.storages.push((service, storage.clone()));
         Ok(FaultyStorage::wrap(storage, self.outages(service)))
+    }
+
+    /// Timeouts of calls between services, and the gateway key they carry.
+    fn client_settings(&self) -> emporium_platform::client::ClientSettings {
+        emporium_platform::client::ClientSettings {
+            gateway_key: self.platform.gateway_key.clone(),
+            ..self.common().client_settings()
+        }
     }
 
     /// The switches that can take `service`'s ports away.
@@ -441,7 +457,7 @@ impl<'a> Starter<'a> {
         let cart = &self.settings.cart;
         let config = CartConfig {
             http: self.http(Service::Cart),
-            client: self.common().client_settings(),
+            client: self.client_settings(),
             retry: self.retry(),
             catalog_url: self.url(Service::Catalog),
             inventory_url: self.url(Service::Inventory),
@@ -463,7 +479,7 @@ impl<'a> Starter<'a> {
         let order = &self.settings.order;
         let config = OrderConfig {
             http: self.http(Service::Order),
-            client: self.common().client_settings(),
+            client: self.client_settings(),
             retry: self.retry(),
             catalog_url: self.url(Service::Catalog),
             inventory_url: self.url(Service::Inventory),
@@ -493,7 +509,7 @@ impl<'a> Starter<'a> {
         };
         let config = StorefrontConfig {
             http: self.http(Service::Storefront),
-            client: self.common().client_settings(),
+            client: self.client_settings(),
             retry: self.retry(),
             catalog_url: self.url(Service::Catalog),
             inventory_url: self.url(Service::Inventory),

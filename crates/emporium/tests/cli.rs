@@ -411,7 +411,7 @@ fn banner_url(running: &Running, label: &str) -> String {
 #[test]
 fn up_shows_a_checkout_across_the_services_on_its_traces_page() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let running = start(dir.path(), &[]);
+    let running = start(dir.path(), &["--gateway-key", "traces-test-gateway-key"]);
     let page = banner_url(&running, "Recent traces:");
     let (cart, order) = (banner_url(&running, "cart"), banner_url(&running, "order"));
     let product = all_products(&running.url)
@@ -442,6 +442,7 @@ fn up_shows_a_checkout_across_the_services_on_its_traces_page() {
         assert_eq!(added.status(), 200);
         let placed = http
             .post(format!("{order}/v1/orders"))
+            .header("x-emporium-gateway", "traces-test-gateway-key")
             .header("x-customer-id", "0000000000000000000000cafe")
             .header("idempotency-key", "traces-page-checkout")
             .json(&serde_json::json!({

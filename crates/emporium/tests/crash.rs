@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 const ADMIN_KEY: &str = "crash-test-admin-key";
+/// The key the services show each other; the test calls them as one of them.
+const GATEWAY_KEY: &str = "crash-test-gateway-key";
 const SKU: &str = "KIT-001";
 const STOCK: i64 = 10_000;
 
@@ -45,6 +47,8 @@ fn up(data: &std::path::Path, ports: &Ports) -> Child {
             "--admin-key",
             ADMIN_KEY,
             "--no-traces-page",
+            "--gateway-key",
+            GATEWAY_KEY,
         ])
         .args(["--catalog-port", &ports.catalog.to_string()])
         .args(["--inventory-port", &ports.inventory.to_string()])
@@ -195,8 +199,14 @@ async fn sigkill_under_checkouts_loses_no_confirmed_order_and_conserves_stock() 
         storefront: free_port(),
     };
     let (cart_url, order_url) = (Ports::url(ports.cart), Ports::url(ports.order));
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-emporium-gateway",
+        reqwest::header::HeaderValue::from_static(GATEWAY_KEY),
+    );
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .default_headers(headers)
         .build()
         .expect("client");
     let mut shop = up(data.path(), &ports);

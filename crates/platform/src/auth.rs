@@ -38,6 +38,32 @@ impl AdminKey {
     }
 }
 
+/// The header the services send each other their gateway key in.
+pub const GATEWAY_HEADER: &str = "x-emporium-gateway";
+
+/// The gateway key a service expects from its callers (register it with `app_data`); without
+/// one, every caller is taken at its word.
+#[derive(Clone, Debug)]
+pub struct GatewayKey(AdminKey);
+
+impl GatewayKey {
+    pub fn new(key: &str) -> Self {
+        Self(AdminKey::new(key))
+    }
+}
+
+/// Whether `req` comes from one of the shop's services: it carries the gateway key, compared in
+/// constant time, or the service has none to check.
+pub fn from_gateway(req: &HttpRequest) -> bool {
+    let Some(key) = req.app_data::<web::Data<GatewayKey>>() else {
+        return true;
+    };
+    req.headers()
+        .get(GATEWAY_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|presented| key.0.verify(presented))
+}
+
 /// A random admin key for when none is configured.
 pub fn generate_admin_key() -> String {
     format!("adm_{}", crate::id::new_id())

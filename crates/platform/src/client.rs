@@ -8,10 +8,13 @@ use reqwest::{Method, RequestBuilder};
 
 use crate::request_id;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientSettings {
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// Sent on every call as `X-Emporium-Gateway`, to show the callee the call comes from one
+    /// of the shop's services.
+    pub gateway_key: Option<String>,
 }
 
 impl Default for ClientSettings {
@@ -19,13 +22,22 @@ impl Default for ClientSettings {
         Self {
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
+            gateway_key: None,
         }
     }
 }
 
 /// A connection-pooling client with the timeouts applied.
 pub fn build_client(settings: &ClientSettings) -> reqwest::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &settings.gateway_key
+        && let Ok(mut value) = reqwest::header::HeaderValue::from_str(key)
+    {
+        value.set_sensitive(true);
+        headers.insert(crate::auth::GATEWAY_HEADER, value);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(settings.timeout)
         .connect_timeout(settings.connect_timeout)
         .pool_idle_timeout(Duration::from_secs(30))

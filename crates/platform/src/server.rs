@@ -22,7 +22,7 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_actix_web::{RootSpanBuilder, TracingLogger};
 
-use crate::auth::AdminKey;
+use crate::auth::{AdminKey, GatewayKey};
 use crate::faults::FaultSwitches;
 use crate::health::{self, Readiness};
 use crate::metrics::{self, MatchedRoute, Metrics};
@@ -45,6 +45,8 @@ pub struct HttpSettings {
     pub faults: FaultSwitches,
     /// The admin key; without one, the service has no admin routes of the platform's own.
     pub admin_key: Option<AdminKey>,
+    /// The key callers from the shop's services carry (see [`crate::auth::from_gateway`]).
+    pub gateway_key: Option<GatewayKey>,
 }
 
 /// A service that is accepting connections.
@@ -143,6 +145,7 @@ where
     let shedder = web::Data::new(Shedder::new(http.max_in_flight));
     let faults = web::Data::new(http.faults.clone());
     let admin_key = http.admin_key.clone().map(web::Data::new);
+    let gateway_key = http.gateway_key.clone().map(web::Data::new);
     let workers = http
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
@@ -170,6 +173,9 @@ where
             .route("/readyz", web::get().to(health::readyz))
             .route("/metrics", web::get().to(metrics::endpoint))
             .configure(|cfg| {
+                if let Some(key) = &gateway_key {
+                    cfg.app_data(key.clone());
+                }
                 if let Some(key) = &admin_key {
                     cfg.app_data(key.clone());
                     crate::faults::configure(cfg);

@@ -75,6 +75,17 @@ pub struct CommonSettings {
     #[arg(long = "admin-key", env = "EMPORIUM_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
 
+    /// Key the services send each other (`X-Emporium-Gateway`); the order service serves a
+    /// customer's orders only to callers that have it, so a request that skips the storefront
+    /// cannot claim to be any customer. [default: a random key when one process runs every
+    /// service; none, and no check, for a single service without one]
+    #[arg(
+        long = "gateway-key",
+        env = "EMPORIUM_GATEWAY_KEY",
+        hide_env_values = true
+    )]
+    pub gateway_key: Option<String>,
+
     /// Largest request body accepted by JSON endpoints, in bytes.
     #[arg(long = "body-limit-bytes", env = "EMPORIUM_BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
     pub body_limit_bytes: usize,
@@ -202,6 +213,7 @@ impl CommonSettings {
         crate::client::ClientSettings {
             timeout: Duration::from_millis(self.http_timeout_ms),
             connect_timeout: Duration::from_millis(self.http_connect_timeout_ms),
+            gateway_key: self.gateway_key.clone(),
         }
     }
 }

@@ -29,6 +29,7 @@ fn settings() -> HttpSettings {
         max_in_flight: 1024,
         faults: Default::default(),
         admin_key: None,
+        gateway_key: None,
     }
 }
 
@@ -387,6 +388,7 @@ async fn the_client_gives_up_at_its_timeout() {
         build_client(&ClientSettings {
             timeout: Duration::from_millis(200),
             connect_timeout: Duration::from_millis(200),
+            gateway_key: None,
         })
         .expect("client"),
     );

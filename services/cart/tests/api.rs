@@ -31,6 +31,7 @@ fn http() -> HttpSettings {
         max_in_flight: 1024,
         faults: Default::default(),
         admin_key: None,
+        gateway_key: None,
     }
 }
 
@@ -110,6 +111,7 @@ async fn spawn_shop(limits: CartLimits) -> Shop {
         client: ClientSettings {
             timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_millis(300),
+            gateway_key: None,
         },
         retry: RetryPolicy::default(),
         catalog_url: catalog.url(),

@@ -117,6 +117,7 @@ async fn spawn_app() -> TestApp {
             max_in_flight: 1024,
             faults: Default::default(),
             admin_key: None,
+            gateway_key: None,
         },
         currency: "USD".into(),
         admin_key: ADMIN_KEY.into(),

@@ -47,6 +47,7 @@ async fn spawn_app() -> TestApp {
             max_in_flight: 1024,
             faults: Default::default(),
             admin_key: None,
+            gateway_key: None,
         },
         admin_key: ADMIN_KEY.into(),
         reservation_ttl_secs: 900,

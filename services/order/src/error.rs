@@ -11,6 +11,9 @@ use emporium_ports::storage::StorageError;
 pub enum OrderError {
     #[error("no customer identity")]
     CustomerRequired,
+    /// A customer's orders asked for by a caller that is not one of the shop's services.
+    #[error("the caller did not show the gateway key")]
+    GatewayRequired,
     #[error("no idempotency key")]
     IdempotencyKeyMissing,
     #[error("the idempotency key is malformed")]
@@ -100,6 +103,12 @@ impl OrderError {
     /// The problem the client sees; logs the cause of server-side failures.
     pub fn problem(&self) -> Problem {
         match self {
+            Self::GatewayRequired => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "gateway_required",
+                "Customers' orders are served to the shop's services only",
+            )
+            .with_detail("call through the storefront; services send the gateway key"),
             Self::CustomerRequired => Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "customer_required",
@@ -182,7 +191,7 @@ impl OrderError {
 impl ResponseError for OrderError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::CustomerRequired => StatusCode::UNAUTHORIZED,
+            Self::CustomerRequired | Self::GatewayRequired => StatusCode::UNAUTHORIZED,
             Self::IdempotencyKeyMissing
             | Self::InvalidIdempotencyKey
             | Self::InvalidQuery(_)

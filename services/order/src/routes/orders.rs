@@ -21,6 +21,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/v1/orders/{id}/cancel").route(web::post().to(cancel_order)));
 }
 
+/// The customer a request speaks for, if it comes from one of the shop's services: anyone else
+/// could name any customer.
+fn customer(request: &HttpRequest) -> Result<Option<&str>, OrderError> {
+    if !emporium_platform::auth::from_gateway(request) {
+        return Err(OrderError::GatewayRequired);
+    }
+    Ok(header(request, CUSTOMER_HEADER))
+}
+
 fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
     request
         .headers()
@@ -56,7 +65,7 @@ pub async fn place_order(
 ) -> Result<HttpResponse, OrderError> {
     let placement = orders
         .place(
-            header(&request, CUSTOMER_HEADER),
+            customer(&request)?,
             header(&request, IDEMPOTENCY_HEADER),
             &body,
         )
@@ -90,11 +99,7 @@ pub async fn list_orders(
     query: web::Query<OrderQuery>,
 ) -> Result<HttpResponse, OrderError> {
     let page = orders
-        .orders(
-            header(&request, CUSTOMER_HEADER),
-            query.limit,
-            query.cursor.as_deref(),
-        )
+        .orders(customer(&request)?, query.limit, query.cursor.as_deref())
         .await?;
     Ok(HttpResponse::Ok().json(page))
 }
@@ -114,7 +119,7 @@ pub async fn get_order(
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, OrderError> {
-    Ok(HttpResponse::Ok().json(orders.order(header(&request, CUSTOMER_HEADER), &id).await?))
+    Ok(HttpResponse::Ok().json(orders.order(customer(&request)?, &id).await?))
 }
 
 /// Cancel a confirmed order: its stock returns and its payment is voided. Idempotent.
@@ -133,9 +138,5 @@ pub async fn cancel_order(
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, OrderError> {
-    Ok(HttpResponse::Ok().json(
-        orders
-            .cancel(header(&request, CUSTOMER_HEADER), &id)
-            .await?,
-    ))
+    Ok(HttpResponse::Ok().json(orders.cancel(customer(&request)?, &id).await?))
 }
