@@ -748,6 +748,8 @@ fn service_port(objects: &[Value], service: &str, port: &str) -> u64 {
 
 #[test]
 fn the_tracing_component_and_values_run_a_collector_and_jaeger_wired_to_the_services() {
+    // The components are checked against the chart here as a whole: workloads, policies and
+    // the configuration files of the collector, Jaeger, Prometheus and Grafana.
     let [(_, manifests), (_, chart)] = with_observability();
     validate("kind-observability", &manifests);
     validate("chart-observability", &chart);
@@ -791,11 +793,14 @@ fn the_tracing_component_and_values_run_a_collector_and_jaeger_wired_to_the_serv
     for (map, file) in [
         ("otel-collector", "collector.yaml"),
         ("jaeger", "jaeger.yaml"),
+        ("prometheus", "prometheus.yml"),
+        ("grafana-provisioning", "datasources.yaml"),
+        ("grafana-provisioning", "dashboards.yaml"),
     ] {
         assert_eq!(
             json(&config_file(&chart, map, file)),
             json(&config_file(&manifests, map, file)),
-            "{map}"
+            "{map} {file}"
         );
     }
 
@@ -928,20 +933,9 @@ fn the_monitoring_component_and_values_run_prometheus_and_grafana_on_the_dashboa
             .expect("dashboard"),
     )
     .expect("JSON");
-    let json = |value: &Value| serde_json::to_value(value).expect("JSON-compatible YAML");
+    // (That the chart and the component agree on these files is checked with the tracing.)
     let [(_, manifests), (_, chart)] = with_observability();
     let (manifests, chart) = (objects(&manifests), objects(&chart));
-    for (map, file) in [
-        ("prometheus", "prometheus.yml"),
-        ("grafana-provisioning", "datasources.yaml"),
-        ("grafana-provisioning", "dashboards.yaml"),
-    ] {
-        assert_eq!(
-            json(&config_file(&chart, map, file)),
-            json(&config_file(&manifests, map, file)),
-            "{map} {file}"
-        );
-    }
     for (source, objects) in [("k8s/", &manifests), ("helm/emporium", &chart)] {
         // Prometheus keeps the pods that ask to be scraped, at their annotated port and path...
         let prometheus = config_file(objects, "prometheus", "prometheus.yml");

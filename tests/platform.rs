@@ -465,27 +465,14 @@ async fn the_dashboard_queries_only_series_the_services_serve() {
 /// through its saga step spans, all with the same trace id.
 #[tokio::test]
 async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
-    use emporium_platform::settings::LogFormat;
     use opentelemetry::trace::SpanId;
     use opentelemetry_sdk::trace::SpanData;
     use std::collections::HashMap;
 
-    let exporter = ServiceSpans::default();
-    let logs = LogLines::default();
-    let services: Vec<&'static str> = Service::ALL.iter().map(|s| s.name()).collect();
-    let _telemetry = emporium_platform::telemetry::init_with_exporter(
-        "emporium",
-        &services,
-        LogFormat::Json,
+    let (exporter, logs, _telemetry) = telemetry_in_memory(
         "warn,emporium_platform=info,emporium_order=info,emporium_ports=info",
         emporium_platform::telemetry::RootSampler::new(0, 1.0),
-        || exporter.clone(),
-        {
-            let logs = logs.clone();
-            move || logs.clone()
-        },
-    )
-    .expect("telemetry");
+    );
     let shop = TestPlatform::start(Backend::Embedded).await;
     let placed = check_out_through_the_storefront(&shop, &[]).await;
 
@@ -749,24 +736,10 @@ async fn check_out_through_the_storefront(
 /// `traceparent` is followed whatever the sampler says.
 #[tokio::test]
 async fn a_checkout_not_sampled_builds_no_span_yet_its_log_lines_share_a_trace_id() {
-    use emporium_platform::settings::LogFormat;
-
-    let exporter = ServiceSpans::default();
-    let logs = LogLines::default();
-    let services: Vec<&'static str> = Service::ALL.iter().map(|s| s.name()).collect();
-    let _telemetry = emporium_platform::telemetry::init_with_exporter(
-        "emporium",
-        &services,
-        LogFormat::Json,
+    let (exporter, logs, _telemetry) = telemetry_in_memory(
         "warn,emporium_platform=info",
         emporium_platform::telemetry::RootSampler::new(0, 0.0),
-        || exporter.clone(),
-        {
-            let logs = logs.clone();
-            move || logs.clone()
-        },
-    )
-    .expect("telemetry");
+    );
     let shop = TestPlatform::start(Backend::Embedded).await;
     // The demo's seeding is work of its own, traced as such; count what the checkout adds.
     let seeding = exporter.spans().len();
@@ -825,6 +798,38 @@ async fn a_checkout_not_sampled_builds_no_span_yet_its_log_lines_share_a_trace_i
     ] {
         assert!(followed.iter().any(|n| n == name), "{name} in {followed:?}");
     }
+}
+
+/// Telemetry for every service of this process into memory: the spans each service exported,
+/// and the JSON log filtered by `filter`; new traces kept as `sampler` says.
+fn telemetry_in_memory(
+    filter: &str,
+    sampler: emporium_platform::telemetry::RootSampler,
+) -> (
+    ServiceSpans,
+    LogLines,
+    emporium_platform::telemetry::TelemetryGuard,
+) {
+    let exporter = ServiceSpans::default();
+    let logs = LogLines::default();
+    let services: Vec<&'static str> = Service::ALL.iter().map(|s| s.name()).collect();
+    let guard = emporium_platform::telemetry::init_with_exporter(
+        "emporium",
+        &services,
+        emporium_platform::settings::LogFormat::Json,
+        filter,
+        sampler,
+        {
+            let exporter = exporter.clone();
+            move || exporter.clone()
+        },
+        {
+            let logs = logs.clone();
+            move || logs.clone()
+        },
+    )
+    .expect("telemetry");
+    (exporter, logs, guard)
 }
 
 /// The log, written to memory.

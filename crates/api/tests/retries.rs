@@ -185,17 +185,26 @@ async fn a_failing_dependency_opens_its_circuit_and_calls_fail_fast_until_a_prob
     );
 }
 
+/// A catalog client that gives each attempt `timeout`.
+fn impatient_catalog(
+    server: &RunningServer,
+    timeout: Duration,
+    policy: RetryPolicy,
+) -> CatalogClient {
+    let http = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("client");
+    CatalogClient::new(&server.url(), http, policy)
+}
+
 #[tokio::test]
 async fn a_slow_dependency_times_out_trips_the_circuit_and_recovers_when_it_heals() {
     let (server, mode, calls) = switchable();
     mode.store(SLOW, Ordering::SeqCst);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(100))
-        .build()
-        .expect("client");
-    let catalog = CatalogClient::new(
-        &server.url(),
-        http,
+    let catalog = impatient_catalog(
+        &server,
+        Duration::from_millis(100),
         RetryPolicy {
             retries: 1,
             breaker_failures: 2,
@@ -233,13 +242,9 @@ async fn a_slow_dependency_times_out_trips_the_circuit_and_recovers_when_it_heal
 async fn a_call_keeps_its_deadline_whatever_its_retries() {
     let (server, mode, _calls) = switchable();
     mode.store(SLOW, Ordering::SeqCst);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(200))
-        .build()
-        .expect("client");
-    let catalog = CatalogClient::new(
-        &server.url(),
-        http,
+    let catalog = impatient_catalog(
+        &server,
+        Duration::from_millis(200),
         RetryPolicy {
             retries: 5,
             breaker_failures: 100,

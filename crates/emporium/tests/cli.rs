@@ -1,17 +1,13 @@
 //! The real `emporium` binary, as a user runs it.
 
+mod common;
+
+use common::free_port;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
 
 struct Running {
     child: Child,
@@ -103,37 +99,14 @@ fn terminate(mut running: Running) {
 
 /// Every product, following cursors, from a blocking test.
 fn all_products(base: &str) -> Vec<Value> {
-    {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async {
-            let http = reqwest::Client::new();
-            let mut products = Vec::new();
-            let mut cursor: Option<String> = None;
-            loop {
-                let mut request = http
-                    .get(format!("{base}/v1/products"))
-                    .query(&[("limit", "50")]);
-                if let Some(cursor) = &cursor {
-                    request = request.query(&[("cursor", cursor)]);
-                }
-                let page: Value = request
-                    .send()
-                    .await
-                    .expect("send")
-                    .json()
-                    .await
-                    .expect("json");
-                products.extend(page["items"].as_array().cloned().unwrap_or_default());
-                match page["next_cursor"].as_str() {
-                    Some(next) => cursor = Some(next.to_owned()),
-                    None => return products,
-                }
-            }
-        })
-    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let http = reqwest::Client::new();
+    runtime.block_on(common::every_item(|| {
+        http.get(format!("{base}/v1/products"))
+    }))
 }
 
 #[test]

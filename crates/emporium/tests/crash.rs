@@ -3,6 +3,9 @@
 //! told is confirmed may be lost, no checkout may stay pending once the reconciler has run, and
 //! every unit of stock must still be accounted for.
 
+mod common;
+
+use common::free_port;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -16,13 +19,6 @@ const ADMIN_KEY: &str = "crash-test-admin-key";
 const GATEWAY_KEY: &str = "crash-test-gateway-key";
 const SKU: &str = "KIT-001";
 const STOCK: i64 = 10_000;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
 
 struct Ports {
     catalog: u16,
@@ -149,43 +145,29 @@ async fn orders_of(
     order_url: &str,
     customer: &str,
 ) -> BTreeMap<String, (String, i64)> {
-    let mut orders = BTreeMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut request = http
-            .get(format!("{order_url}/v1/orders"))
+    let orders = common::every_item(|| {
+        http.get(format!("{order_url}/v1/orders"))
             .header("x-customer-id", customer)
-            .query(&[("limit", "50")]);
-        if let Some(cursor) = &cursor {
-            request = request.query(&[("cursor", cursor)]);
-        }
-        let page: Value = request
-            .send()
-            .await
-            .expect("history")
-            .json()
-            .await
-            .expect("JSON");
-        for order in page["items"].as_array().into_iter().flatten() {
+    })
+    .await;
+    orders
+        .iter()
+        .map(|order| {
             let units = order["lines"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|line| line["quantity"].as_i64())
                 .sum();
-            orders.insert(
+            (
                 order["id"].as_str().unwrap_or_default().to_owned(),
                 (
                     order["status"].as_str().unwrap_or_default().to_owned(),
                     units,
                 ),
-            );
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return orders,
-        }
-    }
+            )
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
