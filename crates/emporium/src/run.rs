@@ -159,7 +159,7 @@ impl Platform {
             // One process running several services makes one up for them; a lone service
             // without one configured checks nothing and sends nothing.
             gateway_key: common.gateway_key.clone().or_else(|| {
-                (plan.services.len() > 1).then(emporium_platform::auth::generate_admin_key)
+                (plan.services.len() > 1).then(emporium_platform::auth::generate_gateway_key)
             }),
             seeded: None,
             faults: std::collections::BTreeMap::new(),

@@ -64,6 +64,11 @@ pub fn from_gateway(req: &HttpRequest) -> bool {
         .is_some_and(|presented| key.0.verify(presented))
 }
 
+/// A random gateway key, for one process that runs several services with none configured.
+pub fn generate_gateway_key() -> String {
+    format!("gw_{}", crate::id::new_id())
+}
+
 /// A random admin key for when none is configured.
 pub fn generate_admin_key() -> String {
     format!("adm_{}", crate::id::new_id())
