@@ -21,15 +21,10 @@ fn flaky(failures: usize) -> (RunningServer, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
     let settings = HttpSettings {
-        host: "127.0.0.1".into(),
-        port: 0,
         workers: Some(1),
         body_limit_bytes: 4096,
         shutdown_timeout: Duration::from_secs(1),
-        max_in_flight: 1024,
-        faults: Default::default(),
-        admin_key: None,
-        gateway_key: None,
+        ..HttpSettings::loopback()
     };
     let server = start(
         "flaky",
@@ -76,15 +71,10 @@ fn switchable() -> (RunningServer, Arc<AtomicU8>, Arc<AtomicUsize>) {
     let mode = Arc::new(AtomicU8::new(HEALTHY));
     let calls = Arc::new(AtomicUsize::new(0));
     let settings = HttpSettings {
-        host: "127.0.0.1".into(),
-        port: 0,
         workers: Some(2),
         body_limit_bytes: 4096,
         shutdown_timeout: Duration::from_secs(1),
-        max_in_flight: 1024,
-        faults: Default::default(),
-        admin_key: None,
-        gateway_key: None,
+        ..HttpSettings::loopback()
     };
     let (answer_mode, counter) = (mode.clone(), calls.clone());
     let server = start(
@@ -352,15 +342,10 @@ async fn calls_that_are_not_idempotent_are_never_retried() {
 #[tokio::test]
 async fn client_errors_are_problems_and_are_not_retried() {
     let settings = HttpSettings {
-        host: "127.0.0.1".into(),
-        port: 0,
         workers: Some(1),
         body_limit_bytes: 4096,
         shutdown_timeout: Duration::from_secs(1),
-        max_in_flight: 1024,
-        faults: Default::default(),
-        admin_key: None,
-        gateway_key: None,
+        ..HttpSettings::loopback()
     };
     let server = start(
         "empty",

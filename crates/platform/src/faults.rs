@@ -121,7 +121,15 @@ impl FaultSwitches {
 
 impl Outages for FaultSwitches {
     fn is_down(&self, port: Port) -> bool {
-        self.is_active() && self.get().outage.iter().any(|d| d.port() == port)
+        // Asked on every port call while a switch is on: read in place, no copy.
+        self.is_active()
+            && self
+                .settings
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .outage
+                .iter()
+                .any(|d| d.port() == port)
     }
 }
 

@@ -49,6 +49,24 @@ pub struct HttpSettings {
     pub gateway_key: Option<GatewayKey>,
 }
 
+impl HttpSettings {
+    /// Loopback on a port the OS picks, with the settings' defaults otherwise and nothing
+    /// switched on: the base of a server started in a test, which sets what it needs on top.
+    pub fn loopback() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 0,
+            workers: None,
+            body_limit_bytes: 64 * 1024,
+            shutdown_timeout: Duration::from_secs(10),
+            max_in_flight: 1024,
+            faults: FaultSwitches::default(),
+            admin_key: None,
+            gateway_key: None,
+        }
+    }
+}
+
 /// A service that is accepting connections.
 pub struct RunningServer {
     name: &'static str,

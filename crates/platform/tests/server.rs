@@ -21,15 +21,10 @@ struct Thing {
 
 fn settings() -> HttpSettings {
     HttpSettings {
-        host: "127.0.0.1".into(),
-        port: 0,
         workers: Some(2),
         body_limit_bytes: 1024,
         shutdown_timeout: Duration::from_secs(10),
-        max_in_flight: 1024,
-        faults: Default::default(),
-        admin_key: None,
-        gateway_key: None,
+        ..HttpSettings::loopback()
     }
 }
 

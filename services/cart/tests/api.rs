@@ -23,15 +23,10 @@ const ADMIN_KEY: &str = "cart-test-admin";
 
 fn http() -> HttpSettings {
     HttpSettings {
-        host: "127.0.0.1".into(),
-        port: 0,
         workers: Some(1),
         body_limit_bytes: 16 * 1024,
         shutdown_timeout: Duration::from_secs(2),
-        max_in_flight: 1024,
-        faults: Default::default(),
-        admin_key: None,
-        gateway_key: None,
+        ..HttpSettings::loopback()
     }
 }
 

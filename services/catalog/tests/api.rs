@@ -109,15 +109,10 @@ async fn spawn_app() -> TestApp {
     };
     let config = CatalogConfig {
         http: HttpSettings {
-            host: "127.0.0.1".into(),
-            port: 0,
             workers: Some(2),
             body_limit_bytes: 16 * 1024,
             shutdown_timeout: Duration::from_secs(5),
-            max_in_flight: 1024,
-            faults: Default::default(),
-            admin_key: None,
-            gateway_key: None,
+            ..HttpSettings::loopback()
         },
         currency: "USD".into(),
         admin_key: ADMIN_KEY.into(),
