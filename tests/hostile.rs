@@ -230,6 +230,12 @@ async fn hostile_input_on_every_route_is_a_client_error_and_writes_nothing() {
                 {
                     continue;
                 }
+                // Releasing a well-formed reservation id that holds nothing succeeds by design:
+                // it fences the id against a reservation arriving late, and holds no stock,
+                // which the state check below sees.
+                if route.path == "/v1/reservations/{id}/release" && status == 200 {
+                    continue;
+                }
                 check(
                     format!("{} {} with {:.40}", route.method, route.path, param),
                     status,

@@ -980,6 +980,14 @@ async fn the_fault_switches_slow_fail_and_take_dependencies_away_until_cleared()
     assert_eq!(wrong.status(), 422);
     let wrong = switch(json!({"outage": ["database"]})).await;
     assert_eq!(wrong.status(), 400);
+    // The catalog calls no other service, so it cannot lose one.
+    let wrong = switch(json!({"outage": ["inventory"]})).await;
+    assert_eq!(wrong.status(), 422);
+    let said: Value = wrong.json().await.expect("problem");
+    assert!(
+        said.to_string().contains("does not use inventory"),
+        "{said}"
+    );
     let current: Value = http
         .get(format!("{catalog}/admin/faults"))
         .header("authorization", &admin)

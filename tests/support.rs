@@ -244,6 +244,25 @@ impl TestPlatform {
         response.text().await.expect("text")
     }
 
+    /// Sets `service`'s fault switches (`PUT /admin/faults` with the admin key), or turns them
+    /// all off with `None`; answers the response.
+    pub async fn switch_faults(
+        &self,
+        service: Service,
+        faults: Option<Value>,
+    ) -> reqwest::Response {
+        let url = format!("{}/admin/faults", self.url(service));
+        let request = match faults {
+            Some(faults) => self.http.put(url).json(&faults),
+            None => self.http.delete(url),
+        };
+        request
+            .bearer_auth(&self.platform.admin_key)
+            .send()
+            .await
+            .expect("fault switches")
+    }
+
     // === Catalog and stock ===
 
     /// Every product of the catalog.

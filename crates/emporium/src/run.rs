@@ -1,7 +1,7 @@
 //! Starting services on their adapters and stopping them together.
 
 use emporium_platform::auth::{AdminKey, GatewayKey};
-use emporium_platform::faults::FaultSwitches;
+use emporium_platform::faults::{Dependency, FaultSwitches};
 use emporium_ports::faulty::{FaultyBlobs, FaultyCache, FaultyStorage, Outages};
 use std::sync::Arc;
 use std::time::Duration;
@@ -333,7 +333,10 @@ impl<'a> Starter<'a> {
                 )
             })?;
         self.platform.storages.push((service, storage.clone()));
-        Ok(FaultyStorage::wrap(storage, self.outages(service)))
+        Ok(FaultyStorage::wrap(
+            storage,
+            self.outages(service, Dependency::Storage),
+        ))
     }
 
     /// Timeouts of calls between services, and the gateway key they carry.
@@ -344,18 +347,20 @@ impl<'a> Starter<'a> {
         }
     }
 
-    /// The switches that can take `service`'s ports away.
-    fn outages(&mut self, service: Service) -> Arc<dyn Outages> {
-        Arc::new(self.platform.faults(service))
+    /// The switches that can take `service`'s ports away, told it has `port`.
+    fn outages(&mut self, service: Service, port: Dependency) -> Arc<dyn Outages> {
+        let faults = self.platform.faults(service);
+        faults.uses(port);
+        Arc::new(faults)
     }
 
     /// The cache and blob store as `service` sees them: shared, but switched off for it alone.
     fn cache_for(&mut self, service: Service) -> Arc<dyn Cache> {
-        FaultyCache::wrap(self.cache.clone(), self.outages(service))
+        FaultyCache::wrap(self.cache.clone(), self.outages(service, Dependency::Cache))
     }
 
     fn blobs_for(&mut self, service: Service) -> Arc<dyn Blobs> {
-        FaultyBlobs::wrap(self.blobs.clone(), self.outages(service))
+        FaultyBlobs::wrap(self.blobs.clone(), self.outages(service, Dependency::Blobs))
     }
 
     fn listening(

@@ -1,11 +1,15 @@
 //! Fault switches, for practising failure on a running shop (chaos on kind, or on one machine):
-//! each service can be told to answer slowly, to fail a fraction of its requests, or to find its
-//! store, cache or blob store gone. All are off until an operator turns them on through the
-//! service's admin endpoint, `PUT /admin/faults` with the admin key; `DELETE` turns them off.
+//! each service can be told to answer slowly, to fail a fraction of its requests, or to find one
+//! of its dependencies gone: its store, cache or blob store, or another service it calls. All are
+//! off until an operator turns them on through the service's admin endpoint, `PUT /admin/faults`
+//! with the admin key; `DELETE` turns them off.
 //!
 //! Probes, metrics and the switch itself are never slowed or failed: an injected fault should
 //! look like a sick service to its callers, not get the pod restarted or the switch locked out.
-//! Outages reach the ports through the decorators of `emporium_ports::faulty`.
+//! Outages of ports reach them through the decorators of `emporium_ports::faulty`; outages of
+//! services through the service clients, which ask [`FaultSwitches::is_cut_off`] before each
+//! attempt, so a lost service fails the way an unreachable one does, retries and circuit breaker
+//! included, while every other caller of it still reaches it.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,21 +30,38 @@ use crate::problem::{FieldError, Problem};
 /// mistyped value does not hang a service for hours.
 pub const MAX_LATENCY_MS: u64 = 60_000;
 
-/// A dependency a service can be told it has lost.
+/// A dependency a service can be told it has lost: one of its ports, or a service it calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Dependency {
     Storage,
     Cache,
     Blobs,
+    Catalog,
+    Inventory,
+    Cart,
+    Order,
 }
 
 impl Dependency {
-    fn port(self) -> Port {
+    /// The name it has in the switches, and the name of the service when it is one.
+    pub fn name(self) -> &'static str {
         match self {
-            Self::Storage => Port::Storage,
-            Self::Cache => Port::Cache,
-            Self::Blobs => Port::Blobs,
+            Self::Storage => "storage",
+            Self::Cache => "cache",
+            Self::Blobs => "blobs",
+            Self::Catalog => "catalog",
+            Self::Inventory => "inventory",
+            Self::Cart => "cart",
+            Self::Order => "order",
+        }
+    }
+
+    pub fn of_port(port: Port) -> Self {
+        match port {
+            Port::Storage => Self::Storage,
+            Port::Cache => Self::Cache,
+            Port::Blobs => Self::Blobs,
         }
     }
 }
@@ -55,7 +76,8 @@ pub struct FaultSettings {
     /// Fraction of requests (0 to 1) answered 503 `fault_injected` instead of being served.
     #[serde(default)]
     pub error_rate: f64,
-    /// Dependencies whose every call fails.
+    /// Dependencies whose every call fails: ports fail as a lost backend does, services as
+    /// an unreachable one does.
     #[serde(default)]
     pub outage: BTreeSet<Dependency>,
 }
@@ -65,8 +87,30 @@ impl FaultSettings {
         self.latency_ms > 0 || self.error_rate > 0.0 || !self.outage.is_empty()
     }
 
-    fn validate(&self) -> Result<(), Problem> {
+    /// Checks the values, and that every dependency named is one the service has: an outage of
+    /// something it never calls would do nothing, silently.
+    fn validate(&self, uses: &BTreeSet<Dependency>) -> Result<(), Problem> {
         let mut errors = Vec::new();
+        let unused: Vec<&str> = self
+            .outage
+            .difference(uses)
+            .map(|dependency| dependency.name())
+            .collect();
+        if !unused.is_empty() {
+            let has: Vec<&str> = uses.iter().map(|dependency| dependency.name()).collect();
+            errors.push(FieldError::new(
+                "outage",
+                format!(
+                    "this service does not use {}; it uses: {}",
+                    unused.join(", "),
+                    if has.is_empty() {
+                        "nothing that can be switched off".to_owned()
+                    } else {
+                        has.join(", ")
+                    }
+                ),
+            ));
+        }
         if self.latency_ms > MAX_LATENCY_MS {
             errors.push(FieldError::new(
                 "latency_ms",
@@ -90,9 +134,39 @@ pub struct FaultSwitches {
     /// Whether any switch is on: the one thing a request checks when none is.
     active: Arc<AtomicBool>,
     settings: Arc<RwLock<FaultSettings>>,
+    /// The dependencies the service was wired with, the only ones it can lose.
+    uses: Arc<RwLock<BTreeSet<Dependency>>>,
 }
 
 impl FaultSwitches {
+    /// Records that the service depends on `dependency`, so an outage of it may be switched on.
+    pub fn uses(&self, dependency: Dependency) {
+        self.uses
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(dependency);
+    }
+
+    fn used(&self) -> BTreeSet<Dependency> {
+        self.uses
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether calls to `dependency` are to fail now.
+    pub fn is_cut_off(&self, dependency: Dependency) -> bool {
+        // Asked on every call to a dependency: one atomic load while no switch is on, and
+        // read in place, not copied, while one is.
+        self.is_active()
+            && self
+                .settings
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .outage
+                .contains(&dependency)
+    }
+
     pub fn get(&self) -> FaultSettings {
         self.settings
             .read()
@@ -121,15 +195,7 @@ impl FaultSwitches {
 
 impl Outages for FaultSwitches {
     fn is_down(&self, port: Port) -> bool {
-        // Asked on every port call while a switch is on: read in place, no copy.
-        self.is_active()
-            && self
-                .settings
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .outage
-                .iter()
-                .any(|d| d.port() == port)
+        self.is_cut_off(Dependency::of_port(port))
     }
 }
 
@@ -153,7 +219,7 @@ async fn replace(
     settings: web::Json<FaultSettings>,
 ) -> Result<HttpResponse, Problem> {
     let settings = settings.into_inner();
-    settings.validate()?;
+    settings.validate(&faults.used())?;
     faults.set(settings);
     Ok(HttpResponse::Ok().json(faults.get()))
 }
@@ -217,7 +283,37 @@ mod tests {
             error_rate: 1.5,
             ..FaultSettings::default()
         };
-        let problem = wrong.validate().expect_err("refused");
+        let problem = wrong.validate(&faults.used()).expect_err("refused");
         assert_eq!(problem.code, "validation_failed");
+    }
+
+    #[test]
+    fn only_a_dependency_the_service_uses_can_be_switched_off() {
+        let faults = FaultSwitches::default();
+        faults.uses(Dependency::Storage);
+        faults.uses(Dependency::Inventory);
+        let lose = |outage: &[Dependency]| FaultSettings {
+            outage: outage.iter().copied().collect(),
+            ..FaultSettings::default()
+        };
+        assert!(
+            lose(&[Dependency::Inventory, Dependency::Storage])
+                .validate(&faults.used())
+                .is_ok()
+        );
+        let problem = lose(&[Dependency::Cache, Dependency::Catalog])
+            .validate(&faults.used())
+            .expect_err("refused");
+        assert_eq!(problem.code, "validation_failed");
+        let said = serde_json::to_string(&problem).expect("json");
+        assert!(
+            said.contains("does not use cache, catalog; it uses: storage, inventory"),
+            "{said}"
+        );
+
+        faults.set(lose(&[Dependency::Inventory]));
+        assert!(faults.is_cut_off(Dependency::Inventory));
+        assert!(!faults.is_cut_off(Dependency::Catalog));
+        assert!(!faults.is_down(Port::Storage));
     }
 }

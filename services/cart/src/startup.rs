@@ -40,8 +40,10 @@ pub fn carts(config: &CartConfig, ports: &CartPorts) -> anyhow::Result<Arc<Carts
         ports.storage.clone(),
         ports.cache.clone(),
         config.cache_ttl,
-        CatalogClient::new(&config.catalog_url, http.clone(), config.retry),
-        InventoryClient::new(&config.inventory_url, http, config.retry),
+        CatalogClient::new(&config.catalog_url, http.clone(), config.retry)
+            .with_faults(&config.http.faults),
+        InventoryClient::new(&config.inventory_url, http, config.retry)
+            .with_faults(&config.http.faults),
         config.limits,
         &config.currency,
     )))

@@ -103,6 +103,28 @@ impl StoredReservation {
         }
     }
 
+    /// A released reservation that never held anything, standing for an id released before
+    /// it was reserved (see [`Repository::fence`]).
+    pub fn fence(id: &str, now: OffsetDateTime) -> Self {
+        Self {
+            id: id.to_owned(),
+            status: ReservationStatus::Released,
+            lines: Vec::new(),
+            expires_at: now,
+            expires_epoch: now.unix_timestamp(),
+            lines_key: String::new(),
+            release_reason: Some("released".to_owned()),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Whether this is a fence: released, and never held a line (a reservation has at least
+    /// one).
+    pub fn is_fence(&self) -> bool {
+        self.status == ReservationStatus::Released && self.lines.is_empty()
+    }
+
     /// Whether a held reservation has run out of time at `now` (epoch seconds).
     pub fn has_expired(&self, now: i64) -> bool {
         self.expires_epoch <= now
@@ -335,6 +357,27 @@ impl Repository {
             Err(StorageError::TransactionCanceled { failed }) => Err(ReserveError::Short(
                 failed.iter().map(|op| op - 1).collect(),
             )),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Records `id` as released although it never held anything, so that a reservation with
+    /// this id arriving later is refused instead of holding stock nobody will release: a caller
+    /// that gave up on a slow reservation releases it at once, and on a slow network the
+    /// release can arrive first. Fails with `Exists` if the reservation came in the meantime.
+    pub async fn fence(&self, fenced: &StoredReservation) -> Result<(), ReserveError> {
+        let mut item = reservation_key(&fenced.id).stamp(to_item(fenced)?);
+        item.insert(
+            "purge_at".into(),
+            Value::from(fenced.updated_at.unix_timestamp() + RELEASED_RETENTION_SECS),
+        );
+        match self
+            .storage
+            .put(TABLE.name, item, Some(Condition::NotExists))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(StorageError::ConditionFailed) => Err(ReserveError::Exists),
             Err(error) => Err(error.into()),
         }
     }

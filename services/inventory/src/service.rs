@@ -209,6 +209,10 @@ impl Inventory {
             }
             Err(ReserveError::Exists) => {
                 let existing = self.existing(&request.id).await?;
+                if existing.is_fence() {
+                    self.count("fenced");
+                    return Err(InventoryError::ReservationReleased(request.id));
+                }
                 if existing.lines_key == reservation.lines_key {
                     self.count("repeated");
                     Ok((existing.to_wire(), false))
@@ -291,9 +295,30 @@ impl Inventory {
     }
 
     /// Held → released (available). Releasing a released reservation changes nothing.
+    /// Releasing one not (yet) held fences its id: a reservation with it that arrives later
+    /// is refused, so a hold that was slower than its release cannot strand stock.
     pub async fn release(&self, id: &str) -> Result<Reservation, InventoryError> {
         for _ in 0..3 {
-            let reservation = self.existing(id).await?;
+            let reservation = match self.existing(id).await {
+                Ok(reservation) => reservation,
+                Err(InventoryError::ReservationNotFound(_)) if domain::is_reservation_id(id) => {
+                    let now = OffsetDateTime::now_utc();
+                    let fence = StoredReservation::fence(id, now);
+                    match self.repository.fence(&fence).await {
+                        Ok(()) => {
+                            self.count("fenced_ahead");
+                            return Ok(fence.to_wire());
+                        }
+                        // It arrived meanwhile: release it as any other.
+                        Err(ReserveError::Exists) => continue,
+                        Err(ReserveError::Storage(error)) => return Err(error.into()),
+                        Err(ReserveError::Short(_)) => {
+                            return Err(anyhow::anyhow!("a fence holds no stock").into());
+                        }
+                    }
+                }
+                Err(error) => return Err(error),
+            };
             match reservation.status {
                 ReservationStatus::Released => return Ok(reservation.to_wire()),
                 ReservationStatus::Committed | ReservationStatus::Returned => {

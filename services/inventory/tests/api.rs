@@ -478,6 +478,50 @@ async fn commit_release_and_return_move_units_and_repeat_safely() {
     .await;
 }
 
+/// A caller that gives up on a slow reservation releases it at once; on a slow network that
+/// release can arrive before the reservation. The late reservation must then hold nothing.
+#[tokio::test]
+async fn a_release_that_overtakes_its_reservation_fences_the_id() {
+    let app = spawn_app().await;
+    app.set("A", 10).await;
+    for _ in 0..2 {
+        let fenced = app.act("late", "release").await;
+        assert_eq!(fenced.status(), StatusCode::OK);
+        let fenced: Reservation = fenced.json().await.expect("fence");
+        assert_eq!(fenced.status, ReservationStatus::Released);
+        assert!(fenced.lines.is_empty(), "{fenced:?}");
+    }
+    let late = app
+        .reserve("late", json!([{"sku": "A", "quantity": 4}]))
+        .await;
+    expect_problem(late, 409, "reservation_released").await;
+    assert_eq!(counts(&app.stock("A").await), (10, 0, 0), "nothing held");
+    expect_problem(app.act("late", "commit").await, 409, "reservation_released").await;
+    // An id that is not one is still unknown, and fences nothing.
+    expect_problem(
+        app.act("bad%20id", "release").await,
+        404,
+        "reservation_not_found",
+    )
+    .await;
+
+    // Raced: whichever lands first, the stock ends where it started.
+    for round in 0..20 {
+        let id = format!("race-{round}");
+        let lines = json!([{"sku": "A", "quantity": 1}]);
+        let (reserved, released) = tokio::join!(app.reserve(&id, lines), app.act(&id, "release"));
+        assert!(
+            [201, 409].contains(&reserved.status().as_u16()),
+            "{}",
+            reserved.status()
+        );
+        assert_eq!(released.status(), StatusCode::OK);
+        // A reservation that won the race was released by the release that came after it.
+        let level = app.stock("A").await;
+        assert_eq!(counts(&level), (10, 0, 0), "round {round}");
+    }
+}
+
 #[tokio::test]
 async fn bad_reservations_are_refused_and_hold_nothing() {
     let app = spawn_app().await;

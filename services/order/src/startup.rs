@@ -38,9 +38,12 @@ pub fn orders(
 ) -> anyhow::Result<Arc<Orders>> {
     let http = emporium_platform::client::build_client(&config.client)?;
     let dependencies = Dependencies {
-        catalog: CatalogClient::new(&config.catalog_url, http.clone(), config.retry),
-        inventory: InventoryClient::new(&config.inventory_url, http.clone(), config.retry),
-        carts: CartClient::new(&config.cart_url, http, config.retry),
+        catalog: CatalogClient::new(&config.catalog_url, http.clone(), config.retry)
+            .with_faults(&config.http.faults),
+        inventory: InventoryClient::new(&config.inventory_url, http.clone(), config.retry)
+            .with_faults(&config.http.faults),
+        carts: CartClient::new(&config.cart_url, http, config.retry)
+            .with_faults(&config.http.faults),
     };
     Ok(Arc::new(Orders::new(
         storage,

@@ -65,10 +65,14 @@ const RECENT_STOCK_LEVELS: u64 = 20_000;
 pub fn shop(config: &StorefrontConfig) -> anyhow::Result<Shop> {
     let http = emporium_platform::client::build_client(&config.client)?;
     Ok(Shop {
-        catalog: CatalogClient::new(&config.catalog_url, http.clone(), config.retry),
-        inventory: InventoryClient::new(&config.inventory_url, http.clone(), config.retry),
-        carts: CartClient::new(&config.cart_url, http.clone(), config.retry),
-        orders: OrderClient::new(&config.order_url, http, config.retry),
+        catalog: CatalogClient::new(&config.catalog_url, http.clone(), config.retry)
+            .with_faults(&config.http.faults),
+        inventory: InventoryClient::new(&config.inventory_url, http.clone(), config.retry)
+            .with_faults(&config.http.faults),
+        carts: CartClient::new(&config.cart_url, http.clone(), config.retry)
+            .with_faults(&config.http.faults),
+        orders: OrderClient::new(&config.order_url, http, config.retry)
+            .with_faults(&config.http.faults),
         page_size: config.page_size,
         max_quantity: config.max_quantity,
         pricing: config.pricing,

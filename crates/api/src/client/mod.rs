@@ -10,6 +10,10 @@
 //! Each dependency has a circuit breaker (`failsafe`): after consecutive failures it opens and
 //! calls fail at once, without a request, until a probe after the open time succeeds; a sick
 //! service then costs its callers nothing but a fast, clear "unavailable".
+//!
+//! A client given its service's fault switches ([`CatalogClient::with_faults`] and the like)
+//! treats an outage of its dependency switched on there as an unreachable service: each attempt
+//! fails without a request, and retries, budget and breaker do what they would.
 
 mod cart;
 mod catalog;
@@ -23,6 +27,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use emporium_platform::Problem;
 use emporium_platform::client::ServiceClient;
+use emporium_platform::faults::{Dependency, FaultSwitches};
 use failsafe::failure_policy::{ConsecutiveFailures, consecutive_failures};
 use failsafe::futures::CircuitBreaker as _;
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -157,6 +162,11 @@ type Breaker = failsafe::StateMachine<ConsecutiveFailures<OpenFor>, LogTransitio
 #[error("the circuit to it is open after repeated failures")]
 pub struct CircuitOpen;
 
+/// The error an attempt gets while the caller's fault switches cut it off from the dependency.
+#[derive(Debug, thiserror::Error)]
+#[error("cut off from it by the caller's fault switches (/admin/faults)")]
+pub struct CutOff;
+
 /// The error a call gets when its deadline passes, retries included.
 #[derive(Debug, thiserror::Error)]
 #[error("no answer within the call's deadline of {0:?}")]
@@ -231,6 +241,9 @@ impl ClientError {
 #[derive(Clone)]
 pub(crate) struct Endpoint {
     service: &'static str,
+    dependency: Dependency,
+    /// The calling service's switches (none switched on unless given).
+    faults: FaultSwitches,
     client: ServiceClient,
     retry: RetryPolicy,
     budget: Arc<TpsBudget>,
@@ -257,7 +270,7 @@ pub(crate) enum Idempotent {
 
 impl Endpoint {
     pub(crate) fn new(
-        service: &'static str,
+        dependency: Dependency,
         base_url: &str,
         http: reqwest::Client,
         retry: RetryPolicy,
@@ -267,8 +280,11 @@ impl Endpoint {
             max: retry.breaker_max_open.max(retry.breaker_open),
         };
         let circuit_open = Arc::new(AtomicBool::new(false));
+        let service = dependency.name();
         Self {
             service,
+            dependency,
+            faults: FaultSwitches::default(),
             client: ServiceClient::new(base_url, http),
             retry,
             circuit_open: circuit_open.clone(),
@@ -288,6 +304,14 @@ impl Endpoint {
                 })
                 .build(),
         }
+    }
+
+    /// Makes calls fail while the caller's `faults` say this dependency is lost, and tells the
+    /// switches the caller has it.
+    pub(crate) fn with_faults(mut self, faults: &FaultSwitches) -> Self {
+        faults.uses(self.dependency);
+        self.faults = faults.clone();
+        self
     }
 
     /// The dependency this endpoint calls, and whether its circuit is open (or probing).
@@ -364,6 +388,9 @@ impl Endpoint {
             service: self.service,
             source,
         };
+        if self.faults.is_cut_off(self.dependency) {
+            return Err(unavailable(CutOff.into()));
+        }
         let response = request.send().await.map_err(|e| unavailable(e.into()))?;
         let status = response.status();
         let is_problem = response

@@ -1,3 +1,4 @@
+use emporium_platform::faults::{Dependency, FaultSwitches};
 use reqwest::{Method, StatusCode};
 
 use super::{ClientError, Endpoint, Idempotent, RetryPolicy, segment};
@@ -12,7 +13,14 @@ pub struct OrderClient {
 impl OrderClient {
     pub fn new(base_url: &str, http: reqwest::Client, retry: RetryPolicy) -> Self {
         Self {
-            endpoint: Endpoint::new("order", base_url, http, retry),
+            endpoint: Endpoint::new(Dependency::Order, base_url, http, retry),
+        }
+    }
+
+    /// Fails its calls while the calling service's `faults` cut it off from the order service.
+    pub fn with_faults(self, faults: &FaultSwitches) -> Self {
+        Self {
+            endpoint: self.endpoint.with_faults(faults),
         }
     }
 

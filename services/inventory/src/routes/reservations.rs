@@ -30,7 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     responses(
         (status = 201, description = "Held", body = Reservation),
         (status = 200, description = "Already held by an identical request", body = Reservation),
-        (status = 409, description = "Not enough stock (`out_of_stock`, with `short`) or id reused", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not enough stock (`out_of_stock`, with `short`), id reused, or id released before it was reserved (`reservation_released`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid lines", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -79,13 +79,15 @@ pub async fn commit_reservation(
     Ok(HttpResponse::Ok().json(inventory.commit(&id).await?))
 }
 
-/// Give the held units back. Idempotent.
+/// Give the held units back. Idempotent. Releasing an id that holds nothing yet fences it: a
+/// reservation with that id arriving later is refused with `reservation_released`, so a hold
+/// that was slower than its release (a caller that gave up on it) cannot strand stock.
 #[utoipa::path(
     post, path = "/v1/reservations/{id}/release", tag = "reservations",
     params(("id" = String, Path)),
     responses(
-        (status = 200, description = "Released", body = Reservation),
-        (status = 404, description = "No such reservation", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Released (with no lines if it was never held: fenced)", body = Reservation),
+        (status = 404, description = "Not a reservation id", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already committed", body = Problem, content_type = "application/problem+json"),
     )
 )]
