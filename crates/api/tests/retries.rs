@@ -2,7 +2,8 @@
 //! bounded number of times, others never; a retry budget stops retries that would pile onto a
 //! failing service; a call's deadline holds whatever its retries; a failing or slow dependency
 //! opens its circuit, calls then fail fast without reaching it, and go through again once a probe
-//! finds it healthy.
+//! finds it healthy. A call made for a request whose caller announced a deadline ends by it, and
+//! tells its own callee how long it waits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -185,7 +186,14 @@ fn impatient_catalog(
         .timeout(timeout)
         .build()
         .expect("client");
-    CatalogClient::new(&server.url(), http, policy)
+    CatalogClient::new(
+        &server.url(),
+        http,
+        RetryPolicy {
+            attempt_timeout: timeout,
+            ..policy
+        },
+    )
 }
 
 #[tokio::test]
@@ -360,4 +368,110 @@ async fn client_errors_are_problems_and_are_not_retried() {
     assert!(error.is_not_found());
     assert_eq!(error.code(), Some("not_found"));
     assert!(!error.is_transient());
+}
+
+/// A catalog that answers after 500 ms and keeps the wait each caller announced.
+fn slow_and_listening() -> (RunningServer, Arc<std::sync::Mutex<Vec<u64>>>) {
+    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let settings = HttpSettings {
+        workers: Some(2),
+        body_limit_bytes: 4096,
+        shutdown_timeout: Duration::from_secs(1),
+        ..HttpSettings::loopback()
+    };
+    let keep = heard.clone();
+    let server = start(
+        "listening",
+        &settings,
+        Readiness::new(),
+        Metrics::new("listening"),
+        move |cfg| {
+            let keep = keep.clone();
+            cfg.route(
+                "/v1/categories",
+                web::get().to(move |request: actix_web::HttpRequest| {
+                    let keep = keep.clone();
+                    async move {
+                        let announced = request
+                            .headers()
+                            .get("x-request-timeout-ms")
+                            .and_then(|value| value.to_str().ok()?.parse().ok());
+                        if let Some(announced) = announced {
+                            keep.lock().expect("lock").push(announced);
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        HttpResponse::Ok().json(serde_json::json!([]))
+                    }
+                }),
+            );
+        },
+    )
+    .expect("server");
+    (server, heard)
+}
+
+#[tokio::test]
+async fn a_call_ends_by_its_callers_deadline_and_tells_its_callee_how_long_it_waits() {
+    let (server, heard) = slow_and_listening();
+    let catalog = impatient_catalog(
+        &server,
+        Duration::from_secs(2),
+        RetryPolicy {
+            retries: 3,
+            breaker_failures: 100,
+            ..policy()
+        },
+    );
+    // Alone, the call waits for the slow answer, and says it would wait an attempt's timeout.
+    assert!(catalog.categories().await.is_ok());
+    assert_eq!(heard.lock().expect("lock").as_slice(), [2000]);
+
+    // Serving a request whose caller waits 200 ms, it gives up by then, retries or not.
+    let caller_deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+    let started = Instant::now();
+    let error = emporium_platform::request_id::scope_until(
+        "req-1".into(),
+        Some(caller_deadline),
+        catalog.categories(),
+    )
+    .await
+    .expect_err("out of time");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(190) && took < Duration::from_millis(350),
+        "{took:?}"
+    );
+    assert!(error.is_transient(), "{error}");
+    let heard = heard.lock().expect("lock").clone();
+    let told = heard.last().copied().expect("announced");
+    assert!((150..=200).contains(&told), "told the callee {told} ms");
+    drop(server);
+}
+
+#[tokio::test]
+async fn a_call_whose_caller_stopped_waiting_is_not_made_and_counts_against_nothing() {
+    let (server, _mode, calls) = switchable();
+    let catalog = CatalogClient::new(
+        &server.url(),
+        reqwest::Client::new(),
+        RetryPolicy {
+            breaker_failures: 1,
+            ..policy()
+        },
+    );
+    let gone = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let error = emporium_platform::request_id::scope_until(
+        "req-2".into(),
+        Some(gone),
+        catalog.categories(),
+    )
+    .await
+    .expect_err("no time left");
+    assert!(error.is_deadline_exceeded(), "{error}");
+    assert!(!error.is_own_failure());
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no request was made");
+    // The dependency was never at fault: its circuit is closed, and the next call goes through.
+    assert!(catalog.categories().await.is_ok());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }

@@ -306,6 +306,7 @@ impl<'a> Starter<'a> {
     fn retry(&self) -> RetryPolicy {
         let common = self.common();
         RetryPolicy {
+            attempt_timeout: Duration::from_millis(common.http_timeout_ms),
             retries: common.http_retries,
             deadline: Duration::from_millis(common.http_deadline_ms),
             breaker_failures: common.http_breaker_failures,

@@ -1,14 +1,28 @@
 //! Request ids: taken from `X-Request-Id` when a caller (the gateway, another service) sent a
 //! sane one, generated otherwise, echoed on the response, attached to the request span and to
 //! every problem body, and forwarded by the outbound client.
+//!
+//! The request's deadline travels the same way: a service calling another says in
+//! `X-Request-Timeout-Ms` how long it will wait for the answer, and the callee's own calls end
+//! by then (see `emporium_api::client`), so a callee does not keep calling further down, or
+//! retrying, for an answer nobody is waiting for. Only callers that show the gateway key are
+//! believed: a browser cannot shorten the services' calls.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
+use std::time::Duration;
+use tokio::time::Instant;
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// How long the caller will wait for the answer, in milliseconds, when it said.
+pub const TIMEOUT_HEADER: HeaderName = HeaderName::from_static("x-request-timeout-ms");
+
+/// The longest wait a caller may announce; longer is taken as this.
+const MAX_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 
 /// Longest request id accepted from a caller; longer ones are replaced, not truncated.
 const MAX_LEN: usize = 64;
@@ -23,6 +37,8 @@ struct Scope {
     /// The `traceparent` to send on for a request that is not traced (see
     /// [`crate::telemetry::propagation_headers`]), set once its span is built.
     untraced_parent: std::sync::OnceLock<String>,
+    /// When the caller stops waiting for the answer, if it said.
+    deadline: Option<Instant>,
 }
 
 /// The id of the request being served, stored in the request's extensions.
@@ -37,11 +53,38 @@ pub fn current() -> Option<String> {
 /// Runs `future` as part of the request `id`, so problems built and calls made inside it carry
 /// that id.
 pub async fn scope<F: Future>(id: String, future: F) -> F::Output {
+    scope_until(id, None, future).await
+}
+
+/// Runs `future` as part of the request `id`, whose caller waits for it until `deadline`.
+pub async fn scope_until<F: Future>(id: String, deadline: Option<Instant>, future: F) -> F::Output {
     let scope = Scope {
         id,
         untraced_parent: std::sync::OnceLock::new(),
+        deadline,
     };
     CURRENT.scope(scope, future).await
+}
+
+/// When the caller of the request being served stops waiting for it, if it said.
+pub fn deadline() -> Option<Instant> {
+    CURRENT.try_with(|scope| scope.deadline).ok().flatten()
+}
+
+/// The deadline a request's caller announced: a plain number of milliseconds from a caller
+/// that shows the gateway key; anything else is no deadline.
+fn announced_deadline(req: &ServiceRequest) -> Option<Instant> {
+    let millis: u64 = req
+        .headers()
+        .get(&TIMEOUT_HEADER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    if !crate::auth::from_gateway(req.request()) {
+        return None;
+    }
+    Some(Instant::now() + Duration::from_millis(millis.min(MAX_TIMEOUT_MS)))
 }
 
 /// Records the trace context an untraced request passes on to the services it calls.
@@ -85,8 +128,9 @@ pub async fn middleware(
         .unwrap_or_else(generate);
     req.extensions_mut().insert(RequestId(id.clone()));
     let header = HeaderValue::from_str(&id).ok();
+    let deadline = announced_deadline(&req);
     // The call itself runs in the scope too: the request's span is built there, synchronously.
-    let mut response = scope(id, async move { next.call(req).await }).await?;
+    let mut response = scope_until(id, deadline, async move { next.call(req).await }).await?;
     if let Some(header) = header {
         response.headers_mut().insert(HEADER, header);
     }

@@ -475,3 +475,61 @@ async fn beyond_its_in_flight_limit_a_service_sheds_requests_at_once_with_retry_
     let again = http.get(format!("{url}/slow")).send().await.expect("send");
     assert_eq!(again.status(), 200);
 }
+
+/// A caller's announced wait becomes the deadline of the request being served, only when the
+/// caller shows the gateway key and says a plain number.
+#[tokio::test]
+async fn a_gateway_callers_announced_timeout_becomes_the_requests_deadline() {
+    let server = start(
+        "deadlines",
+        &HttpSettings {
+            gateway_key: Some(emporium_platform::auth::GatewayKey::new("gw-key")),
+            ..settings()
+        },
+        Readiness::new(),
+        Metrics::new("deadlines"),
+        |cfg| {
+            cfg.route(
+                "/left",
+                web::get().to(|| async {
+                    let left = emporium_platform::request_id::deadline().map(|deadline| {
+                        deadline
+                            .saturating_duration_since(tokio::time::Instant::now())
+                            .as_millis() as u64
+                    });
+                    HttpResponse::Ok().json(left)
+                }),
+            );
+        },
+    )
+    .expect("server");
+    let http = reqwest::Client::new();
+    let left = |timeout: &'static str, key: Option<&'static str>| {
+        let mut request = http
+            .get(format!("{}/left", server.url()))
+            .header("x-request-timeout-ms", timeout);
+        if let Some(key) = key {
+            request = request.header(emporium_platform::auth::GATEWAY_HEADER, key);
+        }
+        async move {
+            let response = request.send().await.expect("send");
+            assert_eq!(response.status(), 200);
+            response.json::<Option<u64>>().await.expect("json")
+        }
+    };
+    let announced = left("1500", Some("gw-key")).await.expect("a deadline");
+    assert!((1000..=1500).contains(&announced), "{announced}");
+    assert_eq!(left("1500", None).await, None, "not from a stranger");
+    assert_eq!(
+        left("1500", Some("wrong")).await,
+        None,
+        "not with a wrong key"
+    );
+    assert_eq!(left("soon", Some("gw-key")).await, None, "not a number");
+    assert_eq!(left("-5", Some("gw-key")).await, None);
+    let capped = left("99999999999999", Some("gw-key"))
+        .await
+        .expect("a deadline");
+    assert!(capped <= 600_000, "at most ten minutes: {capped}");
+    server.stop(false).await.expect("stop");
+}

@@ -6,7 +6,10 @@
 //! (no answer, a timeout, 502/503/504), with exponential backoff and jitter, a bounded number of
 //! times (`backon`), and only while the dependency's retry budget lasts (`tower`'s `TpsBudget`:
 //! retries may add a fifth to the calls, plus a few a second), so retries cannot multiply the
-//! load on a service that is already failing. The whole call, retries included, has a deadline.
+//! load on a service that is already failing. The whole call, retries included, has a deadline,
+//! and ends no later than the deadline of the request being served, when its caller announced
+//! one (`emporium_platform::request_id`); each attempt tells its callee how long it will wait
+//! (`X-Request-Timeout-Ms`), so the callee's own calls stop when nobody waits for them any more.
 //! Each dependency has a circuit breaker (`failsafe`): after consecutive failures it opens and
 //! calls fail at once, without a request, until a probe after the open time succeeds; a sick
 //! service then costs its callers nothing but a fast, clear "unavailable".
@@ -28,6 +31,7 @@ use backon::{ExponentialBuilder, Retryable};
 use emporium_platform::Problem;
 use emporium_platform::client::ServiceClient;
 use emporium_platform::faults::{Dependency, FaultSwitches};
+use emporium_platform::request_id;
 use failsafe::failure_policy::{ConsecutiveFailures, consecutive_failures};
 use failsafe::futures::CircuitBreaker as _;
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -69,6 +73,9 @@ pub fn observe_circuits(
 /// How calls to a dependency are retried, bounded and cut off.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
+    /// How long one attempt may take, or less when the deadline is nearer; it replaces the
+    /// outbound client's own timeout, which should be the same.
+    pub attempt_timeout: Duration,
     /// Retries after the first attempt.
     pub retries: usize,
     pub min_delay: Duration,
@@ -90,6 +97,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
+            attempt_timeout: Duration::from_secs(5),
             retries: 2,
             min_delay: Duration::from_millis(25),
             max_delay: Duration::from_millis(250),
@@ -167,7 +175,8 @@ pub struct CircuitOpen;
 #[error("cut off from it by the caller's fault switches (/admin/faults)")]
 pub struct CutOff;
 
-/// The error a call gets when its deadline passes, retries included.
+/// The error a call gets when its deadline passes, retries included: its own, or that of the
+/// request being served (its caller stopped waiting).
 #[derive(Debug, thiserror::Error)]
 #[error("no answer within the call's deadline of {0:?}")]
 pub struct DeadlineExceeded(pub Duration);
@@ -222,7 +231,8 @@ impl ClientError {
     /// is overloaded or its fault switches say so.
     pub fn is_own_failure(&self) -> bool {
         match self {
-            Self::Unavailable { .. } => true,
+            // An attempt not made because no time was left says nothing about the callee.
+            Self::Unavailable { source, .. } => !source.is::<DeadlineExceeded>(),
             Self::Problem { problem, .. } => {
                 problem.status == 500
                     || matches!(problem.code.as_str(), "overloaded" | "fault_injected")
@@ -233,6 +243,11 @@ impl ClientError {
     /// Whether the call was refused without a request because the dependency's circuit is open.
     pub fn is_circuit_open(&self) -> bool {
         matches!(self, Self::Unavailable { source, .. } if source.is::<CircuitOpen>())
+    }
+
+    /// Whether the call ran out of time: its deadline, or its caller's, passed.
+    pub fn is_deadline_exceeded(&self) -> bool {
+        matches!(self, Self::Unavailable { source, .. } if source.is::<DeadlineExceeded>())
     }
 }
 
@@ -333,6 +348,18 @@ impl Endpoint {
         T: DeserializeOwned,
         F: Fn() -> RequestBuilder,
     {
+        let started = tokio::time::Instant::now();
+        let own = started + self.retry.deadline;
+        let deadline = request_id::deadline().map_or(own, |caller| caller.min(own));
+        let budget = deadline.saturating_duration_since(started);
+        let out_of_time = || ClientError::Unavailable {
+            service: self.service,
+            source: DeadlineExceeded(budget).into(),
+        };
+        if budget.is_zero() {
+            // The caller has stopped waiting: nothing this call could do would be used.
+            return Err(out_of_time());
+        }
         let attempt = || async {
             // What counts against the circuit is the service itself failing: no usable answer,
             // an internal error, or a refusal because it is overloaded (or made to fail). Its
@@ -341,7 +368,10 @@ impl Endpoint {
             // after that heals, each breaker in the chain backing off in turn.
             match self
                 .breaker
-                .call_with(ClientError::is_own_failure, self.once::<T>(build()))
+                .call_with(
+                    ClientError::is_own_failure,
+                    self.once::<T>(build(), deadline, budget),
+                )
                 .await
             {
                 Ok(answer) => Ok(answer),
@@ -366,23 +396,26 @@ impl Endpoint {
             // An open circuit will not close within a backoff; a spent budget says the
             // dependency is getting more retries than it can take.
             .when(|error: &ClientError| {
-                error.is_transient() && !error.is_circuit_open() && self.budget.withdraw()
+                error.is_transient()
+                    && !error.is_circuit_open()
+                    && !error.is_deadline_exceeded()
+                    && self.budget.withdraw()
             })
             .notify(|error: &ClientError, delay: Duration| {
                 tracing::warn!(service = self.service, %error, delay_ms = delay.as_millis() as u64, "retrying");
             });
-        match tokio::time::timeout(self.retry.deadline, retried).await {
+        match tokio::time::timeout_at(deadline, retried).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(ClientError::Unavailable {
-                service: self.service,
-                source: DeadlineExceeded(self.retry.deadline).into(),
-            }),
+            Err(_) => Err(out_of_time()),
         }
     }
 
+    /// One attempt, given until the call's `deadline` at most (`budget` being the call's).
     async fn once<T: DeserializeOwned>(
         &self,
         request: RequestBuilder,
+        deadline: tokio::time::Instant,
+        budget: Duration,
     ) -> Result<(StatusCode, T), ClientError> {
         let unavailable = |source: anyhow::Error| ClientError::Unavailable {
             service: self.service,
@@ -391,14 +424,31 @@ impl Endpoint {
         if self.faults.is_cut_off(self.dependency) {
             return Err(unavailable(CutOff.into()));
         }
-        let response = request.send().await.map_err(|e| unavailable(e.into()))?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let wait = left.min(self.retry.attempt_timeout);
+        if wait.is_zero() {
+            return Err(unavailable(DeadlineExceeded(budget).into()));
+        }
+        // A request that times out counts against the callee even when the deadline, not the
+        // attempt's own timeout, cut it short: a callee that is merely slow must still trip
+        // its circuit when every caller's deadline is as short as one attempt.
+        let failed = |error: reqwest::Error| unavailable(error.into());
+        let response = request
+            .timeout(wait)
+            .header(
+                request_id::TIMEOUT_HEADER.as_str(),
+                wait.as_millis().to_string(),
+            )
+            .send()
+            .await
+            .map_err(failed)?;
         let status = response.status();
         let is_problem = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
             .is_some_and(emporium_platform::problem::is_problem_type);
-        let body = response.bytes().await.map_err(|e| unavailable(e.into()))?;
+        let body = response.bytes().await.map_err(failed)?;
         if status.is_success() {
             let text: &[u8] = if body.is_empty() { b"null" } else { &body };
             let value = serde_json::from_slice(text).map_err(|e| {
