@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use emporium::run::Service;
 use emporium_order::Faults;
-use emporium_tests::{Backend, CARD_OK, Shopper, TestPlatform, key};
+use emporium_tests::{Backend, CARD_OK, Page, Shopper, TestPlatform, key};
 use reqwest::Method;
 use serde_json::json;
 
@@ -62,6 +62,18 @@ fn checkout_body() -> serde_json::Value {
     })
 }
 
+/// One unit of the product into the shopper's cart, through the storefront's API.
+async fn add_one(shopper: &mut Shopper, product_id: &str) -> Page {
+    shopper
+        .api(
+            Method::POST,
+            "/cart/lines",
+            Some(&json!({"product_id": product_id, "quantity": 1})),
+            &[],
+        )
+        .await
+}
+
 /// A shopper adding the product and checking out, again and again, until `stop`; counts the
 /// checkouts that started after the fault was healed and succeeded in `recovered`.
 async fn shop_until(
@@ -94,14 +106,7 @@ async fn shop_until(
                     )
                     .await
             } else {
-                shopper
-                    .api(
-                        Method::POST,
-                        "/cart/lines",
-                        Some(&json!({"product_id": product_id, "quantity": 1})),
-                        &[],
-                    )
-                    .await
+                add_one(&mut shopper, &product_id).await
             };
             let code = serde_json::from_str::<serde_json::Value>(&page.body)
                 .ok()
@@ -282,14 +287,7 @@ async fn checkouts_through(fault: Fault) {
 
     // One more shopper, with the product in the cart, to check out while the circuit is open.
     let mut prober = Shopper::new(shop.url(Service::Storefront));
-    let added = prober
-        .api(
-            Method::POST,
-            "/cart/lines",
-            Some(&json!({"product_id": product.id, "quantity": 1})),
-            &[],
-        )
-        .await;
+    let added = add_one(&mut prober, &product.id).await;
     assert_eq!(added.status, 200, "{}", added.body);
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -302,14 +300,7 @@ async fn checkouts_through(fault: Fault) {
         // Only the order service lost its view: a new shopper's cart still gets its stock
         // checked by the inventory, through the cart service.
         let mut newcomer = Shopper::new(shop.url(Service::Storefront));
-        let added = newcomer
-            .api(
-                Method::POST,
-                "/cart/lines",
-                Some(&json!({"product_id": product.id, "quantity": 1})),
-                &[],
-            )
-            .await;
+        let added = add_one(&mut newcomer, &product.id).await;
         assert_eq!(added.status, 200, "{}", added.body);
     }
     // With the circuit open, a checkout fails at once, well within one attempt's timeout.
