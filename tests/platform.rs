@@ -1010,3 +1010,70 @@ async fn the_fault_switches_slow_fail_and_take_dependencies_away_until_cleared()
     assert_eq!(get(read).await.0, 200);
     assert_eq!(get(format!("{catalog}/readyz")).await.0, 200);
 }
+
+/// Faults set in the settings (as a Deployment's environment sets them on every pod) are on from
+/// the start and are cleared like any other; an outage of a dependency a service lacks stops the
+/// start with a message naming the service and what it has.
+#[tokio::test]
+async fn faults_set_in_the_settings_are_on_from_the_start_and_checked_against_each_service() {
+    let shop = TestPlatform::start_with(
+        Backend::Embedded,
+        &["--fault-error-rate", "1", "--fault-latency-ms", "50"],
+        emporium_order::Faults::default(),
+    )
+    .await;
+    let catalog = shop.url(Service::Catalog);
+    let response = shop
+        .http
+        .get(format!("{catalog}/v1/categories"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 503);
+    let problem: Value = response.json().await.expect("problem");
+    assert_eq!(problem["code"], "fault_injected");
+    let ready = shop
+        .http
+        .get(format!("{catalog}/readyz"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ready.status(), 200, "probes are spared");
+    assert_eq!(
+        shop.switch_faults(Service::Catalog, None).await.status(),
+        204
+    );
+    let healed = shop
+        .http
+        .get(format!("{catalog}/v1/categories"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(healed.status(), 200);
+
+    // The catalog calls no other service: asked to start without the inventory, it refuses.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = emporium_tests::settings(dir.path(), &["--fault-outage", "storage,inventory"]);
+    let plan = emporium::run::Plan {
+        services: vec![Service::Catalog],
+        ..emporium::run::Plan::default()
+    };
+    let error = emporium::run::Platform::start(&settings, &plan)
+        .await
+        .err()
+        .expect("refused");
+    let said = format!("{error:#}");
+    assert!(
+        said.contains("the catalog service cannot start with these fault settings")
+            && said.contains("does not use inventory; it uses: storage, cache, blobs"),
+        "{said}"
+    );
+    // A value out of range is refused as the flag is read.
+    let parsed = <emporium::cli::Cli as clap::Parser>::try_parse_from([
+        "emporium",
+        "up",
+        "--fault-latency-ms",
+        "600000",
+    ]);
+    assert!(parsed.is_err());
+}

@@ -393,7 +393,32 @@ impl<'a> Starter<'a> {
                 Service::Storefront => self.storefront().await,
             }
         })
-        .await
+        .await?;
+        self.configured_faults(service)
+    }
+
+    /// Switches on the faults the settings ask for. Only now, with the service wired, are its
+    /// dependencies known, and so whether the outages named are ones it can have.
+    fn configured_faults(&mut self, service: Service) -> anyhow::Result<()> {
+        let configured = self.common().faults();
+        if !configured.is_active() {
+            return Ok(());
+        }
+        self.platform
+            .faults(service)
+            .set_checked(configured)
+            .map_err(|problem| {
+                let why: Vec<String> = problem
+                    .errors
+                    .iter()
+                    .map(|error| format!("{}: {}", error.field, error.message))
+                    .collect();
+                anyhow::anyhow!(
+                    "the {} service cannot start with these fault settings ({})",
+                    service.name(),
+                    why.join("; ")
+                )
+            })
     }
 
     async fn catalog(&mut self) -> anyhow::Result<()> {

@@ -31,7 +31,9 @@ use crate::problem::{FieldError, Problem};
 pub const MAX_LATENCY_MS: u64 = 60_000;
 
 /// A dependency a service can be told it has lost: one of its ports, or a service it calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Dependency {
     Storage,
@@ -83,7 +85,7 @@ pub struct FaultSettings {
 }
 
 impl FaultSettings {
-    fn is_active(&self) -> bool {
+    pub fn is_active(&self) -> bool {
         self.latency_ms > 0 || self.error_rate > 0.0 || !self.outage.is_empty()
     }
 
@@ -174,6 +176,13 @@ impl FaultSwitches {
             .clone()
     }
 
+    /// Sets `settings` if they make sense for this service (see [`FaultSettings::validate`]).
+    pub fn set_checked(&self, settings: FaultSettings) -> Result<(), Problem> {
+        settings.validate(&self.used())?;
+        self.set(settings);
+        Ok(())
+    }
+
     pub fn set(&self, settings: FaultSettings) {
         let active = settings.is_active();
         *self
@@ -218,9 +227,7 @@ async fn replace(
     faults: web::Data<FaultSwitches>,
     settings: web::Json<FaultSettings>,
 ) -> Result<HttpResponse, Problem> {
-    let settings = settings.into_inner();
-    settings.validate(&faults.used())?;
-    faults.set(settings);
+    faults.set_checked(settings.into_inner())?;
     Ok(HttpResponse::Ok().json(faults.get()))
 }
 

@@ -163,6 +163,36 @@ pub struct CommonSettings {
     )]
     pub http_breaker_open_ms: u64,
 
+    /// Fault injection from the start: latency added to every request but probes and metrics,
+    /// in milliseconds (as `PUT /admin/faults` sets it; off at 0). For practising failure on a
+    /// cluster, where a Deployment's every pod takes it from its environment.
+    #[arg(
+        long = "fault-latency-ms",
+        env = "EMPORIUM_FAULT_LATENCY_MS",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u64).range(..=crate::faults::MAX_LATENCY_MS)
+    )]
+    pub fault_latency_ms: u64,
+
+    /// Fault injection from the start: the fraction of requests (0 to 1) answered 503
+    /// `fault_injected`.
+    #[arg(
+        long = "fault-error-rate",
+        env = "EMPORIUM_FAULT_ERROR_RATE",
+        default_value_t = 0.0
+    )]
+    pub fault_error_rate: f64,
+
+    /// Fault injection from the start: dependencies whose every call fails, comma-separated
+    /// (only ones the service has).
+    #[arg(
+        long = "fault-outage",
+        env = "EMPORIUM_FAULT_OUTAGE",
+        value_delimiter = ',',
+        value_enum
+    )]
+    pub fault_outage: Vec<crate::faults::Dependency>,
+
     /// How long cached reads live, in seconds (each entry gets up to 10% random jitter).
     #[arg(
         long = "cache-ttl-secs",
@@ -203,6 +233,15 @@ impl CommonSettings {
             .clone()
             .or_else(|| self.redis_url.clone().filter(|url| !url.is_empty()))
             .unwrap_or_else(|| "memory://".to_owned())
+    }
+
+    /// The fault switches a service starts with (all off unless set).
+    pub fn faults(&self) -> crate::faults::FaultSettings {
+        crate::faults::FaultSettings {
+            latency_ms: self.fault_latency_ms,
+            error_rate: self.fault_error_rate,
+            outage: self.fault_outage.iter().copied().collect(),
+        }
     }
 
     pub fn cache_ttl(&self) -> Duration {
