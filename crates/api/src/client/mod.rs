@@ -155,11 +155,13 @@ impl failsafe::Instrument for LogTransitions {
     }
 
     fn on_closed(&self) {
-        self.open.store(false, Ordering::Relaxed);
-        tracing::info!(
-            dependency = self.dependency,
-            "circuit closed: calls go through again"
-        );
+        // failsafe also reports a new breaker as closed; only a circuit that was open closes.
+        if self.open.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                dependency = self.dependency,
+                "circuit closed: calls go through again"
+            );
+        }
     }
 }
 
