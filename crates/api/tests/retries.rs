@@ -67,30 +67,47 @@ const HEALTHY: u8 = 0;
 const FAILING: u8 = 1;
 const SLOW: u8 = 2;
 
+/// What callers announced they would wait (`X-Request-Timeout-Ms`), in milliseconds.
+type Heard = Arc<std::sync::Mutex<Vec<u64>>>;
+
 /// A catalog whose `GET /v1/categories` behaves as `mode` says, counting the requests it gets.
 fn switchable() -> (RunningServer, Arc<AtomicU8>, Arc<AtomicUsize>) {
+    let (server, mode, calls, _heard) = switchable_hearing();
+    (server, mode, calls)
+}
+
+/// [`switchable`], also keeping the wait each caller announced.
+fn switchable_hearing() -> (RunningServer, Arc<AtomicU8>, Arc<AtomicUsize>, Heard) {
     let mode = Arc::new(AtomicU8::new(HEALTHY));
     let calls = Arc::new(AtomicUsize::new(0));
+    let heard = Heard::default();
     let settings = HttpSettings {
         workers: Some(2),
         body_limit_bytes: 4096,
         shutdown_timeout: Duration::from_secs(1),
         ..HttpSettings::loopback()
     };
-    let (answer_mode, counter) = (mode.clone(), calls.clone());
+    let (answer_mode, counter, keep) = (mode.clone(), calls.clone(), heard.clone());
     let server = start(
         "switchable",
         &settings,
         Readiness::new(),
         Metrics::new("switchable"),
         move |cfg| {
-            let (mode, counter) = (answer_mode.clone(), counter.clone());
+            let (mode, counter, keep) = (answer_mode.clone(), counter.clone(), keep.clone());
             cfg.route(
                 "/v1/categories",
-                web::get().to(move || {
-                    let (mode, counter) = (mode.clone(), counter.clone());
+                web::get().to(move |request: actix_web::HttpRequest| {
+                    let (mode, counter, keep) = (mode.clone(), counter.clone(), keep.clone());
                     async move {
                         counter.fetch_add(1, Ordering::SeqCst);
+                        let announced = request
+                            .headers()
+                            .get("x-request-timeout-ms")
+                            .and_then(|value| value.to_str().ok()?.parse().ok());
+                        if let Some(announced) = announced {
+                            keep.lock().expect("lock").push(announced);
+                        }
                         match mode.load(Ordering::SeqCst) {
                             FAILING => Problem::overloaded(1).to_response(),
                             SLOW => {
@@ -105,7 +122,7 @@ fn switchable() -> (RunningServer, Arc<AtomicU8>, Arc<AtomicUsize>) {
         },
     )
     .expect("server");
-    (server, mode, calls)
+    (server, mode, calls, heard)
 }
 
 #[tokio::test]
@@ -370,49 +387,10 @@ async fn client_errors_are_problems_and_are_not_retried() {
     assert!(!error.is_transient());
 }
 
-/// A catalog that answers after 500 ms and keeps the wait each caller announced.
-fn slow_and_listening() -> (RunningServer, Arc<std::sync::Mutex<Vec<u64>>>) {
-    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let settings = HttpSettings {
-        workers: Some(2),
-        body_limit_bytes: 4096,
-        shutdown_timeout: Duration::from_secs(1),
-        ..HttpSettings::loopback()
-    };
-    let keep = heard.clone();
-    let server = start(
-        "listening",
-        &settings,
-        Readiness::new(),
-        Metrics::new("listening"),
-        move |cfg| {
-            let keep = keep.clone();
-            cfg.route(
-                "/v1/categories",
-                web::get().to(move |request: actix_web::HttpRequest| {
-                    let keep = keep.clone();
-                    async move {
-                        let announced = request
-                            .headers()
-                            .get("x-request-timeout-ms")
-                            .and_then(|value| value.to_str().ok()?.parse().ok());
-                        if let Some(announced) = announced {
-                            keep.lock().expect("lock").push(announced);
-                        }
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        HttpResponse::Ok().json(serde_json::json!([]))
-                    }
-                }),
-            );
-        },
-    )
-    .expect("server");
-    (server, heard)
-}
-
 #[tokio::test]
 async fn a_call_ends_by_its_callers_deadline_and_tells_its_callee_how_long_it_waits() {
-    let (server, heard) = slow_and_listening();
+    let (server, mode, _calls, heard) = switchable_hearing();
+    mode.store(SLOW, Ordering::SeqCst);
     let catalog = impatient_catalog(
         &server,
         Duration::from_secs(2),

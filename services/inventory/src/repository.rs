@@ -364,8 +364,8 @@ impl Repository {
     /// Records `id` as released although it never held anything, so that a reservation with
     /// this id arriving later is refused instead of holding stock nobody will release: a caller
     /// that gave up on a slow reservation releases it at once, and on a slow network the
-    /// release can arrive first. Fails with `Exists` if the reservation came in the meantime.
-    pub async fn fence(&self, fenced: &StoredReservation) -> Result<(), ReserveError> {
+    /// release can arrive first. `false` if the reservation came in the meantime.
+    pub async fn fence(&self, fenced: &StoredReservation) -> Result<bool, StorageError> {
         let mut item = reservation_key(&fenced.id).stamp(to_item(fenced)?);
         item.insert(
             "purge_at".into(),
@@ -376,9 +376,9 @@ impl Repository {
             .put(TABLE.name, item, Some(Condition::NotExists))
             .await
         {
-            Ok(()) => Ok(()),
-            Err(StorageError::ConditionFailed) => Err(ReserveError::Exists),
-            Err(error) => Err(error.into()),
+            Ok(()) => Ok(true),
+            Err(StorageError::ConditionFailed) => Ok(false),
+            Err(error) => Err(error),
         }
     }
 

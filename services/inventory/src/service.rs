@@ -304,18 +304,12 @@ impl Inventory {
                 Err(InventoryError::ReservationNotFound(_)) if domain::is_reservation_id(id) => {
                     let now = OffsetDateTime::now_utc();
                     let fence = StoredReservation::fence(id, now);
-                    match self.repository.fence(&fence).await {
-                        Ok(()) => {
-                            self.count("fenced_ahead");
-                            return Ok(fence.to_wire());
-                        }
-                        // It arrived meanwhile: release it as any other.
-                        Err(ReserveError::Exists) => continue,
-                        Err(ReserveError::Storage(error)) => return Err(error.into()),
-                        Err(ReserveError::Short(_)) => {
-                            return Err(anyhow::anyhow!("a fence holds no stock").into());
-                        }
+                    if self.repository.fence(&fence).await? {
+                        self.count("fenced_ahead");
+                        return Ok(fence.to_wire());
                     }
+                    // It arrived meanwhile: release it as any other.
+                    continue;
                 }
                 Err(error) => return Err(error),
             };

@@ -257,7 +257,6 @@ impl ClientError {
 /// the budget and the breaker.
 #[derive(Clone)]
 pub(crate) struct Endpoint {
-    service: &'static str,
     dependency: Dependency,
     /// The calling service's switches (none switched on unless given).
     faults: FaultSwitches,
@@ -271,7 +270,7 @@ pub(crate) struct Endpoint {
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
-            .field("service", &self.service)
+            .field("dependency", &self.dependency)
             .field("client", &self.client)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
@@ -297,9 +296,7 @@ impl Endpoint {
             max: retry.breaker_max_open.max(retry.breaker_open),
         };
         let circuit_open = Arc::new(AtomicBool::new(false));
-        let service = dependency.name();
         Self {
-            service,
             dependency,
             faults: FaultSwitches::default(),
             client: ServiceClient::new(base_url, http),
@@ -316,7 +313,7 @@ impl Endpoint {
                     open_for,
                 ))
                 .instrument(LogTransitions {
-                    dependency: service,
+                    dependency: dependency.name(),
                     open: circuit_open,
                 })
                 .build(),
@@ -331,9 +328,14 @@ impl Endpoint {
         self
     }
 
+    /// The name of the service this endpoint calls.
+    fn service(&self) -> &'static str {
+        self.dependency.name()
+    }
+
     /// The dependency this endpoint calls, and whether its circuit is open (or probing).
     pub(crate) fn circuit(&self) -> (&'static str, bool) {
-        (self.service, self.circuit_open.load(Ordering::Relaxed))
+        (self.service(), self.circuit_open.load(Ordering::Relaxed))
     }
 
     pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -355,7 +357,7 @@ impl Endpoint {
         let deadline = request_id::deadline().map_or(own, |caller| caller.min(own));
         let budget = deadline.saturating_duration_since(started);
         let out_of_time = || ClientError::Unavailable {
-            service: self.service,
+            service: self.service(),
             source: DeadlineExceeded(budget).into(),
         };
         if budget.is_zero() {
@@ -379,7 +381,7 @@ impl Endpoint {
                 Ok(answer) => Ok(answer),
                 Err(failsafe::Error::Inner(error)) => Err(error),
                 Err(failsafe::Error::Rejected) => Err(ClientError::Unavailable {
-                    service: self.service,
+                    service: self.service(),
                     source: CircuitOpen.into(),
                 }),
             }
@@ -404,7 +406,7 @@ impl Endpoint {
                     && self.budget.withdraw()
             })
             .notify(|error: &ClientError, delay: Duration| {
-                tracing::warn!(service = self.service, %error, delay_ms = delay.as_millis() as u64, "retrying");
+                tracing::warn!(service = self.service(), %error, delay_ms = delay.as_millis() as u64, "retrying");
             });
         match tokio::time::timeout_at(deadline, retried).await {
             Ok(outcome) => outcome,
@@ -420,7 +422,7 @@ impl Endpoint {
         budget: Duration,
     ) -> Result<(StatusCode, T), ClientError> {
         let unavailable = |source: anyhow::Error| ClientError::Unavailable {
-            service: self.service,
+            service: self.service(),
             source,
         };
         if self.faults.is_cut_off(self.dependency) {
@@ -434,7 +436,6 @@ impl Endpoint {
         // A request that times out counts against the callee even when the deadline, not the
         // attempt's own timeout, cut it short: a callee that is merely slow must still trip
         // its circuit when every caller's deadline is as short as one attempt.
-        let failed = |error: reqwest::Error| unavailable(error.into());
         let response = request
             .timeout(wait)
             .header(
@@ -443,14 +444,14 @@ impl Endpoint {
             )
             .send()
             .await
-            .map_err(failed)?;
+            .map_err(|e| unavailable(e.into()))?;
         let status = response.status();
         let is_problem = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
             .is_some_and(emporium_platform::problem::is_problem_type);
-        let body = response.bytes().await.map_err(failed)?;
+        let body = response.bytes().await.map_err(|e| unavailable(e.into()))?;
         if status.is_success() {
             let text: &[u8] = if body.is_empty() { b"null" } else { &body };
             let value = serde_json::from_slice(text).map_err(|e| {
@@ -462,7 +463,7 @@ impl Endpoint {
         }
         if is_problem && let Ok(problem) = serde_json::from_slice::<Problem>(&body) {
             return Err(ClientError::Problem {
-                service: self.service,
+                service: self.service(),
                 problem: Box::new(problem),
             });
         }
@@ -470,7 +471,7 @@ impl Endpoint {
             return Err(unavailable(anyhow::anyhow!("answered {status}")));
         }
         Err(ClientError::Problem {
-            service: self.service,
+            service: self.service(),
             problem: Box::new(Problem::from_status(actix_status(status))),
         })
     }
