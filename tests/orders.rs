@@ -25,6 +25,8 @@ emporium_tests::on_every_backend!(
     bad_checkouts_are_client_errors_that_reserve_and_write_nothing,
     cancelling_a_confirmed_order_returns_its_stock,
     history_lists_a_customers_orders_newest_first_in_pages,
+    checkouts_of_one_cart_at_once_with_different_keys_charge_it_once,
+    a_line_added_while_the_checkout_runs_stays_in_the_cart,
 );
 
 async fn problem(response: reqwest::Response, status: u16, code: &str) -> Problem {
@@ -795,4 +797,147 @@ async fn customer_requests_without_the_gateway_key_are_refused_and_write_nothing
         .place(&buyer, &key(), &order_body(&cart.id, CARD_OK))
         .await;
     assert_eq!(placed.status(), 201);
+}
+
+async fn checkouts_of_one_cart_at_once_with_different_keys_charge_it_once(backend: Backend) {
+    let shop = TestPlatform::start(backend).await;
+    let kettle = shop.product_with_sku("KIT-001").await;
+    shop.set_stock("KIT-001", 100).await;
+    let cart = shop.cart_with(&[(&kettle, 2)]).await;
+    // A slow inventory keeps the first checkout in flight while the others arrive, as two tabs
+    // or a double tap on a client that makes a key per tap would send them.
+    let slowed = shop
+        .switch_faults(Service::Inventory, Some(json!({"latency_ms": 300})))
+        .await;
+    assert!(slowed.status().is_success());
+    let buyer = customer();
+    let body = order_body(&cart.id, CARD_OK);
+    let attempts = futures::future::join_all((0..8).map(|_| async {
+        let response = shop.place(&buyer, &key(), &body).await;
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json::<serde_json::Value>().await.expect("json"),
+        )
+    }))
+    .await;
+    assert!(
+        shop.switch_faults(Service::Inventory, None)
+            .await
+            .status()
+            .is_success()
+    );
+
+    let placed: Vec<&serde_json::Value> = attempts
+        .iter()
+        .filter(|(status, _)| *status == 201)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(placed.len(), 1, "one order: {attempts:?}");
+    for (status, body) in &attempts {
+        let code = body["code"].as_str().unwrap_or_default();
+        match status {
+            201 => {}
+            // Refused while the first holds the cart, or after it took the cart's units.
+            409 => assert!(
+                ["cart_in_checkout", "cart_changed"].contains(&code),
+                "{body}"
+            ),
+            422 => assert_eq!(code, "cart_empty", "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+        // A refused attempt that got as far as an order of its own charged nothing.
+        if *status != 201
+            && let Some(order_id) = body["order_id"].as_str()
+        {
+            let order: Order = shop
+                .order(&buyer, order_id)
+                .await
+                .json()
+                .await
+                .expect("order");
+            assert_eq!(order.status, OrderStatus::Failed, "{order:?}");
+            assert_eq!(
+                order.payment.status,
+                PaymentStatus::NotAuthorized,
+                "{order:?}"
+            );
+        }
+    }
+    let history = shop.history(&buyer).await;
+    assert_eq!(history.len(), 1, "one authorised order");
+    assert_eq!(history[0].id, placed[0]["id"].as_str().expect("id"));
+    assert_eq!(history[0].payment.status, PaymentStatus::Authorized);
+    assert_eq!(
+        counts(&shop.stock("KIT-001").await),
+        (98, 0, 2),
+        "sold once"
+    );
+    let after = shop.cart(&cart.id).await;
+    assert!(after.lines.is_empty(), "{after:?}");
+    assert_eq!(
+        after.checkout_order_id, None,
+        "the claim ended with the checkout"
+    );
+}
+
+async fn a_line_added_while_the_checkout_runs_stays_in_the_cart(backend: Backend) {
+    let faults = Faults::default();
+    let shop = TestPlatform::start_with(backend, &[], faults.clone()).await;
+    let tent = shop.product_with_sku("OUT-009").await;
+    let lamp = shop.product_with_sku("OFF-003").await;
+    shop.set_stock("OUT-009", 50).await;
+    shop.set_stock("OFF-003", 50).await;
+    let cart = shop.cart_with(&[(&tent, 1)]).await;
+    // The checkout pauses after claiming its cart, before it reserves.
+    faults.delay_before_reserve(Some(std::time::Duration::from_millis(800)));
+    let buyer = customer();
+    let body = order_body(&cart.id, CARD_OK);
+    let first_key = key();
+    let (placed, during) = tokio::join!(shop.place(&buyer, &first_key, &body), async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while shop.cart(&cart.id).await.checkout_order_id.is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the checkout claimed its cart"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // Another product, and one more of the one being bought, both answered 200.
+        shop.add_to_cart(&cart.id, &lamp.id, 1).await;
+        shop.add_to_cart(&cart.id, &tent.id, 1).await
+    });
+    faults.delay_before_reserve(None);
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    let order: Order = placed.json().await.expect("order");
+    let bought: Vec<(String, i64)> = order
+        .lines
+        .iter()
+        .map(|l| (l.sku.clone(), l.quantity))
+        .collect();
+    assert_eq!(
+        bought,
+        [("OUT-009".to_owned(), 1)],
+        "the order is what was priced"
+    );
+    assert_eq!(during.item_count, 3);
+    let after = shop.cart(&cart.id).await;
+    let mut left: Vec<(String, i64)> = after
+        .lines
+        .iter()
+        .map(|l| (l.sku.clone(), l.quantity))
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [("OFF-003".to_owned(), 1), ("OUT-009".to_owned(), 1)],
+        "what came during the checkout is still in the cart"
+    );
+    assert_eq!(after.checkout_order_id, None);
+    // And it can be bought next.
+    let next = shop.place(&buyer, &key(), &body).await;
+    assert_eq!(next.status(), StatusCode::CREATED);
+    assert!(shop.cart(&cart.id).await.lines.is_empty());
+    assert_eq!(shop.stock("OUT-009").await.sold, 2);
+    assert_eq!(shop.stock("OFF-003").await.sold, 1);
 }

@@ -24,6 +24,10 @@ pub struct Cart {
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
     pub version: u64,
+    /// The order checking this cart out, while one does: a second checkout of the cart is
+    /// refused until that one ends (`cart_in_checkout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_order_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -52,4 +56,14 @@ pub struct AddCartLine {
 #[serde(deny_unknown_fields)]
 pub struct SetQuantity {
     pub quantity: i64,
+}
+
+/// Body of `PUT /v1/carts/{id}/checkout`: the order that checks the cart out, and the version
+/// of the cart it priced. The claim holds only if the cart is still at that version and no
+/// other order holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimCart {
+    pub order_id: String,
+    pub version: u64,
 }

@@ -285,6 +285,7 @@ impl<'a> Starter<'a> {
             port: self.settings.port(service),
             workers: common.workers,
             body_limit_bytes: common.body_limit_bytes,
+            body_timeout: Duration::from_millis(common.body_timeout_ms),
             shutdown_timeout: Duration::from_secs(common.shutdown_timeout_secs),
             max_in_flight: common.max_in_flight,
             faults: self.platform.faults(service),

@@ -64,6 +64,25 @@ pub fn from_gateway(req: &HttpRequest) -> bool {
         .is_some_and(|presented| key.0.verify(presented))
 }
 
+/// Extractor that admits only callers from the shop's services (see [`from_gateway`]); others
+/// get 401 `gateway_required`. For routes that act on something named by an id alone, where
+/// the id is no secret from the services' neighbours (a reservation is named by its order's id).
+#[derive(Debug, Clone, Copy)]
+pub struct Gateway;
+
+impl FromRequest for Gateway {
+    type Error = Problem;
+    type Future = Ready<Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        ready(if from_gateway(req) {
+            Ok(Gateway)
+        } else {
+            Err(Problem::gateway_required())
+        })
+    }
+}
+
 /// A random gateway key, for one process that runs several services with none configured.
 pub fn generate_gateway_key() -> String {
     format!("gw_{}", crate::id::new_id())

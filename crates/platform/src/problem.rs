@@ -180,6 +180,16 @@ impl Problem {
         .with_detail(detail)
     }
 
+    /// A route for the shop's services only, called without their gateway key.
+    pub fn gateway_required() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "gateway_required",
+            "This is served to the shop's services only",
+        )
+        .with_detail("call through the storefront; services send the gateway key")
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -196,6 +206,17 @@ impl Problem {
             "The service is temporarily unavailable",
         )
         .with_detail(detail)
+    }
+
+    /// The request's body did not arrive within `timeout_ms` of its headers.
+    pub fn body_timeout(timeout_ms: u128) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "The request body took too long to arrive",
+        )
+        .with_detail(format!("send the whole body within {timeout_ms} ms"))
+        .with_extension("timeout_ms", u64::try_from(timeout_ms).unwrap_or(u64::MAX))
     }
 
     /// The service is serving as many requests as it may; the caller should try again after

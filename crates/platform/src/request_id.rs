@@ -66,6 +66,31 @@ pub async fn scope_until<F: Future>(id: String, deadline: Option<Instant>, futur
     CURRENT.scope(scope, future).await
 }
 
+/// Runs `future` as part of the request being served, but without its caller's deadline: for
+/// work owed whether or not anyone still waits for the answer (undoing what a checkout began,
+/// which would otherwise wait for a reconciler). Each call inside still has its own deadline.
+pub async fn past_deadline<F: Future>(future: F) -> F::Output {
+    let Ok((id, untraced_parent)) = CURRENT.try_with(|scope| {
+        (
+            scope.id.clone(),
+            scope
+                .untraced_parent
+                .get()
+                .cloned()
+                .map(std::sync::OnceLock::from)
+                .unwrap_or_default(),
+        )
+    }) else {
+        return future.await;
+    };
+    let scope = Scope {
+        id,
+        untraced_parent,
+        deadline: None,
+    };
+    CURRENT.scope(scope, future).await
+}
+
 /// When the caller of the request being served stops waiting for it, if it said.
 pub fn deadline() -> Option<Instant> {
     CURRENT.try_with(|scope| scope.deadline).ok().flatten()

@@ -1,8 +1,10 @@
 //! The HTTP server every service runs: one middleware stack, one set of extractor error
 //! mappings, health endpoints, and a graceful stop.
 //!
-//! Middleware, outermost first: metrics (RED per route, see `crate::metrics`) → request id →
-//! tracing span (one log line per request) → problem fallback. The fallback turns any error response that is not already problem+json (an unknown
+//! Middleware, outermost first: metrics (RED per route, see `crate::metrics`) → header limit →
+//! body reader (the whole body, within a deadline, before the request takes a slot) → load
+//! shedding → request id → tracing span (one log line per request) → fault switches → problem
+//! fallback. The fallback turns any error response that is not already problem+json (an unknown
 //! route, a method the route does not take, a framework error) into one, and replaces the body of
 //! every 5xx that is not a problem, so no internal detail leaks.
 
@@ -11,11 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::dev::{Payload, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
 use actix_web::http::{StatusCode, header};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, Error, HttpMessage, HttpRequest, HttpServer, web};
+use futures::StreamExt as _;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::Span;
@@ -38,6 +41,8 @@ pub struct HttpSettings {
     pub port: u16,
     pub workers: Option<usize>,
     pub body_limit_bytes: usize,
+    /// How long a request's body may take to arrive after its headers (see [`read_body`]).
+    pub body_timeout: Duration,
     pub shutdown_timeout: Duration,
     /// Requests served at once; more are shed (see [`shed`]).
     pub max_in_flight: usize,
@@ -58,6 +63,7 @@ impl HttpSettings {
             port: 0,
             workers: None,
             body_limit_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
             max_in_flight: 1024,
             faults: FaultSwitches::default(),
@@ -161,6 +167,10 @@ where
     let readiness = web::Data::new(readiness);
     let metrics = web::Data::new(metrics);
     let shedder = web::Data::new(Shedder::new(http.max_in_flight));
+    let body_reading = BodyReading {
+        limit,
+        timeout: http.body_timeout,
+    };
     let faults = web::Data::new(http.faults.clone());
     let admin_key = http.admin_key.clone().map(web::Data::new);
     let gateway_key = http.gateway_key.clone().map(web::Data::new);
@@ -172,6 +182,7 @@ where
         App::new()
             .app_data(ServiceName(name))
             .app_data(shedder.clone())
+            .app_data(body_reading)
             .app_data(faults.clone())
             .app_data(readiness.clone())
             .app_data(metrics.clone())
@@ -185,6 +196,7 @@ where
             .wrap(TracingLogger::<RequestSpan>::new())
             .wrap(from_fn(crate::request_id::middleware))
             .wrap(from_fn(shed))
+            .wrap(from_fn(read_body))
             .wrap(from_fn(header_limit))
             .wrap(from_fn(metrics::middleware))
             .route("/healthz", web::get().to(health::healthz))
@@ -247,6 +259,122 @@ pub async fn header_limit(
         return Ok(req.into_response(problem.to_response()));
     }
     Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// How the body reader buffers: at most `limit` bytes, all of them within `timeout`.
+#[derive(Debug, Clone, Copy)]
+struct BodyReading {
+    limit: usize,
+    timeout: Duration,
+}
+
+/// Middleware: reads the request's whole body before the request takes one of the service's
+/// in-flight slots (see [`shed`]), and gives it `body_timeout` to arrive; a body that takes
+/// longer is answered 408 `body_timeout` and its connection closed.
+///
+/// Without it a body was read by the handler's extractor, inside the slot and with no time
+/// limit: 600 clients declaring a 1,000-byte body and sending a byte a second held every slot
+/// of the storefront, and every other shopper got 503 for as long as they kept trickling.
+/// Waiting bodies now cost only the bytes they have sent (at most the body limit each), and no
+/// slot. A body declared larger than the limit is not buffered: the route decides (an image
+/// upload takes more, a JSON route refuses it at once), and the deadline still holds while it
+/// reads.
+pub async fn read_body(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let Some(reading) = req.app_data::<BodyReading>().copied() else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    // HTTP/1 says a request has a body only with a length or a transfer coding; HTTP/2 may
+    // send one with neither.
+    let may_have_body = match declared {
+        Some(length) => length > 0,
+        None => {
+            req.headers().contains_key(header::TRANSFER_ENCODING)
+                || req.version() >= actix_web::http::Version::HTTP_2
+        }
+    };
+    if !may_have_body {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    let deadline = tokio::time::Instant::now() + reading.timeout;
+    let mut payload = req.take_payload();
+    if declared.is_some_and(|length| length > reading.limit as u64) {
+        req.set_payload(within(payload, deadline).into());
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    let mut body = web::BytesMut::new();
+    let read = tokio::time::timeout_at(deadline, async {
+        while let Some(chunk) = payload.next().await {
+            body.extend_from_slice(&chunk?);
+            if body.len() > reading.limit {
+                return Ok::<_, PayloadError>(false);
+            }
+        }
+        Ok(true)
+    })
+    .await;
+    match read {
+        Ok(Ok(true)) => req.set_payload(body.freeze().into()),
+        // More than the limit without saying so (chunked): the route sees what came and the
+        // rest, and refuses or takes it as it would.
+        Ok(Ok(false)) => {
+            let head = futures::stream::once(std::future::ready(Ok(body.freeze())));
+            let rest = within(payload, deadline);
+            let whole: BoxedPayloadStream = Box::pin(head.chain(rest));
+            req.set_payload(whole.into());
+        }
+        Ok(Err(_)) => {
+            let problem = Problem::invalid_body("the body could not be read");
+            return Ok(req.into_response(closing(problem.to_response())));
+        }
+        Err(_) => {
+            let problem = Problem::body_timeout(reading.timeout.as_millis());
+            return Ok(req.into_response(closing(problem.to_response())));
+        }
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// A body as a stream, the form `Payload` takes one in (actix-http's own alias is not public
+/// through actix-web).
+type BoxedPayloadStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<web::Bytes, PayloadError>>>>;
+
+/// The rest of a body, failing with a timeout once `deadline` passes.
+fn within(payload: Payload, deadline: tokio::time::Instant) -> BoxedPayloadStream {
+    Box::pin(futures::stream::unfold(
+        Some(payload),
+        move |payload| async move {
+            let mut payload = payload?;
+            match tokio::time::timeout_at(deadline, payload.next()).await {
+                Ok(Some(chunk)) => Some((chunk, Some(payload))),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(PayloadError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the request body took too long to arrive",
+                    ))),
+                    None,
+                )),
+            }
+        },
+    ))
+}
+
+/// `response`, and the connection it goes out on closed after it: the rest of a body that was
+/// not read would otherwise be taken for the next request.
+fn closing(mut response: actix_web::HttpResponse) -> actix_web::HttpResponse {
+    response
+        .head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
+    response
 }
 
 /// The requests a service may serve at once.
@@ -312,6 +440,15 @@ fn json_problem(error: JsonPayloadError, limit: usize) -> Problem {
             _ => Problem::invalid_json(error.to_string()),
         },
         JsonPayloadError::Payload(PayloadError::Overflow) => Problem::payload_too_large(limit),
+        JsonPayloadError::Payload(PayloadError::Io(error))
+            if error.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "The request body took too long to arrive",
+            )
+        }
         JsonPayloadError::Payload(_) => Problem::invalid_body("the body could not be read"),
         other => Problem::invalid_body(other.to_string()),
     }

@@ -90,6 +90,17 @@ pub struct CommonSettings {
     #[arg(long = "body-limit-bytes", env = "EMPORIUM_BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
     pub body_limit_bytes: usize,
 
+    /// Milliseconds a request's body may take to arrive after its headers; a slower one gets 408
+    /// and its connection is closed. The body is read before the request counts against
+    /// --max-in-flight, so clients that trickle bytes cannot hold the service's slots.
+    #[arg(
+        long = "body-timeout-ms",
+        env = "EMPORIUM_BODY_TIMEOUT_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..=600_000)
+    )]
+    pub body_timeout_ms: u64,
+
     /// HTTP worker threads per service. [default: number of CPUs]
     #[arg(long = "workers", env = "EMPORIUM_WORKERS")]
     pub workers: Option<usize>,

@@ -533,3 +533,194 @@ async fn a_gateway_callers_announced_timeout_becomes_the_requests_deadline() {
     assert!(capped <= 600_000, "at most ten minutes: {capped}");
     server.stop(false).await.expect("stop");
 }
+
+/// Opens a connection that sends a request's headers declaring `declared` body bytes, then one
+/// byte every `every`, and returns what the server answered (the status line) once it answers or
+/// closes, with how long that took.
+async fn trickle(
+    addr: std::net::SocketAddr,
+    declared: usize,
+    every: Duration,
+) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let started = Instant::now();
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST /things HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    );
+    writer.write_all(head.as_bytes()).await.expect("head");
+    let sender = tokio::spawn(async move {
+        for _ in 0..declared {
+            tokio::time::sleep(every).await;
+            if writer.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    // The answer, up to the server closing the connection (or a minute, which fails below).
+    let _ = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => answer.extend_from_slice(&buffer[..read]),
+            }
+        }
+    })
+    .await;
+    sender.abort();
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.lines().next().unwrap_or_default().to_owned();
+    (status, started.elapsed())
+}
+
+#[tokio::test]
+async fn bodies_trickling_in_on_more_connections_than_slots_do_not_starve_other_requests() {
+    let server = start(
+        "trickled",
+        &HttpSettings {
+            max_in_flight: 4,
+            body_timeout: Duration::from_millis(1500),
+            ..settings()
+        },
+        Readiness::new(),
+        Metrics::new("trickled"),
+        |cfg| {
+            cfg.route(
+                "/things",
+                web::post().to(|thing: web::Json<Thing>| async move {
+                    HttpResponse::Ok().json(serde_json::json!({ "name": thing.name }))
+                }),
+            )
+            .route(
+                "/things",
+                web::get().to(|| async { HttpResponse::Ok().finish() }),
+            );
+        },
+    )
+    .expect("server");
+    let addr = server.addr();
+    // Five times as many slow bodies as the service has slots, each declaring 1,000 bytes and
+    // sending one every 100 ms: none would finish within the timeout.
+    let slow: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(trickle(addr, 1000, Duration::from_millis(100))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let http = reqwest::Client::new();
+    let url = server.url();
+    // Meanwhile other clients are served at once, reads and bodies alike.
+    for _ in 0..10 {
+        let started = Instant::now();
+        let read = http.get(format!("{url}/things")).send().await.expect("get");
+        assert_eq!(read.status(), 200);
+        let written = http
+            .post(format!("{url}/things"))
+            .json(&serde_json::json!({ "name": "kettle", "count": 1 }))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(written.status(), 200);
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "served in {:?}",
+            started.elapsed()
+        );
+    }
+    // Each slow client is told 408 and cut off after the body timeout, not left to trickle.
+    for call in slow {
+        let (status, took) = call.await.expect("task");
+        assert_eq!(status, "HTTP/1.1 408 Request Timeout", "after {took:?}");
+        assert!(
+            took >= Duration::from_millis(1400) && took < Duration::from_secs(5),
+            "closed after {took:?}"
+        );
+    }
+    server.stop(false).await.expect("stop");
+}
+
+/// Sends `request` as it is on a new connection and returns the whole answer.
+async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// `body` as HTTP/1.1 chunks of `size` bytes, with no length declared.
+fn chunked(body: &str, size: usize) -> String {
+    let mut out = String::new();
+    for part in body.as_bytes().chunks(size) {
+        out.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            part.len(),
+            String::from_utf8_lossy(part)
+        ));
+    }
+    out.push_str("0\r\n\r\n");
+    out
+}
+
+#[tokio::test]
+async fn a_body_read_whole_reaches_the_handler_intact_and_an_oversized_one_is_refused() {
+    let server = start(
+        "bodies",
+        &settings(),
+        Readiness::new(),
+        Metrics::new("bodies"),
+        |cfg| {
+            cfg.route(
+                "/things",
+                web::post().to(|thing: web::Json<Thing>| async move {
+                    HttpResponse::Ok().json(serde_json::json!({ "name": thing.name }))
+                }),
+            );
+        },
+    )
+    .expect("server");
+    let addr = server.addr();
+    let post = |body: String, length: Option<usize>| {
+        let framing = match length {
+            Some(length) => format!("Content-Length: {length}"),
+            None => "Transfer-Encoding: chunked".to_owned(),
+        };
+        format!(
+            "POST /things HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n{framing}\r\nConnection: close\r\n\r\n{body}"
+        )
+    };
+    // Sent in chunks without a length: read whole and parsed as usual.
+    let small = r#"{"name":"tea","count":2}"#;
+    let answer = raw(addr, &post(chunked(small, 5), None)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#"{"name":"tea"}"#), "{answer}");
+    let answer = raw(addr, &post(small.to_owned(), Some(small.len()))).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Over the 1,024-byte limit, declared or not: 413 as before.
+    let big = format!(r#"{{"name":"{}","count":1}}"#, "x".repeat(2000));
+    let answer = raw(addr, &post(big.clone(), Some(big.len()))).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let answer = raw(addr, &post(chunked(&big, 300), None)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+    // A body that ends before its declared length: a client error, not a hang.
+    let cut = format!(
+        "POST /things HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{small}"
+    );
+    let answer = {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(cut.as_bytes()).await.expect("send");
+        stream.shutdown().await.expect("half close");
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    server.stop(false).await.expect("stop");
+}

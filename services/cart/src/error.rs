@@ -7,6 +7,9 @@ use emporium_platform::FieldError;
 use emporium_platform::problem::{self, Problem};
 use emporium_ports::storage::StorageError;
 
+/// How long a caller told the cart is busy should wait.
+pub const BUSY_RETRY_AFTER_SECS: u32 = 1;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CartError {
     #[error("no such cart")]
@@ -21,6 +24,15 @@ pub enum CartError {
     OutOfStock(Shortage),
     #[error("the cart holds its most products")]
     CartFull { max_lines: usize },
+    /// Another order is checking the cart out.
+    #[error("the cart is being checked out")]
+    InCheckout(String),
+    /// The cart changed since the order read it.
+    #[error("the cart changed")]
+    Changed { current_version: u64 },
+    /// The cart kept changing under this change.
+    #[error("the cart is busy")]
+    Busy,
     #[error("the catalog is unavailable")]
     CatalogUnavailable(#[source] anyhow::Error),
     #[error("the store is unavailable")]
@@ -81,6 +93,25 @@ impl CartError {
             .with_detail(format!(
                 "a cart holds at most {max_lines} different products"
             )),
+            Self::InCheckout(order_id) => Problem::new(
+                StatusCode::CONFLICT,
+                "cart_in_checkout",
+                "The cart is being checked out",
+            )
+            .with_detail("another checkout of this cart is under way; see its order")
+            .with_extension("order_id", order_id.clone()),
+            Self::Changed { current_version } => {
+                Problem::new(StatusCode::CONFLICT, "cart_changed", "The cart changed")
+                    .with_detail("the cart is no longer the one read; read it again")
+                    .with_extension("current_version", *current_version)
+            }
+            Self::Busy => Problem::new(
+                StatusCode::CONFLICT,
+                "cart_busy",
+                "The cart is changing too often to change now",
+            )
+            .with_detail(format!("try again in {BUSY_RETRY_AFTER_SECS} s"))
+            .with_extension("retry_after_secs", BUSY_RETRY_AFTER_SECS),
             Self::CatalogUnavailable(source) => {
                 tracing::error!(error = %format!("{source:#}"), "catalog unavailable");
                 Problem::unavailable("the catalog is not answering; try again shortly")
@@ -101,13 +132,22 @@ impl ResponseError for CartError {
             Self::Validation(_) | Self::UnknownProduct(_) | Self::CartFull { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            Self::OutOfStock(_) => StatusCode::CONFLICT,
+            Self::OutOfStock(_) | Self::InCheckout(_) | Self::Changed { .. } | Self::Busy => {
+                StatusCode::CONFLICT
+            }
             Self::CatalogUnavailable(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        self.problem().to_response()
+        let mut response = self.problem().to_response();
+        if matches!(self, Self::Busy) {
+            response.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from(BUSY_RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }

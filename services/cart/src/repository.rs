@@ -3,7 +3,7 @@
 //!
 //! | item | pk           | sk     | notes                                           |
 //! |------|--------------|--------|-------------------------------------------------|
-//! | cart | `cart#<id>`  | `cart` | lines, version; `expires_epoch` is the TTL      |
+//! | cart | `cart#<id>`  | `cart` | lines, version, the checkout claim; `expires_epoch` is the TTL |
 
 use std::sync::Arc;
 
@@ -40,6 +40,25 @@ pub struct StoredCart {
     pub expires_at: OffsetDateTime,
     pub expires_epoch: i64,
     pub version: u64,
+    /// The order checking the cart out, while one does (carts stored before claims have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<Checkout>,
+}
+
+/// A checkout's claim on its cart: which order, and what it is buying, so that finishing takes
+/// exactly those units out and leaves whatever was added meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkout {
+    pub order_id: String,
+    pub lines: Vec<ClaimedLine>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub claimed_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedLine {
+    pub product_id: String,
+    pub quantity: i64,
 }
 
 #[derive(Debug, thiserror::Error)]

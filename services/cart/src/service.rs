@@ -1,12 +1,22 @@
 //! What the cart does. Reads go through the cache (`cart:<id>`, retired on every change);
-//! changes read the store, apply, and save on the version they read, retrying a few times when
-//! another change got there first.
+//! changes read the store, apply, and save on the version they read. Changes to one cart take
+//! turns within a replica (a lock per stripe of cart ids), so a burst of adds to one cart
+//! queues instead of colliding; a change that still loses to other replicas' retries a few
+//! times, then answers 409 `cart_busy` with `Retry-After` rather than fail.
+//!
+//! A checkout claims its cart (`claim`): on the condition that the cart is still at the version
+//! the order priced and no other order holds it, the cart records the order and the units it
+//! buys. A second checkout of the cart is refused while the claim lasts, so one cart is never
+//! paid for twice. The order then either completes the claim, which takes exactly the claimed
+//! units out of the cart (lines added meanwhile stay), or releases it, which leaves the lines.
+//! Both are idempotent: they act only while that order holds the claim.
 //!
 //! Adding or raising a line checks the product against the catalog (it must exist; its current
 //! price and name are copied into the line) and the wanted quantity against the stock. The stock
 //! check is advice for the shopper, not a hold: only the order's reservation holds stock. When
 //! the inventory does not answer, the cart accepts the line and checkout decides.
 
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,10 +29,37 @@ use emporium_ports::storage::Storage;
 use time::OffsetDateTime;
 
 use crate::error::CartError;
-use crate::repository::{Repository, SaveError, StoredCart};
+use crate::repository::{Checkout, ClaimedLine, Repository, SaveError, StoredCart};
 
-/// Attempts at a change that keeps losing to concurrent changes of the same cart.
+/// Attempts at a change that keeps losing to concurrent changes of the same cart (made by other
+/// replicas: within one, changes of a cart take turns).
 const SAVE_ATTEMPTS: usize = 10;
+
+/// Locks that changes of one cart take turns on, a cart id picking its stripe. A fixed set
+/// rather than one per cart, so nothing grows with the number of carts; two carts sharing a
+/// stripe only wait for each other's write, a few milliseconds.
+const LOCK_STRIPES: usize = 256;
+
+/// What a change makes of a cart: its lines and its checkout claim.
+struct Draft {
+    lines: Vec<CartLine>,
+    checkout: Option<Checkout>,
+}
+
+impl Draft {
+    /// New lines, the claim as it was.
+    fn lines(cart: &StoredCart, lines: Vec<CartLine>) -> Self {
+        Self {
+            lines,
+            checkout: cart.checkout.clone(),
+        }
+    }
+
+    /// The cart as it is: nothing to write.
+    fn unchanged(cart: &StoredCart) -> Self {
+        Self::lines(cart, cart.lines.clone())
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct CartLimits {
@@ -33,6 +70,8 @@ pub struct CartLimits {
 
 pub struct Carts {
     repository: Repository,
+    locks: Box<[tokio::sync::Mutex<()>]>,
+    stripes: std::hash::RandomState,
     cache: CacheAside,
     catalog: CatalogClient,
     inventory: InventoryClient,
@@ -70,6 +109,7 @@ fn to_wire(cart: &StoredCart) -> Result<Cart, CartError> {
         updated_at: cart.updated_at,
         expires_at: cart.expires_at,
         version: cart.version,
+        checkout_order_id: cart.checkout.as_ref().map(|c| c.order_id.clone()),
     })
 }
 
@@ -106,6 +146,10 @@ impl Carts {
     ) -> Self {
         Self {
             repository: Repository::new(storage),
+            locks: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            stripes: std::hash::RandomState::new(),
             cache: CacheAside::new(cache, cache_ttl),
             catalog,
             inventory,
@@ -132,6 +176,7 @@ impl Carts {
             expires_at,
             expires_epoch: expires_at.unix_timestamp(),
             version: 1,
+            checkout: None,
         };
         match self.repository.insert(&cart).await {
             Ok(()) => to_wire(&cart),
@@ -224,7 +269,7 @@ impl Carts {
                 Some(slot) => *slot = line,
                 None => lines.push(line),
             }
-            Ok(lines)
+            Ok(Draft::lines(cart, lines))
         })
         .await
     }
@@ -266,7 +311,7 @@ impl Carts {
             }
             line.quantity = quantity;
             line.line_total = line_total(&line.unit_price, quantity)?;
-            Ok(lines)
+            Ok(Draft::lines(cart, lines))
         })
         .await
     }
@@ -276,19 +321,99 @@ impl Carts {
             if !cart.lines.iter().any(|line| line.product_id == product_id) {
                 return Err(CartError::LineNotFound);
             }
-            Ok(cart
+            let lines = cart
                 .lines
                 .iter()
                 .filter(|line| line.product_id != product_id)
                 .cloned()
-                .collect())
+                .collect();
+            Ok(Draft::lines(cart, lines))
         })
         .await
     }
 
     /// Empties the cart. Emptying an empty cart changes nothing.
     pub async fn clear(&self, id: &str) -> Result<Cart, CartError> {
-        self.change(id, |_| Ok(Vec::new())).await
+        self.change(id, |cart| Ok(Draft::lines(cart, Vec::new())))
+            .await
+    }
+
+    /// Claims the cart for `order_id`'s checkout, if it is still at `version` (the one the
+    /// order priced) and no other order holds it. The same order claiming again gets the cart
+    /// it holds.
+    pub async fn claim(&self, id: &str, order_id: &str, version: u64) -> Result<Cart, CartError> {
+        check_order_id(order_id)?;
+        self.change(id, |cart| match &cart.checkout {
+            Some(held) if held.order_id == order_id => Ok(Draft::unchanged(cart)),
+            Some(held) => Err(CartError::InCheckout(held.order_id.clone())),
+            None if cart.version != version => Err(CartError::Changed {
+                current_version: cart.version,
+            }),
+            None => Ok(Draft {
+                lines: cart.lines.clone(),
+                checkout: Some(Checkout {
+                    order_id: order_id.to_owned(),
+                    lines: cart
+                        .lines
+                        .iter()
+                        .map(|line| ClaimedLine {
+                            product_id: line.product_id.clone(),
+                            quantity: line.quantity,
+                        })
+                        .collect(),
+                    claimed_at: OffsetDateTime::now_utc(),
+                }),
+            }),
+        })
+        .await
+    }
+
+    /// Ends `order_id`'s checkout: its claimed units leave the cart (a line raised meanwhile
+    /// keeps the rise, a line added meanwhile stays) and the claim ends. Nothing happens when
+    /// the order holds no claim, so doing it twice does it once.
+    pub async fn complete_checkout(&self, id: &str, order_id: &str) -> Result<Cart, CartError> {
+        check_order_id(order_id)?;
+        self.change(id, |cart| match &cart.checkout {
+            Some(held) if held.order_id == order_id => {
+                let mut lines = Vec::with_capacity(cart.lines.len());
+                for line in &cart.lines {
+                    let bought = held
+                        .lines
+                        .iter()
+                        .filter(|claimed| claimed.product_id == line.product_id)
+                        .map(|claimed| claimed.quantity)
+                        .sum::<i64>();
+                    let left = line.quantity - bought;
+                    if left > 0 {
+                        lines.push(CartLine {
+                            quantity: left,
+                            line_total: line_total(&line.unit_price, left)?,
+                            ..line.clone()
+                        });
+                    }
+                }
+                Ok(Draft {
+                    lines,
+                    checkout: None,
+                })
+            }
+            _ => Ok(Draft::unchanged(cart)),
+        })
+        .await
+    }
+
+    /// Ends `order_id`'s claim and keeps the lines (the checkout failed or was undone). Nothing
+    /// happens when the order holds no claim.
+    pub async fn release_checkout(&self, id: &str, order_id: &str) -> Result<Cart, CartError> {
+        check_order_id(order_id)?;
+        self.change(id, |cart| match &cart.checkout {
+            Some(held) if held.order_id == order_id => Ok(Draft {
+                lines: cart.lines.clone(),
+                checkout: None,
+            }),
+            _ => Ok(Draft::unchanged(cart)),
+        })
+        .await
     }
 
     fn check_quantity(&self, quantity: i64) -> Result<(), CartError> {
@@ -314,14 +439,18 @@ impl Carts {
         }
     }
 
-    /// Reads the cart, computes its new lines with `edit`, and saves them on the version read.
+    /// Reads the cart, computes its new state with `edit`, and saves it on the version read.
+    /// Changes of one cart take turns here; a change that loses to another replica's is redone
+    /// on the new cart, a few times, then refused as busy.
     async fn change<F>(&self, id: &str, edit: F) -> Result<Cart, CartError>
     where
-        F: Fn(&StoredCart) -> Result<Vec<CartLine>, CartError>,
+        F: Fn(&StoredCart) -> Result<Draft, CartError>,
     {
         if !emporium_platform::id::is_valid(id) {
             return Err(CartError::CartNotFound);
         }
+        let stripe = self.stripes.hash_one(id) as usize % self.locks.len();
+        let _turn = self.locks[stripe].lock().await;
         for _ in 0..SAVE_ATTEMPTS {
             let now = OffsetDateTime::now_utc();
             let cart = self
@@ -330,13 +459,14 @@ impl Carts {
                 .await?
                 .ok_or(CartError::CartNotFound)?;
             let version = cart.version;
-            let lines = edit(&cart)?;
-            if lines == cart.lines {
+            let draft = edit(&cart)?;
+            if draft.lines == cart.lines && draft.checkout == cart.checkout {
                 return to_wire(&cart);
             }
             let expires_at = self.expiry(now);
             let next = StoredCart {
-                lines,
+                lines: draft.lines,
+                checkout: draft.checkout,
                 updated_at: now,
                 expires_at,
                 expires_epoch: expires_at.unix_timestamp(),
@@ -349,18 +479,27 @@ impl Carts {
                     return to_wire(&next);
                 }
                 Err(SaveError::Changed) => {
-                    // Someone changed the cart meanwhile: back off a little, at random, so
-                    // concurrent changes stop colliding, then redo the edit on the new cart.
+                    // Another replica changed the cart meanwhile: back off a little, at random,
+                    // so concurrent changes stop colliding, then redo the edit on the new cart.
                     let pause = rand::random_range(1..=8);
                     tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
                 Err(SaveError::Storage(error)) => return Err(error.into()),
             }
         }
-        Err(
-            anyhow::anyhow!("cart {id} kept changing; gave up after {SAVE_ATTEMPTS} attempts")
-                .into(),
-        )
+        tracing::warn!(
+            attempts = SAVE_ATTEMPTS,
+            "a cart kept changing under a change; answered busy"
+        );
+        Err(CartError::Busy)
+    }
+}
+
+fn check_order_id(order_id: &str) -> Result<(), CartError> {
+    if emporium_platform::id::is_valid(order_id) {
+        Ok(())
+    } else {
+        Err(CartError::field("order_id", "not an order id"))
     }
 }
 

@@ -30,9 +30,14 @@ fn http() -> HttpSettings {
     }
 }
 
+/// The key the shop's services show each other; the cart's checkout routes want it.
+const GATEWAY_KEY: &str = "cart-test-gateway";
+
 struct Shop {
     cart: String,
     cart_storage: Arc<dyn emporium_ports::storage::Storage>,
+    cart_config: CartConfig,
+    cart_ports: CartPorts,
     catalog: String,
     inventory: String,
     http: reqwest::Client,
@@ -102,7 +107,10 @@ async fn spawn_shop(limits: CartLimits) -> Shop {
         cache,
     };
     let cart_config = CartConfig {
-        http: http(),
+        http: HttpSettings {
+            gateway_key: Some(emporium_platform::auth::GatewayKey::new(GATEWAY_KEY)),
+            ..http()
+        },
         client: ClientSettings {
             timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_millis(300),
@@ -124,6 +132,8 @@ async fn spawn_shop(limits: CartLimits) -> Shop {
     Shop {
         cart: cart.url(),
         cart_storage,
+        cart_config,
+        cart_ports,
         catalog: catalog.url(),
         inventory: inventory.url(),
         http: reqwest::Client::new(),
@@ -143,6 +153,53 @@ fn limits() -> CartLimits {
 impl Shop {
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http.request(method, format!("{}{path}", self.cart))
+    }
+
+    /// Another cart service on the same store, as a second replica is; its base URL.
+    fn replica(&mut self) -> String {
+        let server = startup::start(
+            &self.cart_config,
+            startup::carts(&self.cart_config, &self.cart_ports).expect("carts"),
+            &self.cart_ports,
+        )
+        .expect("cart replica");
+        let url = server.url();
+        self.servers.push(server);
+        url
+    }
+
+    /// A checkout route called as the order service calls it, with the gateway key.
+    fn checkout(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path)
+            .header(emporium_platform::auth::GATEWAY_HEADER, GATEWAY_KEY)
+    }
+
+    async fn claim(&self, id: &str, order_id: &str, version: u64) -> reqwest::Response {
+        self.checkout(Method::PUT, &format!("/v1/carts/{id}/checkout"))
+            .json(&json!({"order_id": order_id, "version": version}))
+            .send()
+            .await
+            .expect("send")
+    }
+
+    async fn complete(&self, id: &str, order_id: &str) -> reqwest::Response {
+        self.checkout(
+            Method::POST,
+            &format!("/v1/carts/{id}/checkout/{order_id}/complete"),
+        )
+        .send()
+        .await
+        .expect("send")
+    }
+
+    async fn release(&self, id: &str, order_id: &str) -> reqwest::Response {
+        self.checkout(
+            Method::DELETE,
+            &format!("/v1/carts/{id}/checkout/{order_id}"),
+        )
+        .send()
+        .await
+        .expect("send")
     }
 
     async fn product(&self, sku: &str, amount: i64, stock: i64) -> Product {
@@ -553,7 +610,288 @@ async fn the_openapi_document_describes_every_route() {
         "/v1/carts/{id}",
         "/v1/carts/{id}/lines",
         "/v1/carts/{id}/lines/{product_id}",
+        "/v1/carts/{id}/checkout",
+        "/v1/carts/{id}/checkout/{order_id}",
+        "/v1/carts/{id}/checkout/{order_id}/complete",
     ] {
         assert!(paths.contains_key(path), "{path}");
     }
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_adds_to_one_cart_all_succeed_and_lose_nothing() {
+    let shop = spawn_shop(CartLimits {
+        max_quantity: 1000,
+        ..limits()
+    })
+    .await;
+    let mug = shop.product("MUG-1", 800, 1000).await;
+    let cart = shop.new_cart().await;
+    let adds = futures::future::join_all((0..100).map(|_| shop.add(&cart.id, &mug.id, 1))).await;
+    let statuses: Vec<u16> = adds.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        quantities(&shop.cart(&cart.id).await),
+        [("MUG-1".into(), 100)]
+    );
+}
+
+#[tokio::test]
+async fn replicas_writing_one_cart_at_once_lose_nothing_and_never_fail_with_a_5xx() {
+    let mut shop = spawn_shop(CartLimits {
+        max_quantity: 1000,
+        ..limits()
+    })
+    .await;
+    let mug = shop.product("MUG-1", 800, 1000).await;
+    let cart = shop.new_cart().await;
+    let replicas = [shop.cart.clone(), shop.replica(), shop.replica()];
+    let adds = futures::future::join_all((0..150).map(|n| {
+        let url = format!("{}/v1/carts/{}/lines", replicas[n % 3], cart.id);
+        let http = shop.http.clone();
+        let product_id = mug.id.clone();
+        async move {
+            let response = http
+                .post(url)
+                .json(&json!({"product_id": product_id, "quantity": 1}))
+                .send()
+                .await
+                .expect("send");
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let body: Value = response.json().await.expect("json");
+            (status, retry_after, body)
+        }
+    }))
+    .await;
+    let mut added = 0;
+    for (status, retry_after, body) in &adds {
+        match status {
+            200 => added += 1,
+            // Contention a client can act on: told to wait and try again.
+            409 => {
+                assert_eq!(body["code"], "cart_busy", "{body}");
+                assert!(retry_after.is_some(), "{body}");
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(added > 0);
+    assert_eq!(
+        quantities(&shop.cart(&cart.id).await),
+        [("MUG-1".into(), added)],
+        "every add that was answered 200 is in the cart, and nothing else"
+    );
+}
+
+#[tokio::test]
+async fn a_checkout_claims_the_cart_and_no_other_order_can_until_it_ends() {
+    let shop = spawn_shop(limits()).await;
+    let mug = shop.product("MUG-1", 800, 100).await;
+    let cart = shop.new_cart().await;
+    let cart = {
+        shop.add(&cart.id, &mug.id, 2).await;
+        shop.cart(&cart.id).await
+    };
+    let (first, second) = (
+        emporium_platform::id::new_id(),
+        emporium_platform::id::new_id(),
+    );
+
+    // Only at the version the order read.
+    let stale = expect_problem(
+        shop.claim(&cart.id, &first, cart.version - 1).await,
+        409,
+        "cart_changed",
+    )
+    .await;
+    assert_eq!(stale.extensions["current_version"], cart.version);
+    let claimed = shop.claim(&cart.id, &first, cart.version).await;
+    assert_eq!(claimed.status(), StatusCode::OK);
+    let claimed: Cart = claimed.json().await.expect("cart");
+    assert_eq!(claimed.checkout_order_id.as_deref(), Some(first.as_str()));
+    assert_eq!(
+        shop.cart(&cart.id).await.checkout_order_id,
+        Some(first.clone())
+    );
+    // The same order again gets what it holds; another order, at any version, is refused.
+    assert_eq!(
+        shop.claim(&cart.id, &first, cart.version).await.status(),
+        StatusCode::OK
+    );
+    for version in [cart.version, claimed.version] {
+        let taken = expect_problem(
+            shop.claim(&cart.id, &second, version).await,
+            409,
+            "cart_in_checkout",
+        )
+        .await;
+        assert_eq!(taken.extensions["order_id"], first.as_str());
+    }
+    // Releasing ends the claim and keeps the lines; then the other order may claim.
+    let released: Cart = shop
+        .release(&cart.id, &first)
+        .await
+        .json()
+        .await
+        .expect("cart");
+    assert_eq!(released.checkout_order_id, None);
+    assert_eq!(quantities(&released), [("MUG-1".into(), 2)]);
+    assert_eq!(
+        shop.claim(&cart.id, &second, released.version)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // The first order's late release or completion changes nothing now.
+    let late: Cart = shop
+        .release(&cart.id, &first)
+        .await
+        .json()
+        .await
+        .expect("cart");
+    assert_eq!(late.checkout_order_id, Some(second.clone()));
+    let late: Cart = shop
+        .complete(&cart.id, &first)
+        .await
+        .json()
+        .await
+        .expect("cart");
+    assert_eq!(late.checkout_order_id, Some(second.clone()));
+    assert_eq!(quantities(&late), [("MUG-1".into(), 2)]);
+}
+
+#[tokio::test]
+async fn completing_a_checkout_takes_out_what_it_bought_and_keeps_what_came_after() {
+    let shop = spawn_shop(limits()).await;
+    let mug = shop.product("MUG-1", 800, 100).await;
+    let pot = shop.product("POT-1", 2500, 100).await;
+    let lid = shop.product("LID-1", 300, 100).await;
+    let cart = shop.new_cart().await;
+    shop.add(&cart.id, &mug.id, 2).await;
+    shop.add(&cart.id, &lid.id, 1).await;
+    let before = shop.cart(&cart.id).await;
+    let order = emporium_platform::id::new_id();
+    assert_eq!(
+        shop.claim(&cart.id, &order, before.version).await.status(),
+        StatusCode::OK
+    );
+    // While the checkout runs, the shopper raises a line, adds one and removes one.
+    assert_eq!(
+        shop.add(&cart.id, &mug.id, 1).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        shop.add(&cart.id, &pot.id, 1).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        shop.request(
+            Method::DELETE,
+            &format!("/v1/carts/{}/lines/{}", cart.id, lid.id)
+        )
+        .send()
+        .await
+        .expect("send")
+        .status(),
+        StatusCode::OK
+    );
+    let after: Cart = shop
+        .complete(&cart.id, &order)
+        .await
+        .json()
+        .await
+        .expect("cart");
+    assert_eq!(after.checkout_order_id, None);
+    assert_eq!(
+        quantities(&after),
+        [("MUG-1".into(), 1), ("POT-1".into(), 1)],
+        "two mugs and the lid were bought; the third mug and the pot came after"
+    );
+    assert_eq!(after.subtotal.amount, 800 + 2500);
+    // Done once: completing again takes nothing more.
+    let again: Cart = shop
+        .complete(&cart.id, &order)
+        .await
+        .json()
+        .await
+        .expect("cart");
+    assert_eq!(quantities(&again), quantities(&after));
+    assert_eq!(again.version, after.version);
+}
+
+#[tokio::test]
+async fn many_orders_claiming_one_cart_at_once_leave_exactly_one_holding_it() {
+    let shop = spawn_shop(limits()).await;
+    let mug = shop.product("MUG-1", 800, 100).await;
+    let cart = shop.new_cart().await;
+    shop.add(&cart.id, &mug.id, 1).await;
+    let version = shop.cart(&cart.id).await.version;
+    let orders: Vec<String> = (0..20).map(|_| emporium_platform::id::new_id()).collect();
+    let claims = futures::future::join_all(
+        orders
+            .iter()
+            .map(|order| shop.claim(&cart.id, order, version)),
+    )
+    .await;
+    let mut winners = Vec::new();
+    for (order, response) in orders.iter().zip(claims) {
+        match response.status().as_u16() {
+            200 => winners.push(order.clone()),
+            409 => {
+                let problem: Problem = response.json().await.expect("problem");
+                assert!(
+                    ["cart_in_checkout", "cart_changed"].contains(&problem.code.as_str()),
+                    "{problem:?}"
+                );
+            }
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(
+        shop.cart(&cart.id).await.checkout_order_id,
+        Some(winners[0].clone())
+    );
+}
+
+#[tokio::test]
+async fn checkout_routes_are_for_the_shops_services_and_check_what_they_are_given() {
+    let shop = spawn_shop(limits()).await;
+    let cart = shop.new_cart().await;
+    let order = emporium_platform::id::new_id();
+    // Without the gateway key: refused, nothing claimed.
+    for request in [
+        shop.request(Method::PUT, &format!("/v1/carts/{}/checkout", cart.id))
+            .json(&json!({"order_id": order, "version": cart.version})),
+        shop.request(
+            Method::POST,
+            &format!("/v1/carts/{}/checkout/{order}/complete", cart.id),
+        ),
+        shop.request(
+            Method::DELETE,
+            &format!("/v1/carts/{}/checkout/{order}", cart.id),
+        )
+        .header(emporium_platform::auth::GATEWAY_HEADER, "a guess"),
+    ] {
+        expect_problem(request.send().await.expect("send"), 401, "gateway_required").await;
+    }
+    assert_eq!(shop.cart(&cart.id).await.checkout_order_id, None);
+    // With it, bad values are client errors.
+    expect_problem(
+        shop.claim(&cart.id, "not-an-id", cart.version).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    expect_problem(
+        shop.complete(&cart.id, "nope").await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    let missing = emporium_platform::id::new_id();
+    expect_problem(shop.claim(&missing, &order, 1).await, 404, "cart_not_found").await;
+    expect_problem(shop.release(&missing, &order).await, 404, "cart_not_found").await;
+    assert_eq!(shop.cart(&cart.id).await, cart, "nothing changed");
 }

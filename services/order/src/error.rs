@@ -26,6 +26,9 @@ pub enum OrderError {
     CartNotFound,
     #[error("the cart is empty")]
     CartEmpty,
+    /// Another checkout of the cart is under way.
+    #[error("the cart is being checked out")]
+    CartInCheckout,
     #[error("products are no longer sold")]
     ProductUnavailable(Vec<String>),
     #[error("no such order")]
@@ -79,6 +82,16 @@ fn failed(order: &Order) -> Problem {
             "Checkout is temporarily unavailable",
         ),
         "checkout_interrupted" => (StatusCode::CONFLICT, "The checkout was interrupted"),
+        "cart_in_checkout" => (
+            StatusCode::CONFLICT,
+            "The cart is already being checked out",
+        ),
+        "cart_changed" | "cart_busy" => (StatusCode::CONFLICT, "The cart changed during checkout"),
+        "cart_not_found" => (StatusCode::UNPROCESSABLE_ENTITY, "No such cart"),
+        "cart_unavailable" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Checkout is temporarily unavailable",
+        ),
         _ => (StatusCode::CONFLICT, "The checkout failed"),
     };
     let mut problem = Problem::new(status, code, title)
@@ -145,6 +158,14 @@ impl OrderError {
                 "cart_empty",
                 "The cart is empty",
             ),
+            Self::CartInCheckout => Problem::new(
+                StatusCode::CONFLICT,
+                "cart_in_checkout",
+                "The cart is already being checked out",
+            )
+            .with_detail(
+                "another checkout of this cart is under way; nothing was charged, see your orders",
+            ),
             Self::ProductUnavailable(ids) => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "product_unavailable",
@@ -201,7 +222,9 @@ impl ResponseError for OrderError {
             | Self::CartEmpty
             | Self::ProductUnavailable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::OrderNotFound => StatusCode::NOT_FOUND,
-            Self::IdempotencyKeyReused | Self::NotCancellable(_) => StatusCode::CONFLICT,
+            Self::IdempotencyKeyReused | Self::NotCancellable(_) | Self::CartInCheckout => {
+                StatusCode::CONFLICT
+            }
             Self::CheckoutFailed(order) => failed(order).status(),
             Self::Interrupted(_) | Self::DependencyUnavailable(..) | Self::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -2,7 +2,7 @@
 //!
 //! | item        | pk                          | sk      | notes                                  |
 //! |-------------|-----------------------------|---------|----------------------------------------|
-//! | order       | `order#<id>`                | `order` | the order, its saga step, its cart     |
+//! | order       | `order#<id>`                | `order` | the order, its saga step, its cart and the cart's version |
 //! | idempotency | `idem#<customer>#<key>`     | `idem`  | order id and request hash; TTL a day   |
 //!
 //! Indexes, both sparse: `by_customer` (`cust`, `placed`) holds orders once confirmed, newest
@@ -60,7 +60,11 @@ fn idempotency_key(customer_id: &str, key: &str) -> Key {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
-    /// Pending: reserve the stock.
+    /// Pending: claim the cart, so no other checkout of it runs at the same time. Carried in
+    /// memory to the next written step (a stored order here may hold its claim, and stock).
+    ClaimCart,
+    /// Pending, cart claimed: reserve the stock. Carried in memory by this version (a stored
+    /// order at Reserve, written by earlier versions, may hold stock).
     Reserve,
     /// Pending, stock held: authorise the payment. Carried in memory, not written, by this
     /// version (a stored order at Reserve may hold stock); earlier versions wrote it.
@@ -70,13 +74,16 @@ pub enum Step {
     Confirm,
     /// Confirmed: sell the held stock.
     Commit,
-    /// Confirmed, stock sold: empty the cart. Carried in memory, not written, by this version
-    /// (committing again changes nothing); earlier versions wrote it.
+    /// Confirmed, stock sold: take the ordered units out of the cart and end the claim. Carried
+    /// in memory, not written, by this version (committing again changes nothing); earlier
+    /// versions wrote it.
     ClearCart,
     /// Failed or cancelled while stock was held: give it back.
     Release,
     /// Cancelled after stock was sold: give it back.
     Return,
+    /// Failed or cancelled: end the order's claim on its cart, whose lines stay.
+    ReleaseCart,
     /// Nothing left to do.
     Done,
 }
@@ -93,6 +100,10 @@ pub struct StoredOrder {
     pub order: Order,
     pub step: Step,
     pub cart_id: String,
+    /// The version of the cart the order priced: its claim holds only on that version, so the
+    /// order buys exactly what it charged for.
+    #[serde(default)]
+    pub cart_version: u64,
 }
 
 impl StoredOrder {

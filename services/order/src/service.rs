@@ -2,28 +2,37 @@
 //!
 //! Placing an order first checks everything that can be checked without writing: the customer,
 //! the idempotency key (a repeat returns the first request's order), the body, the cart (it must
-//! exist and hold lines) and the products (each must still be sold; its current catalog price is
-//! the price). A request rejected there writes nothing. Then the order is recorded as PENDING
-//! together with its idempotency key, and the saga drives it:
+//! exist, hold lines and not be in another checkout) and the products (each must still be sold;
+//! its current catalog price is the price). A request rejected there writes nothing. Then the
+//! order is recorded as PENDING together with its idempotency key, and the saga drives it:
 //!
 //! ```text
-//! Reserve ──► Authorize ──► Commit ──► ClearCart ──► Done      (CONFIRMED)
-//!    │            │
-//!    │ short      └─ declined ──► Release ──► Done                (FAILED)
-//!    └─────────────────────────────────────► Done                (FAILED, nothing held)
+//! ClaimCart ──► Reserve ──► Authorize ──► Commit ──► ClearCart ──► Done         (CONFIRMED)
+//!    │             │            │
+//!    │             │ short      └─ declined ──► Release ──► ReleaseCart ──► Done (FAILED)
+//!    │             └──────────────────────────────────────► ReleaseCart ──► Done (FAILED)
+//!    └─ held by another order, or the cart changed ───────────────────────► Done (FAILED)
 //! ```
+//!
+//! The claim is what makes one cart one order: the cart service records the order on the cart
+//! on the condition that the cart is still at the version this order priced and that no other
+//! order holds it, so two checkouts of one cart at once (two tabs, a double tap that makes two
+//! keys) cannot both reserve and charge; the second is refused with `cart_in_checkout`. Clearing
+//! takes out exactly the units claimed, so a line added while the checkout ran stays in the cart;
+//! every failure ends the claim and keeps the lines.
 //!
 //! Each step's outcome is written before the next call to another service (see `repository`),
 //! so a crash leaves the order at a known step, and the reconciler, which takes over orders that
-//! have not moved for a while, picks up from there: before payment it cancels and releases the stock (the
-//! card was never stored, so it cannot pay); after payment it commits and clears the cart. Two
-//! steps are carried in memory instead of written, because their writes were a quarter of a
-//! checkout's cost (docs/BENCHMARKS.md) and redoing what follows them is safe: Authorize (a crash
-//! before the Commit write leaves the order at Reserve, which the reconciler cancels, releasing a
-//! hold that may exist) and ClearCart (a crash before the Done write leaves the order at Commit,
-//! and committing and clearing again change nothing). A successful checkout writes three times:
-//! Reserve with the idempotency key, Commit (confirmed), Done. Steps that
-//! only tidy up (commit, clear, release, return) are idempotent and retried until they succeed.
+//! have not moved for a while, picks up from there: before payment it cancels, releases the
+//! stock and the cart (the card was never stored, so it cannot pay); after payment it commits
+//! and clears the cart. Three steps are carried in memory instead of written, because their
+//! writes were a quarter of a checkout's cost (docs/BENCHMARKS.md) and redoing what follows them
+//! is safe: ClaimCart and Authorize (a crash before the Commit write leaves the order at
+//! ClaimCart, which the reconciler cancels, releasing a stock hold and a claim that may exist)
+//! and ClearCart (a crash before the Done write leaves the order at Commit, and committing and
+//! clearing again change nothing). A successful checkout writes three times: ClaimCart with the
+//! idempotency key, Commit (confirmed), Done. Steps that only tidy up (commit, clear, release,
+//! return, releasing the cart) are idempotent and retried until they succeed.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +44,7 @@ use emporium_api::order::{
     Order, OrderFailure, OrderLine, OrderPage, OrderStatus, PaymentStatus, PaymentSummary,
     PlaceOrder,
 };
+use emporium_platform::request_id::past_deadline;
 use emporium_ports::storage::{Storage, cursor_from_token, page_token};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -272,6 +282,9 @@ impl Orders {
         if cart.lines.is_empty() {
             return Err(OrderError::CartEmpty);
         }
+        if cart.checkout_order_id.is_some() {
+            return Err(OrderError::CartInCheckout);
+        }
         let lines = self.price(&cart.lines).await?;
         let amounts: Vec<(i64, i64)> = lines
             .iter()
@@ -298,8 +311,9 @@ impl Orders {
         };
         let stored = StoredOrder {
             order,
-            step: Step::Reserve,
+            step: Step::ClaimCart,
             cart_id: valid.cart_id.clone(),
+            cart_version: cart.version,
         };
         match self
             .repository
@@ -499,17 +513,18 @@ impl Orders {
                 }
                 Err(WriteError::Changed) => {
                     // Another actor moved the order; carry on from where it is now.
-                    // Only the checkout itself (it has the card) reserves; out of stock holds
-                    // nothing.
-                    let may_hold =
-                        written == Step::Reserve && card.is_some() && next.step != Step::Done;
+                    // Only the checkout itself (it has the card) reserves, and it holds stock
+                    // when it got as far as committing or releasing it.
+                    let may_hold = matches!(written, Step::ClaimCart | Step::Reserve)
+                        && card.is_some()
+                        && matches!(next.step, Step::Commit | Step::Release);
                     stored = self
                         .repository
                         .order(stored.id())
                         .await?
                         .ok_or_else(|| anyhow::anyhow!("order vanished"))?;
                     written = stored.step;
-                    if may_hold && stored.step == Step::Done {
+                    if may_hold && matches!(stored.step, Step::ReleaseCart | Step::Done) {
                         // The order was closed (by the reconciler) while this checkout's
                         // reservation was on its way: nothing will ever use that stock, so give
                         // it back now rather than when the reservation expires.
@@ -535,7 +550,10 @@ impl Orders {
         match stored.step {
             // The saga stops before a done order; nothing to run.
             Step::Done => None,
-            Step::Reserve | Step::Authorize if card.is_none() => Some(abandon(stored)),
+            Step::ClaimCart | Step::Reserve | Step::Authorize if card.is_none() => {
+                Some(abandon(stored))
+            }
+            Step::ClaimCart => Some(self.claim_cart(stored).await),
             Step::Reserve => {
                 if let Some(delay) = self.faults.get().delay_before_reserve {
                     tokio::time::sleep(delay).await;
@@ -546,10 +564,83 @@ impl Orders {
             Step::Confirm => Some(moved(stored, Step::Commit, |order| {
                 order.status = OrderStatus::Confirmed;
             })),
-            Step::Commit => self.commit(stored).await,
-            Step::ClearCart => self.clear_cart(stored).await,
-            Step::Release => self.release(stored).await,
-            Step::Return => self.return_stock(stored).await,
+            // Once the outcome is decided, the rest is owed whether or not the caller still
+            // waits: finished now, a failed checkout's stock and cart are free at once, rather
+            // than after the reconciler's grace.
+            Step::Commit => past_deadline(self.commit(stored)).await,
+            Step::ClearCart => past_deadline(self.clear_cart(stored)).await,
+            Step::Release => past_deadline(self.release(stored)).await,
+            Step::Return => past_deadline(self.return_stock(stored)).await,
+            Step::ReleaseCart => past_deadline(self.release_cart(stored)).await,
+        }
+    }
+
+    /// Claims the cart at the version this order priced, so no other checkout of it runs.
+    async fn claim_cart(&self, stored: &StoredOrder) -> StoredOrder {
+        let refused = |code: &str, message: &str| {
+            moved(stored, Step::Done, |order| {
+                order.status = OrderStatus::Failed;
+                order.failure = Some(failure(code, message));
+            })
+        };
+        match self
+            .carts
+            .claim(&stored.cart_id, stored.id(), stored.cart_version)
+            .await
+        {
+            Ok(_) => moved(stored, Step::Reserve, |_| {}),
+            // Nothing was claimed in these cases, so nothing is left to release.
+            Err(error) if code_is(&error, &["cart_in_checkout"]) => refused(
+                "cart_in_checkout",
+                "this cart is already being checked out; nothing was charged, see your orders",
+            ),
+            Err(error) if code_is(&error, &["cart_changed"]) => refused(
+                "cart_changed",
+                "the cart changed during checkout; nothing was charged, review it and try again",
+            ),
+            Err(error) if code_is(&error, &["cart_busy"]) => refused(
+                "cart_busy",
+                "the cart was changing during checkout; nothing was charged, try again",
+            ),
+            Err(error) if error.is_not_found() => refused(
+                "cart_not_found",
+                "the cart does not exist or expired; nothing was charged",
+            ),
+            Err(error) => {
+                tracing::warn!(order_id = stored.id(), %error, "claiming the cart failed");
+                // The claim may have been made although no answer came back: end it to be sure.
+                moved(stored, Step::ReleaseCart, |order| {
+                    order.status = OrderStatus::Failed;
+                    order.failure = Some(failure(
+                        "cart_unavailable",
+                        "the cart could not be read; nothing was charged, try again shortly",
+                    ));
+                })
+            }
+        }
+    }
+
+    /// Ends the order's claim on its cart; the lines stay.
+    async fn release_cart(&self, stored: &StoredOrder) -> Option<StoredOrder> {
+        self.unclaim_cart(stored)
+            .await
+            .then(|| moved(stored, Step::Done, |_| {}))
+    }
+
+    /// Whether the order no longer holds a claim on its cart (ended now, or before).
+    async fn unclaim_cart(&self, stored: &StoredOrder) -> bool {
+        match self
+            .carts
+            .release_checkout(&stored.cart_id, stored.id())
+            .await
+        {
+            Ok(_) => true,
+            // An expired cart holds no claim.
+            Err(error) if error.is_not_found() => true,
+            Err(error) => {
+                tracing::warn!(order_id = stored.id(), %error, "releasing the cart deferred");
+                false
+            }
         }
     }
 
@@ -590,7 +681,7 @@ impl Orders {
                             .collect()
                     })
                     .unwrap_or_default();
-                moved(stored, Step::Done, |order| {
+                moved(stored, Step::ReleaseCart, |order| {
                     order.status = OrderStatus::Failed;
                     order.failure = Some(OrderFailure {
                         skus,
@@ -643,7 +734,7 @@ impl Orders {
                     || error.is_not_found() =>
             {
                 tracing::error!(order_id = stored.id(), %error, "the stock hold of a confirmed order is gone; cancelling it");
-                Some(moved(stored, Step::Done, |order| {
+                Some(moved(stored, Step::ReleaseCart, |order| {
                     order.status = OrderStatus::Cancelled;
                     order.payment.status = PaymentStatus::Voided;
                     order.failure = Some(failure(
@@ -659,8 +750,13 @@ impl Orders {
         }
     }
 
+    /// Takes the units this order bought out of its cart and ends its claim.
     async fn clear_cart(&self, stored: &StoredOrder) -> Option<StoredOrder> {
-        match self.carts.clear(&stored.cart_id).await {
+        match self
+            .carts
+            .complete_checkout(&stored.cart_id, stored.id())
+            .await
+        {
             Ok(_) => Some(moved(stored, Step::Done, |_| {})),
             Err(error) if error.is_not_found() => Some(moved(stored, Step::Done, |_| {})),
             Err(error) => {
@@ -670,14 +766,21 @@ impl Orders {
         }
     }
 
+    /// Gives back held stock and, at the same time, ends the cart claim: the order will never
+    /// charge, so its cart is free for the next try even while the inventory cannot be reached.
     async fn release(&self, stored: &StoredOrder) -> Option<StoredOrder> {
-        match self.inventory.release(stored.id()).await {
-            Ok(_) => Some(moved(stored, Step::Done, |_| {})),
+        let (stock, cart) = tokio::join!(
+            self.inventory.release(stored.id()),
+            self.unclaim_cart(stored)
+        );
+        let after = if cart { Step::Done } else { Step::ReleaseCart };
+        match stock {
+            Ok(_) => Some(moved(stored, after, |_| {})),
             Err(error)
                 if error.is_not_found()
                     || code_is(&error, &["reservation_released", "reservation_expired"]) =>
             {
-                Some(moved(stored, Step::Done, |_| {}))
+                Some(moved(stored, after, |_| {}))
             }
             Err(error) if code_is(&error, &["reservation_committed"]) => {
                 Some(moved(stored, Step::Return, |_| {}))
@@ -689,10 +792,18 @@ impl Orders {
         }
     }
 
+    /// Returns sold stock and ends the cart claim, as [`Self::release`] does for held stock. A
+    /// confirmed order cancelled before its cart was cleared still holds its claim; the cart
+    /// keeps its lines.
     async fn return_stock(&self, stored: &StoredOrder) -> Option<StoredOrder> {
-        match self.inventory.return_stock(stored.id()).await {
-            Ok(_) => Some(moved(stored, Step::Done, |_| {})),
-            Err(error) if error.is_not_found() => Some(moved(stored, Step::Done, |_| {})),
+        let (stock, cart) = tokio::join!(
+            self.inventory.return_stock(stored.id()),
+            self.unclaim_cart(stored)
+        );
+        let after = if cart { Step::Done } else { Step::ReleaseCart };
+        match stock {
+            Ok(_) => Some(moved(stored, after, |_| {})),
+            Err(error) if error.is_not_found() => Some(moved(stored, after, |_| {})),
             // Cancelled before its stock was sold: the hold is released instead.
             Err(error) if code_is(&error, &["reservation_not_committed"]) => {
                 Some(moved(stored, Step::Release, |_| {}))
@@ -830,7 +941,9 @@ impl Orders {
 fn is_carried(from: Step, to: Step) -> bool {
     matches!(
         (from, to),
-        (Step::Reserve, Step::Authorize) | (Step::Commit, Step::ClearCart)
+        (Step::ClaimCart, Step::Reserve)
+            | (Step::Reserve, Step::Authorize)
+            | (Step::Commit, Step::ClearCart)
     )
 }
 

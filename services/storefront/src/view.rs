@@ -229,6 +229,7 @@ mod tests {
             updated_at: time::OffsetDateTime::UNIX_EPOCH,
             expires_at: time::OffsetDateTime::UNIX_EPOCH,
             version: 1,
+            checkout_order_id: None,
         };
         let small = Estimate::of(&cart(vec![line(1999, 1)]), &pricing);
         assert_eq!(

@@ -2,7 +2,7 @@ use emporium_platform::faults::{Dependency, FaultSwitches};
 use reqwest::Method;
 
 use super::{ClientError, Endpoint, Idempotent, RetryPolicy, segment};
-use crate::cart::{AddCartLine, Cart, SetQuantity};
+use crate::cart::{AddCartLine, Cart, ClaimCart, SetQuantity};
 
 /// Client of the cart service.
 #[derive(Debug, Clone)]
@@ -78,6 +78,53 @@ impl CartClient {
 
     pub async fn remove_line(&self, id: &str, product_id: &str) -> Result<Cart, ClientError> {
         let path = format!("/v1/carts/{}/lines/{}", segment(id), segment(product_id));
+        let (_, cart) = self
+            .endpoint
+            .call(Idempotent::Yes, || {
+                self.endpoint.request(Method::DELETE, &path)
+            })
+            .await?;
+        Ok(cart)
+    }
+
+    /// Claims the cart at `version` for `order_id`'s checkout. Idempotent: the same order
+    /// claiming again gets the cart it holds.
+    pub async fn claim(&self, id: &str, order_id: &str, version: u64) -> Result<Cart, ClientError> {
+        let path = format!("/v1/carts/{}/checkout", segment(id));
+        let body = ClaimCart {
+            order_id: order_id.to_owned(),
+            version,
+        };
+        let (_, cart) = self
+            .endpoint
+            .call(Idempotent::Yes, || {
+                self.endpoint.request(Method::PUT, &path).json(&body)
+            })
+            .await?;
+        Ok(cart)
+    }
+
+    /// Takes the lines `order_id` claimed out of the cart and ends its claim. Idempotent: once
+    /// done, it changes nothing.
+    pub async fn complete_checkout(&self, id: &str, order_id: &str) -> Result<Cart, ClientError> {
+        let path = format!(
+            "/v1/carts/{}/checkout/{}/complete",
+            segment(id),
+            segment(order_id)
+        );
+        let (_, cart) = self
+            .endpoint
+            .call(Idempotent::Yes, || {
+                self.endpoint.request(Method::POST, &path)
+            })
+            .await?;
+        Ok(cart)
+    }
+
+    /// Ends `order_id`'s claim and leaves the lines. Idempotent, and nothing when the order
+    /// holds no claim.
+    pub async fn release_checkout(&self, id: &str, order_id: &str) -> Result<Cart, ClientError> {
+        let path = format!("/v1/carts/{}/checkout/{}", segment(id), segment(order_id));
         let (_, cart) = self
             .endpoint
             .call(Idempotent::Yes, || {

@@ -2,8 +2,9 @@
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
-use emporium_api::cart::{AddCartLine, Cart, SetQuantity};
+use emporium_api::cart::{AddCartLine, Cart, ClaimCart, SetQuantity};
 use emporium_platform::Problem;
+use emporium_platform::auth::Gateway;
 
 use crate::error::CartError;
 use crate::service::Carts;
@@ -20,6 +21,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/v1/carts/{id}/lines/{product_id}")
                 .route(web::put().to(set_cart_line_quantity))
                 .route(web::delete().to(remove_cart_line)),
+        )
+        .service(web::resource("/v1/carts/{id}/checkout").route(web::put().to(claim_cart)))
+        .service(
+            web::resource("/v1/carts/{id}/checkout/{order_id}")
+                .route(web::delete().to(release_checkout)),
+        )
+        .service(
+            web::resource("/v1/carts/{id}/checkout/{order_id}/complete")
+                .route(web::post().to(complete_checkout)),
         );
 }
 
@@ -124,4 +134,72 @@ pub async fn clear_cart(
     id: web::Path<String>,
 ) -> Result<HttpResponse, CartError> {
     Ok(HttpResponse::Ok().json(carts.clear(&id).await?))
+}
+
+/// Claim the cart for an order's checkout (the shop's services only). Holds only while the cart
+/// is at the version the order priced and no other order holds it; the same order claiming
+/// again gets the cart it holds.
+#[utoipa::path(
+    put, path = "/v1/carts/{id}/checkout", tag = "checkout",
+    params(("id" = String, Path)),
+    request_body = ClaimCart,
+    responses(
+        (status = 200, description = "The cart, claimed by the order", body = Cart),
+        (status = 401, description = "Not called by one of the shop's services", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such cart", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another order holds the cart (`cart_in_checkout`, its `order_id`), the cart changed (`cart_changed`, `current_version`), or it is busy (`cart_busy`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not an order id", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn claim_cart(
+    _gateway: Gateway,
+    carts: web::Data<Carts>,
+    id: web::Path<String>,
+    body: web::Json<ClaimCart>,
+) -> Result<HttpResponse, CartError> {
+    Ok(HttpResponse::Ok().json(carts.claim(&id, &body.order_id, body.version).await?))
+}
+
+/// End an order's checkout: the units it claimed leave the cart, lines added meanwhile stay
+/// (the shop's services only). Idempotent.
+#[utoipa::path(
+    post, path = "/v1/carts/{id}/checkout/{order_id}/complete", tag = "checkout",
+    params(("id" = String, Path), ("order_id" = String, Path)),
+    responses(
+        (status = 200, description = "The cart after the order", body = Cart),
+        (status = 401, description = "Not called by one of the shop's services", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such cart", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The cart is busy (`cart_busy`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not an order id", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn complete_checkout(
+    _gateway: Gateway,
+    carts: web::Data<Carts>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, CartError> {
+    let (id, order_id) = path.into_inner();
+    Ok(HttpResponse::Ok().json(carts.complete_checkout(&id, &order_id).await?))
+}
+
+/// End an order's claim and keep the lines: its checkout failed or was undone (the shop's
+/// services only). Idempotent.
+#[utoipa::path(
+    delete, path = "/v1/carts/{id}/checkout/{order_id}", tag = "checkout",
+    params(("id" = String, Path), ("order_id" = String, Path)),
+    responses(
+        (status = 200, description = "The cart, no longer claimed by the order", body = Cart),
+        (status = 401, description = "Not called by one of the shop's services", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such cart", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The cart is busy (`cart_busy`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not an order id", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn release_checkout(
+    _gateway: Gateway,
+    carts: web::Data<Carts>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, CartError> {
+    let (id, order_id) = path.into_inner();
+    Ok(HttpResponse::Ok().json(carts.release_checkout(&id, &order_id).await?))
 }

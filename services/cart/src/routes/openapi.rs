@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use emporium_api::Money;
-use emporium_api::cart::{AddCartLine, Cart, CartLine, SetQuantity};
+use emporium_api::cart::{AddCartLine, Cart, CartLine, ClaimCart, SetQuantity};
 use emporium_platform::{FieldError, Problem};
 use utoipa::OpenApi;
 
@@ -16,8 +16,20 @@ use utoipa::OpenApi;
         super::carts::set_cart_line_quantity,
         super::carts::remove_cart_line,
         super::carts::clear_cart,
+        super::carts::claim_cart,
+        super::carts::complete_checkout,
+        super::carts::release_checkout,
     ),
-    components(schemas(Cart, CartLine, AddCartLine, SetQuantity, Money, Problem, FieldError))
+    components(schemas(
+        Cart,
+        CartLine,
+        AddCartLine,
+        SetQuantity,
+        ClaimCart,
+        Money,
+        Problem,
+        FieldError
+    ))
 )]
 pub struct ApiDoc;
 

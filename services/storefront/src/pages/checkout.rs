@@ -370,6 +370,10 @@ fn failure(error: ClientError, cart: &Cart) -> Failure {
             }
             "Please check the highlighted fields.".to_owned()
         }
+        "cart_in_checkout" => "This cart is already being checked out, perhaps in another window. Nothing was charged twice; look at your orders in a moment.".to_owned(),
+        "cart_changed" | "cart_busy" => {
+            "Your cart changed while the order was being placed. Nothing was charged; please check it and place the order again.".to_owned()
+        }
         "product_unavailable" => {
             "An item in your cart is no longer sold. Please remove it from your cart.".to_owned()
         }
