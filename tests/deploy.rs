@@ -425,9 +425,11 @@ fn the_chart_and_the_kind_overlay_declare_the_same_workloads() {
     }
 }
 
-/// Whether a policy peer is the metrics scraper: Prometheus's pods, in any namespace.
+/// Whether a policy peer is the metrics scraper: Prometheus's pods, of the release's namespace
+/// or of one named by labels (never of any namespace).
 fn is_scraper(peer: &Value) -> bool {
-    peer["namespaceSelector"] == Value::Mapping(Default::default())
+    let namespaces = &peer["namespaceSelector"];
+    (namespaces.is_null() || !namespaces["matchLabels"].is_null())
         && peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"].as_str()
             == Some("prometheus")
 }
@@ -666,6 +668,47 @@ fn the_pods_are_scraped_and_only_the_scraper_comes_from_outside() {
             assert_eq!(scraped, expected, "{source}: {name}");
         }
     }
+    // Only a scraper of the release's namespace, unless the values name another one.
+    for (source, rendered) in [
+        ("k8s/", kustomize("k8s/overlays/kind")),
+        ("helm/emporium", helm_template(&[]).expect("render")),
+    ] {
+        let objects = objects(&rendered);
+        for (name, _) in ports.iter().filter(|(name, _)| *name != "storefront") {
+            let policy = find(&objects, "NetworkPolicy", name).expect("policy");
+            for rule in policy["spec"]["ingress"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+            {
+                for peer in rule["from"].as_sequence().into_iter().flatten() {
+                    assert!(
+                        peer["namespaceSelector"].is_null(),
+                        "{source}: {name} admits a peer of another namespace: {peer:?}"
+                    );
+                }
+            }
+        }
+    }
+    let elsewhere = objects(
+        &helm_template(&[
+            "--set",
+            "metrics.scraperNamespaceLabels.kubernetes\\.io/metadata\\.name=monitoring",
+        ])
+        .expect("render"),
+    );
+    let policy = find(&elsewhere, "NetworkPolicy", "catalog").expect("policy");
+    let scraper = policy["spec"]["ingress"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|rule| rule["from"].as_sequence().into_iter().flatten())
+        .find(|peer| is_scraper(peer))
+        .expect("the scraper's peer");
+    assert_eq!(
+        scraper["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].as_str(),
+        Some("monitoring")
+    );
     // Turned off, neither the annotations nor the opening remain.
     let off = objects(&helm_template(&["--set", "metrics.scrape=false"]).expect("render"));
     let catalog = find(&off, "Deployment", "catalog").expect("deployment");

@@ -4,7 +4,9 @@
 //! path parameters that try to climb out or break parsing, query strings that make no sense,
 //! a header too large. Each must get a client error, never a 5xx, and the shop's state must be
 //! exactly as before. Then generated bodies (random JSON shaped with the API's own field names)
-//! hit every route that takes one: none may get a 5xx.
+//! hit every route that takes one: none may get a 5xx. Last, schemathesis fuzzes each service
+//! from its OpenAPI document, for a bounded time: no 5xx, and no answer (status, content type,
+//! body, headers) that the document does not describe.
 
 use std::collections::BTreeMap;
 
@@ -353,4 +355,91 @@ async fn no_generated_body_on_any_route_gets_a_server_error() {
         }
     }
     assert!(sent >= 480, "{sent} generated requests");
+}
+
+/// How long schemathesis fuzzes one service. Its phases (the document's examples, boundary
+/// values, generated requests, then sequences of calls that feed one answer into the next)
+/// share this budget.
+const SCHEMA_FUZZ_SECS: &str = "15";
+
+/// Runs schemathesis against `service`'s OpenAPI document, calling as the shop's services and
+/// its admin do (the gateway and admin keys), so the fuzzing reaches past the first check.
+async fn schema_fuzz(service: Service) {
+    let program = match std::env::var("EMPORIUM_TEST_SCHEMATHESIS") {
+        Ok(path) if !path.is_empty() => path,
+        _ => panic!(
+            "EMPORIUM_TEST_SCHEMATHESIS is not set: run the tests with scripts/test.sh (install_validators)"
+        ),
+    };
+    let shop = TestPlatform::start(Backend::Embedded).await;
+    let document = if service == Service::Storefront {
+        "/api/v1/openapi.json"
+    } else {
+        "/openapi.json"
+    };
+    let gateway = format!(
+        "{}: {}",
+        emporium_platform::auth::GATEWAY_HEADER,
+        shop.platform.gateway_key.as_deref().expect("a gateway key")
+    );
+    let admin = format!("Authorization: Bearer {}", shop.platform.admin_key);
+    let location = format!("{}{document}", shop.url(service));
+    let report = tempfile::tempdir().expect("tempdir");
+    // The platform serves on this process's runtime meanwhile; the fuzzer waits on a thread.
+    let dir = report.path().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(program)
+            .args(["run", &location])
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance",
+                "--max-time",
+                SCHEMA_FUZZ_SECS,
+                "--workers",
+                "2",
+                "--request-timeout",
+                "10",
+                "--no-color",
+            ])
+            .args(["-H", &gateway, "-H", &admin])
+            .current_dir(dir)
+            .output()
+    })
+    .await
+    .expect("the fuzzer's thread")
+    .expect("schemathesis runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis found problems in the {} API ({}):\n{stdout}\n{}",
+        service.name(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("passed"), "it tested something:\n{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_undocumented_in_the_catalog_api() {
+    schema_fuzz(Service::Catalog).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_undocumented_in_the_inventory_api() {
+    schema_fuzz(Service::Inventory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_undocumented_in_the_cart_api() {
+    schema_fuzz(Service::Cart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_undocumented_in_the_order_api() {
+    schema_fuzz(Service::Order).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_undocumented_in_the_storefront_api() {
+    schema_fuzz(Service::Storefront).await;
 }

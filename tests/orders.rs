@@ -783,6 +783,25 @@ async fn customer_requests_without_the_gateway_key_are_refused_and_write_nothing
             .await
             .expect("send");
         problem(listed, 401, "gateway_required").await;
+        // Nor can it hold stock, or claim the cart, in an order's name.
+        let held =
+            with_key(outsider.post(format!("{}/v1/reservations", shop.url(Service::Inventory))))
+                .json(&json!({"id": emporium_platform::id::new_id(),
+            "lines": [{"sku": "KIT-001", "quantity": 1}], "ttl_seconds": 86400}))
+                .send()
+                .await
+                .expect("send");
+        problem(held, 401, "gateway_required").await;
+        let claimed = with_key(outsider.put(format!(
+            "{}/v1/carts/{}/checkout",
+            shop.url(Service::Cart),
+            cart.id
+        )))
+        .json(&json!({"order_id": emporium_platform::id::new_id(), "version": cart.version}))
+        .send()
+        .await
+        .expect("send");
+        problem(claimed, 401, "gateway_required").await;
     }
     // Nothing happened: no order, the stock and the cart as they were.
     assert!(shop.history(&buyer).await.is_empty());
@@ -792,6 +811,7 @@ async fn customer_requests_without_the_gateway_key_are_refused_and_write_nothing
         (before.available, before.reserved)
     );
     assert_eq!(shop.cart(&cart.id).await.lines.len(), 1);
+    assert_eq!(shop.cart(&cart.id).await.checkout_order_id, None);
     // The shop's own client, which shows the key, is served.
     let placed = shop
         .place(&buyer, &key(), &order_body(&cart.id, CARD_OK))

@@ -1154,3 +1154,170 @@ async fn clients_on_this_machine_are_not_limited() {
         );
     }
 }
+
+/// The ways a client could choose or dodge its key behind trusted proxies: a line of its own
+/// before the proxy's, loopback named in it, a new IPv6 address per request, an address with a
+/// port; and with networks, a peer that is no proxy.
+#[tokio::test]
+async fn forwarded_addresses_cannot_be_forged_or_dodged_past_the_limit() {
+    let (shop, _) = shop_with(&[
+        "--rate-limit",
+        "1",
+        "--rate-burst",
+        "2",
+        "--trusted-proxies",
+        "1",
+    ])
+    .await;
+    let base = shop.url(Service::Storefront);
+    let http = reqwest::Client::new();
+    let statuses = |lines: Vec<String>| {
+        let (http, url) = (http.clone(), format!("{base}/api/v1/products"));
+        async move {
+            let mut request = http.get(url);
+            for line in &lines {
+                // Each call adds a line: the client's own, then the proxy's.
+                request = request.header("x-forwarded-for", line);
+            }
+            request.send().await.expect("send").status().as_u16()
+        }
+    };
+    let burst_then = |make: fn(usize) -> Vec<String>| async move {
+        let mut seen = Vec::new();
+        for n in 0..3 {
+            seen.push(statuses(make(n)).await);
+        }
+        seen
+    };
+    assert_eq!(
+        burst_then(|_| vec!["127.0.0.1".into(), "203.0.113.9".into()]).await,
+        [200, 200, 429],
+        "the client's own line, loopback and all, is not the key"
+    );
+    assert_eq!(
+        burst_then(|n| vec![format!("2001:db8:5:6::{}", n + 1)]).await,
+        [200, 200, 429],
+        "a /64 is one client"
+    );
+    assert_eq!(
+        burst_then(|n| vec![format!("198.51.100.4:{}", 5000 + n)]).await,
+        [200, 200, 429],
+        "an address with a port is its address"
+    );
+
+    // With networks: the loopback peer is a trusted proxy here, and the right-most address
+    // outside the networks is the client, whatever the client put before it.
+    let (networks, _) = shop_with(&[
+        "--rate-limit",
+        "1",
+        "--rate-burst",
+        "2",
+        "--trusted-proxies",
+        "127.0.0.0/8, 10.0.0.0/8",
+    ])
+    .await;
+    let url = format!("{}/api/v1/products", networks.url(Service::Storefront));
+    let mut seen = Vec::new();
+    for forged in ["1.1.1.1", "2.2.2.2", "3.3.3.3"] {
+        let response = http
+            .get(&url)
+            .header(
+                "x-forwarded-for",
+                format!("{forged}, 203.0.113.77, 10.2.3.4"),
+            )
+            .send()
+            .await
+            .expect("send");
+        seen.push(response.status().as_u16());
+    }
+    assert_eq!(seen, [200, 200, 429]);
+}
+
+/// A session lasts its lifetime from its last use: one in use is issued again and carries on,
+/// and a cookie left unused for longer (a copy taken earlier, say) opens nothing it held.
+#[tokio::test]
+async fn a_session_unused_for_its_lifetime_starts_afresh_and_one_in_use_rolls_on() {
+    let (platform, mut shopper) = shop_with(&["--session-lifetime-secs", "3"]).await;
+    let item = &platform.products().await[5];
+    platform.set_stock(&item.sku, 10).await;
+    let line = json!({"product_id": item.id, "quantity": 1});
+    assert_eq!(
+        shopper
+            .api(Method::POST, "/cart/lines", Some(&line), &[])
+            .await
+            .status,
+        200
+    );
+    let checkout = json!({
+        "customer": {"name": "Grace Hopper", "email": "grace@example.com",
+            "address": {"line1": "1 Harbor Way", "city": "Arlington", "postal_code": "22201", "country": "US"}},
+        "payment": {"number": CARD_OK, "expiry_month": 12, "expiry_year": 2035, "cvc": "123"}
+    });
+    let key = emporium_tests::key();
+    let placed = shopper
+        .api(
+            Method::POST,
+            "/checkout",
+            Some(&checkout),
+            &[("idempotency-key", &key)],
+        )
+        .await;
+    assert_eq!(placed.status, 201, "{}", placed.body);
+    assert_eq!(
+        shopper
+            .api(Method::POST, "/cart/lines", Some(&line), &[])
+            .await
+            .status,
+        200
+    );
+    let copied = shopper.cookie.clone().expect("a session cookie");
+    let history = |page: &Page| page.json()["items"].as_array().map_or(0, Vec::len);
+
+    // In use before the lifetime is up: the same session, issued again.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let seen = shopper.api(Method::GET, "/orders", None, &[]).await;
+    assert_eq!(history(&seen), 1);
+    assert!(
+        seen.header("set-cookie").starts_with("emporium_session="),
+        "a session in use is issued again"
+    );
+    assert_ne!(shopper.cookie.as_deref(), Some(copied.as_str()));
+
+    // The copy, now older than the lifetime (issue times count whole seconds), is refused: a
+    // fresh session, nothing of the old.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let mut thief = Shopper::new(platform.url(Service::Storefront));
+    thief.cookie = Some(copied);
+    let stolen = thief.api(Method::GET, "/orders", None, &[]).await;
+    assert_eq!(stolen.status, 200);
+    assert_eq!(history(&stolen), 0, "{}", stolen.body);
+    let cart = thief.api(Method::GET, "/cart", None, &[]).await;
+    assert_eq!(cart.json()["item_count"], 0);
+    // The shopper's rolled cookie is still within its lifetime.
+    let seen = shopper.api(Method::GET, "/orders", None, &[]).await;
+    assert_eq!(history(&seen), 1);
+    assert_eq!(
+        shopper.api(Method::GET, "/cart", None, &[]).await.json()["item_count"],
+        1
+    );
+}
+
+/// A search longer than the catalog takes (nine words, a long word, a control character) shows
+/// results for what fits, not an error page.
+#[tokio::test]
+async fn a_long_search_shows_results_for_its_first_words() {
+    let (_platform, mut shopper) = shop_with(&[]).await;
+    let nine = shopper
+        .get("/search?q=cast+iron+skillet+red+blue+green+big+small+extra")
+        .await;
+    assert_page(&nine, 200);
+    assert!(
+        nine.body.contains("Only the first 8 words"),
+        "{}",
+        nine.body
+    );
+    for q in ["%01skillet", &"x".repeat(300), "tea%0Acup"] {
+        let page = shopper.get(&format!("/search?q={q}")).await;
+        assert_page(&page, 200);
+    }
+}

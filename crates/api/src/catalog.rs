@@ -99,6 +99,11 @@ impl ProductSort {
     }
 }
 
+/// Most characters of a search (`q`) the catalog takes.
+pub const MAX_QUERY_CHARS: usize = 100;
+/// Most distinct words of a search the catalog takes.
+pub const MAX_QUERY_WORDS: usize = 8;
+
 /// Query of `GET /v1/products`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -106,7 +111,8 @@ impl ProductSort {
 pub struct ProductQuery {
     /// Only products of this category (slug).
     pub category: Option<String>,
-    /// Words that must all appear in the name, SKU, description, category or attributes.
+    /// Words that must all appear in the name, SKU, description, category or attributes: at
+    /// most 8 distinct words and 100 characters, no control characters.
     pub q: Option<String>,
     pub sort: Option<ProductSort>,
     /// Page size, 1 to 100 (default 24).

@@ -11,6 +11,17 @@ pub const CUSTOMER_HEADER: &str = "x-customer-id";
 /// Header carrying the client's idempotency key for placing an order.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
+/// Longest idempotency key taken.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
+
+/// An idempotency key: 1 to 128 visible ASCII characters. The order service takes exactly
+/// these; the storefront's API, which passes the key on, documents the same rule.
+pub fn is_idempotency_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY_CHARS
+        && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Address {

@@ -538,7 +538,10 @@ impl<'a> Starter<'a> {
                 );
                 SessionKey::generate()
             }
-        };
+        }
+        .with_lifetime(std::time::Duration::from_secs(
+            settings.session_lifetime_secs,
+        ));
         let config = StorefrontConfig {
             http: self.http(Service::Storefront),
             client: self.client_settings(),
@@ -556,7 +559,7 @@ impl<'a> Starter<'a> {
             pricing: self.pricing(),
             rate_limit: settings.rate_limit,
             rate_burst: settings.rate_burst,
-            trust_forwarded: settings.trust_forwarded,
+            proxies: settings.proxies(),
         };
         let shop = storefront_startup::shop(&config)?;
         let blobs = self.blobs_for(Service::Storefront);

@@ -10,6 +10,9 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use askama::Template;
 use emporium_platform::recent_traces::{RecentSpan, RecentTraces, TraceSummary};
 
+/// What the page's documents may load: their own inline styles and nothing else.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
 /// Starts the page on `listener`; stop it with the returned handle.
 pub fn start(
     listener: TcpListener,
@@ -19,6 +22,16 @@ pub fn start(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(traces.clone())
+            // The storefront's rules for what a browser may do with a page: no scripts, no
+            // framing by another site, no sniffing, no referrer to pass on (the waterfall's
+            // bars are placed with inline styles, which is all the policy allows).
+            .wrap(
+                actix_web::middleware::DefaultHeaders::new()
+                    .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
+                    .add(("X-Frame-Options", "DENY"))
+                    .add(("X-Content-Type-Options", "nosniff"))
+                    .add(("Referrer-Policy", "no-referrer")),
+            )
             .route("/", web::get().to(list))
             .route("/traces/{id}", web::get().to(one))
             .route("/api/traces", web::get().to(list_json))

@@ -19,9 +19,19 @@ struct Running {
 /// and where the catalog listens. Every service takes a port the OS picks (port 0), so parallel
 /// tests never race for one.
 fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
+    start_logging(data_dir, extra, "warn", Stdio::inherit())
+}
+
+/// [`start`] with the log filter `log`, the log (stderr) going to `logs`.
+fn start_logging(
+    data_dir: &std::path::Path,
+    extra: &[&str],
+    log: &str,
+    logs: impl Into<Stdio>,
+) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_emporium"))
         .args(["--data-dir", &data_dir.display().to_string()])
-        .args(["--catalog-port", "0", "--log", "warn"])
+        .args(["--catalog-port", "0", "--log", log])
         .args([
             "--inventory-port",
             "0",
@@ -37,7 +47,7 @@ fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
         .args(extra)
         .env_remove("EMPORIUM_ADMIN_KEY")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(logs)
         .spawn()
         .expect("spawn emporium");
     let stdout = child.stdout.take().expect("stdout");
@@ -535,6 +545,166 @@ fn up_shows_a_checkout_across_the_services_on_its_traces_page() {
         quiet.stdout
     );
     terminate(quiet);
+}
+
+/// What a shopper's checkout makes that grants access (the cart id, the idempotency key, the
+/// session cookie and the CSRF token in it) appears nowhere an operator or a log reader looks:
+/// not in the log (written to a file, so without terminal colours either), not in the traces
+/// page or its JSON, also when a call to the cart service fails and is logged.
+#[test]
+fn up_keeps_bearer_ids_out_of_its_log_and_traces_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("emporium.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let data = dir.path().join("data");
+    let running = start_logging(
+        &data,
+        &[
+            "--admin-key",
+            "secrets-test-admin-key",
+            "--http-timeout-ms",
+            "700",
+        ],
+        "info",
+        log,
+    );
+    let page = banner_url(&running, "Recent traces:");
+    let (shop, cart_service) = (
+        banner_url(&running, "storefront"),
+        banner_url(&running, "cart"),
+    );
+    let product = all_products(&running.url)
+        .into_iter()
+        .next()
+        .expect("a demo product");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (secrets, pages) = runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let added = http
+            .post(format!("{shop}/api/v1/cart/lines"))
+            .json(&serde_json::json!({"product_id": product["id"], "quantity": 1}))
+            .send()
+            .await
+            .expect("add");
+        assert_eq!(added.status(), 200);
+        let cookie = added
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .expect("a session cookie")
+            .to_owned();
+        // The signed value is the signature (44 characters of base64), then the session.
+        let value = cookie.trim_start_matches("emporium_session=");
+        let session: Vec<&str> = value[44..].split('.').collect();
+        let (cart_id, csrf) = (session[1].to_owned(), session[2].to_owned());
+        assert_eq!(cart_id.len(), 26, "{value}");
+        let idempotency = format!("idem-{}", "7".repeat(30));
+        let placed = http
+            .post(format!("{shop}/api/v1/checkout"))
+            .header("cookie", &cookie)
+            .header("idempotency-key", &idempotency)
+            .json(&serde_json::json!({
+                "customer": {"name": "Grace Hopper", "email": "grace@example.com",
+                    "address": {"line1": "1 Harbor Way", "city": "Arlington", "postal_code": "22201", "country": "US"}},
+                "payment": {"number": "4242 4242 4242 4242", "expiry_month": 12, "expiry_year": 2035, "cvc": "123"}
+            }))
+            .send()
+            .await
+            .expect("checkout");
+        assert_eq!(placed.status(), 201);
+        // A cart service too slow to answer: the storefront logs the failed call.
+        let slowed = http
+            .put(format!("{cart_service}/admin/faults"))
+            .bearer_auth("secrets-test-admin-key")
+            .json(&serde_json::json!({"latency_ms": 1500}))
+            .send()
+            .await
+            .expect("faults");
+        assert!(slowed.status().is_success());
+        let failed = http
+            .get(format!("{shop}/cart"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("cart page");
+        assert_eq!(failed.status(), 503);
+        // Spans reach the page in batches, half a second apart.
+        let mut pages = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let list = http.get(format!("{page}/")).send().await.expect("list");
+            for header in [
+                "content-security-policy",
+                "x-frame-options",
+                "x-content-type-options",
+            ] {
+                assert!(list.headers().contains_key(header), "{header}");
+            }
+            let traces: Value = http
+                .get(format!("{page}/api/traces"))
+                .send()
+                .await
+                .expect("traces")
+                .json()
+                .await
+                .expect("json");
+            let ids: Vec<String> = traces
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["trace_id"].as_str().map(str::to_owned))
+                .collect();
+            let has_checkout = traces
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| t["name"] == "POST /api/v1/checkout");
+            if has_checkout {
+                pages.push(list.text().await.expect("html"));
+                pages.push(traces.to_string());
+                for id in ids {
+                    for path in [format!("/traces/{id}"), format!("/api/traces/{id}")] {
+                        let text = http
+                            .get(format!("{page}{path}"))
+                            .send()
+                            .await
+                            .expect("trace")
+                            .text()
+                            .await
+                            .expect("text");
+                        pages.push(text);
+                    }
+                }
+                break;
+            }
+            assert!(Instant::now() < deadline, "no checkout trace: {traces}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        (vec![cart_id, csrf, idempotency, value.to_owned()], pages)
+    });
+    terminate(running);
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    assert!(
+        text.contains("request completed") && text.contains("service unavailable"),
+        "the log has the requests and the failed call:\n{text}"
+    );
+    assert!(!text.contains('\u{1b}'), "no terminal colours in a file");
+    let seen = pages.join("\n");
+    assert!(seen.contains("POST /api/v1/checkout"), "{seen}");
+    for secret in &secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "{secret} is in the log:\n{text}"
+        );
+        assert!(
+            !seen.contains(secret.as_str()),
+            "{secret} is on the traces page"
+        );
+    }
 }
 
 /// LocalStack's ready hook, as the compose file mounts it.

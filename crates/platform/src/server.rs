@@ -539,7 +539,7 @@ impl RootSpanBuilder for RequestSpan {
                     service,
                     http.request.method = %method,
                     http.route = Empty,
-                    url.path = %request.path(),
+                    url.path = %telemetry::redacted_path(request.path()),
                     http.response.status_code = Empty,
                     request_id = %request_id,
                     trace_id = Empty,

@@ -116,6 +116,8 @@ pub fn init(
         filter,
         processor,
         BoxMakeWriter::new(std::io::stderr),
+        // Colour for a person at a terminal; a file or a pipe would keep the escape codes.
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
     )
 }
 
@@ -182,6 +184,7 @@ pub fn init_with_exporter<E: SpanExporter + 'static>(
         filter,
         Some(processor),
         BoxMakeWriter::new(logs),
+        false,
     )
 }
 
@@ -191,6 +194,7 @@ fn install(
     filter: &str,
     processor: Option<ServiceRouter>,
     logs: BoxMakeWriter,
+    ansi: bool,
 ) -> anyhow::Result<TelemetryGuard> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives)?,
@@ -226,6 +230,7 @@ fn install(
         LogFormat::Pretty => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
                     .with_writer(logs)
                     .with_filter(filter),
             )
@@ -243,6 +248,27 @@ fn install(
             .try_init()?,
     }
     Ok(TelemetryGuard { provider })
+}
+
+/// `path` as spans and log lines record it: every segment shaped like one of Emporium's ids
+/// (26 base32 characters) shown as `{id}`. Some ids are bearer tokens (whoever knows a cart's
+/// id owns the cart), and traces and logs are read by more people than those ids belong to;
+/// which resource was asked for is still there, and `http.route` names the route.
+pub fn redacted_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.split('/').any(crate::id::is_valid) {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let parts: Vec<&str> = path
+        .split('/')
+        .map(|part| {
+            if crate::id::is_valid(part) {
+                "{id}"
+            } else {
+                part
+            }
+        })
+        .collect();
+    std::borrow::Cow::Owned(parts.join("/"))
 }
 
 /// The target of a request span that is not traced: the OpenTelemetry layer's filter turns it
@@ -566,6 +592,24 @@ impl Injector for HeaderCollector {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn paths_are_recorded_without_the_ids_in_them() {
+        let cart = crate::id::new_id();
+        assert_eq!(
+            super::redacted_path(&format!("/v1/carts/{cart}/lines")),
+            "/v1/carts/{id}/lines"
+        );
+        assert_eq!(
+            super::redacted_path(&format!("/v1/carts/{cart}/checkout/{cart}/complete")),
+            "/v1/carts/{id}/checkout/{id}/complete"
+        );
+        assert_eq!(
+            super::redacted_path("/v1/stock/KIT-001"),
+            "/v1/stock/KIT-001"
+        );
+        assert_eq!(super::redacted_path("/"), "/");
+    }
+
     use std::sync::{Arc, Mutex};
 
     use opentelemetry::trace::TracerProvider as _;

@@ -6,10 +6,7 @@
 //! per request (see `SEARCH_SCAN_BUDGET`). A shop with millions of products would feed a search
 //! engine from the catalog's writes instead.
 
-use emporium_api::catalog::Product;
-
-pub const MAX_QUERY_CHARS: usize = 100;
-pub const MAX_TERMS: usize = 8;
+use emporium_api::catalog::{MAX_QUERY_CHARS, MAX_QUERY_WORDS as MAX_TERMS, Product};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SearchTerms(Vec<String>);

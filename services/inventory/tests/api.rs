@@ -28,6 +28,9 @@ impl Drop for TestApp {
     }
 }
 
+/// The key the shop's services show each other; the reservation routes want it.
+const GATEWAY_KEY: &str = "inventory-test-gateway";
+
 async fn spawn_app() -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = Arc::new(
@@ -42,6 +45,7 @@ async fn spawn_app() -> TestApp {
             workers: Some(2),
             body_limit_bytes: 16 * 1024,
             shutdown_timeout: Duration::from_secs(5),
+            gateway_key: Some(emporium_platform::auth::GatewayKey::new(GATEWAY_KEY)),
             ..HttpSettings::loopback()
         },
         admin_key: ADMIN_KEY.into(),
@@ -50,9 +54,18 @@ async fn spawn_app() -> TestApp {
     };
     let inventory = startup::inventory(&config, storage.clone());
     let server = startup::start(&config, inventory, storage).expect("start");
+    // Calls as the order service makes them, showing the shop's gateway key.
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        emporium_platform::auth::GATEWAY_HEADER,
+        reqwest::header::HeaderValue::from_static(GATEWAY_KEY),
+    );
     TestApp {
         url: server.url(),
-        http: reqwest::Client::new(),
+        http: reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("client"),
         server: Some(server),
         _dir: dir,
     }
@@ -747,4 +760,55 @@ async fn the_openapi_document_describes_every_route() {
         .await
         .expect("json");
     assert_eq!(ready["status"], "ready");
+}
+
+#[tokio::test]
+async fn reservations_are_for_the_shops_services_only_and_a_stranger_holds_nothing() {
+    let app = spawn_app().await;
+    app.set("KIT-001", 5).await;
+    let id = emporium_platform::id::new_id();
+    let stranger = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", app.url);
+    let body =
+        json!({"id": id, "lines": [{"sku": "KIT-001", "quantity": 5}], "ttl_seconds": 86400});
+    for shown in [None, Some("a guess")] {
+        let with = |request: RequestBuilder| match shown {
+            Some(key) => request.header(emporium_platform::auth::GATEWAY_HEADER, key),
+            None => request,
+        };
+        let attempts = [
+            with(stranger.post(url("/v1/reservations"))).json(&body),
+            with(stranger.get(url(&format!("/v1/reservations/{id}")))),
+            with(stranger.post(url(&format!("/v1/reservations/{id}/commit")))),
+            with(stranger.post(url(&format!("/v1/reservations/{id}/release")))),
+            with(stranger.post(url(&format!("/v1/reservations/{id}/return")))),
+        ];
+        for attempt in attempts {
+            let response = attempt.send().await.expect("send");
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            let problem: Problem = response.json().await.expect("problem");
+            assert_eq!(problem.code, "gateway_required");
+        }
+    }
+    // Nothing was held, and no fence was written: the shop's own reservation goes through.
+    let level: StockLevel = stranger
+        .get(url("/v1/stock/KIT-001"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("stock");
+    assert_eq!(
+        (level.available, level.reserved),
+        (5, 0),
+        "stock reads stay open"
+    );
+    let held = app
+        .request(Method::POST, "/v1/reservations")
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(held.status(), StatusCode::CREATED);
 }

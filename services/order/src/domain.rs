@@ -5,19 +5,12 @@ use emporium_platform::FieldError;
 use emporium_platform::validation::{FieldErrors, optional_text, required_text};
 use time::OffsetDateTime;
 
-pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
-
 /// A customer id as the gateway sends it: an id this platform made.
 pub fn is_customer_id(id: &str) -> bool {
     emporium_platform::id::is_valid(id)
 }
 
-/// An idempotency key: 1 to 128 visible ASCII characters.
-pub fn is_idempotency_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= MAX_IDEMPOTENCY_KEY_CHARS
-        && key.bytes().all(|b| b.is_ascii_graphic())
-}
+pub use emporium_api::order::is_idempotency_key;
 
 /// A card that passed the checks; its number lives only as long as the request.
 #[derive(Clone, PartialEq, Eq)]

@@ -32,8 +32,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/cart/lines/{product_id}", web::delete().to(remove_line))
         .route("/checkout", web::post().to(checkout))
         .route("/orders", web::get().to(orders))
-        .route("/orders/{id}", web::get().to(order))
-        .route("/openapi.json", web::get().to(openapi));
+        .route("/orders/{id}", web::get().to(order));
+    static DOCUMENT: std::sync::OnceLock<web::Bytes> = std::sync::OnceLock::new();
+    let document = DOCUMENT.get_or_init(|| {
+        emporium_platform::openapi::document(
+            &ApiDoc::openapi(),
+            // The edge's own answers: the per-client rate limit.
+            &[(
+                "429",
+                "Too many requests from this client (`rate_limited`, with `Retry-After`)",
+            )],
+        )
+    });
+    emporium_platform::openapi::configure(cfg, "/openapi.json", document.clone());
 }
 
 /// A product's availability.
@@ -251,7 +262,7 @@ fn valid_product_id(id: &str) -> Result<(), Problem> {
 /// Place an order for the session's cart. Send an `Idempotency-Key` (a fresh random value per
 /// checkout): repeating the request with it returns the same order instead of a second one.
 #[utoipa::path(post, path = "/api/v1/checkout", tag = "orders", request_body = Checkout,
-    params(("Idempotency-Key" = String, Header, description = "8 to 128 characters: letters, digits, '-', '_'")),
+    params(("Idempotency-Key" = String, Header, description = "1 to 128 visible ASCII characters (no spaces), unique per checkout attempt; repeat it to retry safely", min_length = 1, max_length = 128, pattern = "^[!-~]+$")),
     responses(
         (status = 201, description = "Placed and confirmed", body = Order),
         (status = 200, description = "A repeat of an earlier request", body = Order),
@@ -415,7 +426,3 @@ every request. Test cards: 4242 4242 4242 4242 approves; 4000 0000 0000 0002 is 
     ))
 )]
 pub struct ApiDoc;
-
-async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
-}

@@ -1,7 +1,13 @@
 //! The visitor's session: a cookie signed with HMAC-SHA256 (the `cookie` crate's signed jar),
-//! carrying the customer id, the cart id and the CSRF token. No session state lives on the
-//! server, so any replica can serve any request. A cookie whose signature does not verify is
-//! ignored and the visitor starts a fresh session.
+//! carrying the customer id, the cart id, the CSRF token and when it was issued. No session
+//! state lives on the server, so any replica can serve any request. A cookie whose signature
+//! does not verify is ignored and the visitor starts a fresh session.
+//!
+//! A session lasts `--session-lifetime-secs` from its last use: the issue time is part of the
+//! signed value, a cookie older than the lifetime is refused (the visitor starts afresh), and a
+//! session in use is issued again, at most once a minute, so a shopper who keeps coming back
+//! keeps it. A copied cookie therefore stops reading the order history (names, emails,
+//! addresses) once it goes unused for the lifetime, rather than for as long as the key lives.
 //!
 //! Forms that change state are protected twice: the browser must not mark the request as
 //! cross-site (`Sec-Fetch-Site`, `Origin`), and the form must carry the session's CSRF token.
@@ -17,12 +23,20 @@ use actix_web::middleware::Next;
 use actix_web::{Error, FromRequest, HttpMessage, HttpRequest, web};
 use emporium_platform::id;
 use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "emporium_session";
 
-/// How long a browser keeps the session: a month, renewed whenever the session changes.
-const MAX_AGE: time::Duration = time::Duration::days(30);
+/// How long a session lasts from its last use unless configured: a week, the cart's lifetime.
+pub const DEFAULT_LIFETIME: time::Duration = time::Duration::days(7);
+
+/// A session in use is issued again once it is this old (or half its lifetime, if shorter), so
+/// an active shopper's cookie does not change on every page.
+const ROLL_AFTER: time::Duration = time::Duration::minutes(1);
+
+/// How far in the future an issue time may be, for replicas whose clocks differ a little.
+const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
 
 /// Shortest accepted signing secret: HMAC-SHA256 wants at least 256 bits of key.
 pub const MIN_KEY_BYTES: usize = 32;
@@ -32,30 +46,38 @@ pub struct Session {
     pub customer_id: String,
     pub cart_id: Option<String>,
     pub csrf: String,
+    /// When the cookie was issued, in Unix seconds.
+    pub issued: i64,
 }
 
 impl Session {
-    fn fresh() -> Self {
+    fn fresh(now: OffsetDateTime) -> Self {
         Self {
             customer_id: id::new_id(),
             cart_id: None,
             csrf: id::new_id(),
+            issued: now.unix_timestamp(),
         }
     }
 
-    /// `customer.cart.csrf`: ids are base32, so the value needs no quoting in a cookie.
+    /// `customer.cart.csrf.issued`: ids are base32 and the time is digits, so the value needs
+    /// no quoting in a cookie.
     fn encode(&self) -> String {
         format!(
-            "{}.{}.{}",
+            "{}.{}.{}.{}",
             self.customer_id,
             self.cart_id.as_deref().unwrap_or("-"),
-            self.csrf
+            self.csrf,
+            self.issued
         )
     }
 
+    /// The session a signed value holds. A value without an issue time (a cookie from before
+    /// sessions expired) holds none.
     fn decode(value: &str) -> Option<Self> {
         let mut parts = value.split('.');
-        let (customer, cart, csrf) = (parts.next()?, parts.next()?, parts.next()?);
+        let (customer, cart, csrf, issued) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() || !id::is_valid(customer) || !id::is_valid(csrf) {
             return None;
         }
@@ -64,21 +86,36 @@ impl Session {
             cart if id::is_valid(cart) => Some(cart.to_owned()),
             _ => return None,
         };
+        let issued = issued
+            .parse::<i64>()
+            .ok()
+            .filter(|at| *at >= 0 && issued.bytes().all(|b| b.is_ascii_digit()))?;
         Some(Self {
             customer_id: customer.to_owned(),
             cart_id,
             csrf: csrf.to_owned(),
+            issued,
         })
+    }
+
+    fn age(&self, now: OffsetDateTime) -> time::Duration {
+        time::Duration::seconds(now.unix_timestamp().saturating_sub(self.issued))
     }
 }
 
-/// The key that signs session cookies.
+/// The key that signs session cookies, and how long a session lasts from its last use.
 #[derive(Clone)]
-pub struct SessionKey(Key);
+pub struct SessionKey {
+    key: Key,
+    lifetime: time::Duration,
+}
 
 impl std::fmt::Debug for SessionKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SessionKey(…)")
+        f.debug_struct("SessionKey")
+            .field("key", &"…")
+            .field("lifetime", &self.lifetime)
+            .finish()
     }
 }
 
@@ -90,21 +127,36 @@ impl SessionKey {
                 secret.len()
             );
         }
-        Ok(Self(Key::derive_from(secret)))
+        Ok(Self {
+            key: Key::derive_from(secret),
+            lifetime: DEFAULT_LIFETIME,
+        })
     }
 
     /// A random key, for a single process whose sessions may end when it stops.
     pub fn generate() -> Self {
-        Self(Key::generate())
+        Self {
+            key: Key::generate(),
+            lifetime: DEFAULT_LIFETIME,
+        }
     }
 
-    /// The session the request's cookie carries, if its signature verifies.
-    pub fn read(&self, request: &HttpRequest) -> Option<Session> {
+    /// Sessions last `lifetime` from their last use.
+    pub fn with_lifetime(self, lifetime: std::time::Duration) -> Self {
+        let lifetime = time::Duration::try_from(lifetime).unwrap_or(DEFAULT_LIFETIME);
+        Self { lifetime, ..self }
+    }
+
+    /// The session the request's cookie carries, if its signature verifies and it was issued
+    /// within the lifetime.
+    pub fn read(&self, request: &HttpRequest, now: OffsetDateTime) -> Option<Session> {
         let cookie = request.cookie(COOKIE)?;
         let mut jar = CookieJar::new();
         jar.add_original(cookie);
-        let verified = jar.signed(&self.0).get(COOKIE)?;
-        Session::decode(verified.value())
+        let verified = jar.signed(&self.key).get(COOKIE)?;
+        let session = Session::decode(verified.value())?;
+        let age = session.age(now);
+        (age <= self.lifetime && age >= -CLOCK_SKEW).then_some(session)
     }
 
     /// The signed cookie for `session`; `secure` when the visitor came over HTTPS.
@@ -115,10 +167,15 @@ impl SessionKey {
             .http_only(true)
             .same_site(SameSite::Lax)
             .secure(secure)
-            .max_age(MAX_AGE)
+            .max_age(self.lifetime)
             .finish();
-        jar.signed_mut(&self.0).add(cookie);
+        jar.signed_mut(&self.key).add(cookie);
         jar.get(COOKIE).cloned()
+    }
+
+    /// Whether a session issued this long ago is issued again with this answer.
+    fn rolls(&self, age: time::Duration) -> bool {
+        age >= ROLL_AFTER.min(self.lifetime / 2)
     }
 }
 
@@ -195,14 +252,20 @@ pub async fn middleware(
         .app_data::<web::Data<SessionKey>>()
         .cloned()
         .ok_or_else(|| actix_web::error::ErrorInternalServerError("no session key"))?;
-    let (session, fresh) = match key.read(request.request()) {
+    let now = OffsetDateTime::now_utc();
+    let (mut session, fresh) = match key.read(request.request(), now) {
         Some(session) => (session, false),
-        None => (Session::fresh(), true),
+        None => (Session::fresh(now), true),
     };
+    // A session in use lasts another lifetime from now.
+    let rolled = !fresh && key.rolls(session.age(now));
+    if rolled {
+        session.issued = now.unix_timestamp();
+    }
     let state = Rc::new(RefCell::new(State {
         session,
         fresh,
-        changed: fresh,
+        changed: fresh || rolled,
     }));
     request.extensions_mut().insert(Visitor(state.clone()));
     let secure = request.connection_info().scheme() == "https";
@@ -259,21 +322,68 @@ mod tests {
             .to_http_request()
     }
 
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
     #[test]
     fn a_signed_session_reads_back() {
         let session = Session {
             cart_id: Some(id::new_id()),
-            ..Session::fresh()
+            ..Session::fresh(now())
         };
         let cookie = key().cookie(&session, false).expect("cookie");
         assert!(cookie.http_only().unwrap_or(false));
         assert_eq!(cookie.same_site(), Some(SameSite::Lax));
-        assert_eq!(key().read(&request_with(&cookie)), Some(session));
+        assert_eq!(cookie.max_age(), Some(DEFAULT_LIFETIME));
+        assert_eq!(key().read(&request_with(&cookie), now()), Some(session));
+    }
+
+    #[test]
+    fn a_session_older_than_its_lifetime_or_without_an_issue_time_is_refused() {
+        let key = key().with_lifetime(std::time::Duration::from_secs(3600));
+        let issued = now() - time::Duration::seconds(3000);
+        let session = Session {
+            issued: issued.unix_timestamp(),
+            ..Session::fresh(issued)
+        };
+        let cookie = key.cookie(&session, false).expect("cookie");
+        assert_eq!(
+            key.read(&request_with(&cookie), now()),
+            Some(session.clone())
+        );
+        let later = now() + time::Duration::seconds(601);
+        assert_eq!(key.read(&request_with(&cookie), later), None, "expired");
+        assert_eq!(
+            key.read(&request_with(&cookie), issued - time::Duration::minutes(10)),
+            None,
+            "issued in the future"
+        );
+        // The form before sessions expired: signed, but no issue time.
+        let old = format!("{}.-.{}", session.customer_id, session.csrf);
+        let mut jar = CookieJar::new();
+        jar.signed_mut(&key.key).add(Cookie::new(COOKIE, old));
+        let signed = jar.get(COOKIE).cloned().expect("cookie");
+        assert_eq!(key.read(&request_with(&signed), now()), None);
+        for bad in ["+5", "-1", "x", ""] {
+            let value = format!("{}.-.{}.{bad}", session.customer_id, session.csrf);
+            assert_eq!(Session::decode(&value), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_session_in_use_rolls_at_most_once_a_minute() {
+        let key = key();
+        assert!(!key.rolls(time::Duration::seconds(59)));
+        assert!(key.rolls(time::Duration::seconds(60)));
+        let short = key.with_lifetime(std::time::Duration::from_secs(10));
+        assert!(short.rolls(time::Duration::seconds(5)));
+        assert!(!short.rolls(time::Duration::seconds(4)));
     }
 
     #[test]
     fn a_tampered_or_foreign_cookie_is_ignored() {
-        let session = Session::fresh();
+        let session = Session::fresh(now());
         let cookie = key().cookie(&session, true).expect("cookie");
         assert_eq!(cookie.secure(), Some(true));
         let value = cookie.value();
@@ -283,11 +393,11 @@ mod tests {
         let replacement = if &tampered[at..=at] == "a" { "b" } else { "a" };
         tampered.replace_range(at..=at, replacement);
         let forged = Cookie::new(COOKIE, tampered);
-        assert_eq!(key().read(&request_with(&forged)), None);
+        assert_eq!(key().read(&request_with(&forged), now()), None);
         let other = SessionKey::from_secret(&[7u8; 40]).expect("key");
-        assert_eq!(other.read(&request_with(&cookie)), None);
+        assert_eq!(other.read(&request_with(&cookie), now()), None);
         let unsigned = Cookie::new(COOKIE, session.encode());
-        assert_eq!(key().read(&request_with(&unsigned)), None);
+        assert_eq!(key().read(&request_with(&unsigned), now()), None);
     }
 
     #[test]

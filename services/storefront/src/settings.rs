@@ -24,6 +24,16 @@ pub struct StorefrontSettings {
     )]
     pub session_key: Option<String>,
 
+    /// Seconds a visitor's session lasts from its last use; an older session cookie is refused
+    /// and the visitor starts afresh (a new cart and an empty order history).
+    #[arg(
+        long = "session-lifetime-secs",
+        env = "EMPORIUM_SESSION_LIFETIME_SECS",
+        default_value_t = 7 * 86_400,
+        value_parser = clap::value_parser!(u64).range(1..=400 * 86_400)
+    )]
+    pub session_lifetime_secs: u64,
+
     /// Bytes of images and static files the storefront keeps in memory, like an edge cache.
     #[arg(
         long = "asset-cache-bytes",
@@ -76,8 +86,33 @@ pub struct StorefrontSettings {
     )]
     pub rate_burst: u32,
 
-    /// Take the client's address from the last `X-Forwarded-For` entry (behind a load balancer
-    /// that sets it, such as an ALB), not from the connection.
+    /// Take the client's address from the last `X-Forwarded-For` entry (behind one load
+    /// balancer that appends it, such as an ALB), not from the connection: the same as
+    /// `--trusted-proxies 1`.
     #[arg(long = "trust-forwarded", env = "EMPORIUM_TRUST_FORWARDED")]
     pub trust_forwarded: bool,
+
+    /// The proxies in front of the shop whose `X-Forwarded-For` entries name the client: how
+    /// many there are (`2` for a CDN before a balancer: the client is the second entry from the
+    /// right), or their addresses and networks (`10.0.0.0/8,fd00::/8`: only a peer among them
+    /// is believed, and the client is the right-most entry outside them).
+    #[arg(
+        long = "trusted-proxies",
+        env = "EMPORIUM_TRUSTED_PROXIES",
+        value_name = "COUNT|NETWORKS"
+    )]
+    pub trusted_proxies: Option<crate::limits::TrustedProxies>,
+}
+
+impl StorefrontSettings {
+    /// The proxies the rate limit believes, `--trusted-proxies` first.
+    pub fn proxies(&self) -> crate::limits::TrustedProxies {
+        match &self.trusted_proxies {
+            Some(proxies) => proxies.clone(),
+            None if self.trust_forwarded => {
+                crate::limits::TrustedProxies::Hops(std::num::NonZeroUsize::MIN)
+            }
+            None => crate::limits::TrustedProxies::None,
+        }
+    }
 }

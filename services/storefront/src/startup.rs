@@ -39,11 +39,11 @@ pub struct StorefrontConfig {
     pub max_quantity: i64,
     /// The order service's pricing rules, to show shipping and tax before checkout.
     pub pricing: Pricing,
-    /// Requests a second per client (0: none), the burst, and whether to trust
-    /// `X-Forwarded-For` for the client's address.
+    /// Requests a second per client (0: none), the burst, and the proxies whose
+    /// `X-Forwarded-For` entries name the client.
     pub rate_limit: u32,
     pub rate_burst: u32,
-    pub trust_forwarded: bool,
+    pub proxies: limits::TrustedProxies,
 }
 
 const PUBLISH_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(500);
@@ -103,7 +103,7 @@ pub async fn start(
     let assets = web::Data::new(assets);
     let key = web::Data::new(config.session_key.clone());
     let rate_limit =
-        limits::RateLimit::new(config.rate_limit, config.rate_burst, config.trust_forwarded)
+        limits::RateLimit::new(config.rate_limit, config.rate_burst, config.proxies.clone())
             .map(web::Data::new);
     let limiter = rate_limit.clone();
     // The shop can show pages without the services (it says what is unavailable), so only

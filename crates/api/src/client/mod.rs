@@ -444,14 +444,19 @@ impl Endpoint {
             )
             .send()
             .await
-            .map_err(|e| unavailable(e.into()))?;
+            // Without the URL: its path may hold an id that is a bearer token (a cart's), and
+            // the error ends up in log lines.
+            .map_err(|e| unavailable(e.without_url().into()))?;
         let status = response.status();
         let is_problem = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
             .is_some_and(emporium_platform::problem::is_problem_type);
-        let body = response.bytes().await.map_err(|e| unavailable(e.into()))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| unavailable(e.without_url().into()))?;
         if status.is_success() {
             let text: &[u8] = if body.is_empty() { b"null" } else { &body };
             let value = serde_json::from_slice(text).map_err(|e| {

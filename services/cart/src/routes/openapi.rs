@@ -1,6 +1,6 @@
 //! `/openapi.json`: the cart's API, generated from the handlers and wire types.
 
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 use emporium_api::Money;
 use emporium_api::cart::{AddCartLine, Cart, CartLine, ClaimCart, SetQuantity};
 use emporium_platform::{FieldError, Problem};
@@ -34,9 +34,8 @@ use utoipa::OpenApi;
 pub struct ApiDoc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/openapi.json").route(web::get().to(openapi)));
-}
-
-async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    static DOCUMENT: std::sync::OnceLock<web::Bytes> = std::sync::OnceLock::new();
+    let document =
+        DOCUMENT.get_or_init(|| emporium_platform::openapi::document(&ApiDoc::openapi(), &[]));
+    emporium_platform::openapi::configure(cfg, "/openapi.json", document.clone());
 }

@@ -1,6 +1,6 @@
 //! `/openapi.json`: the catalog's API, generated from the handlers and wire types.
 
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 use emporium_api::Money;
 use emporium_api::catalog::{
     Category, CategoryPatch, NewCategory, NewProduct, Product, ProductPage, ProductPatch,
@@ -35,9 +35,8 @@ use utoipa::OpenApi;
 pub struct ApiDoc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/openapi.json").route(web::get().to(openapi)));
-}
-
-async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    static DOCUMENT: std::sync::OnceLock<web::Bytes> = std::sync::OnceLock::new();
+    let document =
+        DOCUMENT.get_or_init(|| emporium_platform::openapi::document(&ApiDoc::openapi(), &[]));
+    emporium_platform::openapi::configure(cfg, "/openapi.json", document.clone());
 }

@@ -1,6 +1,6 @@
 //! `/openapi.json`: the inventory's API, generated from the handlers and wire types.
 
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 use emporium_api::inventory::{
     NewReservation, Reservation, ReservationLine, ReservationStatus, SetStock, Shortage,
     StockAdjustment, StockLevel, StockPage,
@@ -32,9 +32,8 @@ use utoipa::OpenApi;
 pub struct ApiDoc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/openapi.json").route(web::get().to(openapi)));
-}
-
-async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    static DOCUMENT: std::sync::OnceLock<web::Bytes> = std::sync::OnceLock::new();
+    let document =
+        DOCUMENT.get_or_init(|| emporium_platform::openapi::document(&ApiDoc::openapi(), &[]));
+    emporium_platform::openapi::configure(cfg, "/openapi.json", document.clone());
 }

@@ -1,8 +1,11 @@
-//! `/v1/reservations`: holding stock for a checkout. Called by the order service.
+//! `/v1/reservations`: holding stock for a checkout. Called by the order service, and only by
+//! the shop's services (the gateway key): a reservation id is an order's id, no secret, and a
+//! stranger's hold could keep stock from everyone for a day.
 
 use actix_web::{HttpResponse, web};
 use emporium_api::inventory::{NewReservation, Reservation};
 use emporium_platform::Problem;
+use emporium_platform::auth::Gateway;
 
 use crate::error::InventoryError;
 use crate::service::Inventory;
@@ -28,6 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     post, path = "/v1/reservations", tag = "reservations",
     request_body = NewReservation,
     responses(
+        (status = 401, description = "Not called by one of the shop's services (`gateway_required`)", body = Problem, content_type = "application/problem+json"),
         (status = 201, description = "Held", body = Reservation),
         (status = 200, description = "Already held by an identical request", body = Reservation),
         (status = 409, description = "Not enough stock (`out_of_stock`, with `short`), id reused, or id released before it was reserved (`reservation_released`)", body = Problem, content_type = "application/problem+json"),
@@ -35,6 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
 )]
 pub async fn create_reservation(
+    _gateway: Gateway,
     inventory: web::Data<Inventory>,
     body: web::Json<NewReservation>,
 ) -> Result<HttpResponse, InventoryError> {
@@ -51,11 +56,13 @@ pub async fn create_reservation(
     get, path = "/v1/reservations/{id}", tag = "reservations",
     params(("id" = String, Path)),
     responses(
+        (status = 401, description = "Not called by one of the shop's services (`gateway_required`)", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The reservation", body = Reservation),
         (status = 404, description = "No such reservation", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_reservation(
+    _gateway: Gateway,
     inventory: web::Data<Inventory>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, InventoryError> {
@@ -67,12 +74,14 @@ pub async fn get_reservation(
     post, path = "/v1/reservations/{id}/commit", tag = "reservations",
     params(("id" = String, Path)),
     responses(
+        (status = 401, description = "Not called by one of the shop's services (`gateway_required`)", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "Committed", body = Reservation),
         (status = 404, description = "No such reservation", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Expired or released", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn commit_reservation(
+    _gateway: Gateway,
     inventory: web::Data<Inventory>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, InventoryError> {
@@ -86,12 +95,14 @@ pub async fn commit_reservation(
     post, path = "/v1/reservations/{id}/release", tag = "reservations",
     params(("id" = String, Path)),
     responses(
+        (status = 401, description = "Not called by one of the shop's services (`gateway_required`)", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "Released (with no lines if it was never held: fenced)", body = Reservation),
         (status = 404, description = "Not a reservation id", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already committed", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn release_reservation(
+    _gateway: Gateway,
     inventory: web::Data<Inventory>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, InventoryError> {
@@ -103,12 +114,14 @@ pub async fn release_reservation(
     post, path = "/v1/reservations/{id}/return", tag = "reservations",
     params(("id" = String, Path)),
     responses(
+        (status = 401, description = "Not called by one of the shop's services (`gateway_required`)", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "Returned", body = Reservation),
         (status = 404, description = "No such reservation", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not committed", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn return_reservation(
+    _gateway: Gateway,
     inventory: web::Data<Inventory>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, InventoryError> {

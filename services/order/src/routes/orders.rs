@@ -44,7 +44,7 @@ fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
     request_body = PlaceOrder,
     params(
         ("x-customer-id" = String, Header, description = "The customer's id"),
-        ("idempotency-key" = String, Header, description = "Unique per checkout attempt; repeat it to retry"),
+        ("idempotency-key" = String, Header, description = "1 to 128 visible ASCII characters (no spaces), unique per checkout attempt; repeat it to retry safely", min_length = 1, max_length = 128, pattern = "^[!-~]+$"),
     ),
     responses(
         (status = 201, description = "Placed and confirmed", body = Order),

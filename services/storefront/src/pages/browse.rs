@@ -3,7 +3,9 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
-use emporium_api::catalog::{Category, Product, ProductQuery, ProductSort};
+use emporium_api::catalog::{
+    Category, MAX_QUERY_CHARS, MAX_QUERY_WORDS, Product, ProductQuery, ProductSort,
+};
 use emporium_platform::id;
 use serde::Deserialize;
 
@@ -25,8 +27,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 const FEATURED: u32 = 8;
 /// Other products of the category shown under a product.
 const RELATED: usize = 4;
-/// Longest search query passed on to the catalog.
-const MAX_QUERY_CHARS: usize = 100;
 
 #[derive(Debug, Clone)]
 struct CategoryTile {
@@ -254,9 +254,14 @@ async fn search(
     params: web::Query<ListingQuery>,
 ) -> Result<HttpResponse, PageError> {
     let (categories, cart_count) = frame(&shop, &visitor).await;
-    let q: String = params.q.trim().chars().take(MAX_QUERY_CHARS).collect();
+    let (q, shortened) = search_words(&params.q);
     let (heading, intro) = if q.is_empty() {
         ("All products".to_owned(), String::new())
+    } else if shortened {
+        (
+            format!("Results for “{q}”"),
+            format!("Only the first {MAX_QUERY_WORDS} words of your search were used."),
+        )
     } else {
         (format!("Results for “{q}”"), String::new())
     };
@@ -274,6 +279,46 @@ async fn search(
         empty_message: "Nothing matched your search. Try fewer or different words.",
     };
     listing(&shop, &categories, cart_count, query, &params, listing_page).await
+}
+
+/// What a shopper typed, made into a search the catalog takes: control characters as spaces,
+/// words once each, at most the catalog's words and characters; and whether anything was left
+/// out. A long search then shows results for its first words rather than an error page.
+fn search_words(typed: &str) -> (String, bool) {
+    let cleaned: String = typed
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut words: Vec<&str> = Vec::new();
+    let mut shortened = false;
+    let mut length = 0;
+    for word in cleaned.split_whitespace() {
+        if words
+            .iter()
+            .any(|seen| seen.to_lowercase() == word.to_lowercase())
+        {
+            continue;
+        }
+        let added = word.chars().count() + usize::from(!words.is_empty());
+        if words.len() == MAX_QUERY_WORDS || length + added > MAX_QUERY_CHARS {
+            shortened = true;
+            break;
+        }
+        length += added;
+        words.push(word);
+    }
+    if words.is_empty() && shortened {
+        // One word longer than a whole search: its beginning.
+        let first: String = cleaned
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(MAX_QUERY_CHARS)
+            .collect();
+        return (first, true);
+    }
+    (words.join(" "), shortened)
 }
 
 #[derive(Debug, Clone)]
@@ -379,6 +424,26 @@ pub async fn product_page(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_searches_keep_their_first_words_within_the_catalogs_limits() {
+        use super::search_words;
+        assert_eq!(
+            search_words("  cast  iron\tskillet "),
+            ("cast iron skillet".into(), false)
+        );
+        let nine = "one two three four five six seven eight nine";
+        assert_eq!(
+            search_words(nine),
+            ("one two three four five six seven eight".into(), true)
+        );
+        assert_eq!(search_words("tea Tea TEA cup"), ("tea cup".into(), false));
+        assert_eq!(search_words("tea\u{1}cup"), ("tea cup".into(), false));
+        let (long, shortened) = search_words(&"x".repeat(150));
+        assert_eq!((long.len(), shortened), (100, true));
+        let (words, shortened) = search_words(&format!("{} {}", "a".repeat(60), "b".repeat(60)));
+        assert_eq!((words, shortened), ("a".repeat(60), true));
+    }
+
     use super::*;
 
     #[test]
