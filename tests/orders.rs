@@ -337,6 +337,13 @@ async fn a_crash_before_payment_is_undone_by_the_reconciler_after_restart(backen
     // The reconciler writes the outcome first and moves the stock in its next step.
     wait_for_stock(&shop, "KIT-003", counts(&before)).await;
     assert!(shop.history(&buyer).await.is_empty());
+    // With the stock, the cart's claim was ended: its lines are there to buy again.
+    let kept = shop.cart(&cart.id).await;
+    assert_eq!((kept.item_count, kept.checkout_order_id), (2, None));
+    let again = shop
+        .place(&buyer, &key(), &order_body(&cart.id, CARD_OK))
+        .await;
+    assert_eq!(again.status(), StatusCode::CREATED);
 }
 
 async fn a_crash_after_payment_is_finished_by_the_reconciler_after_restart(backend: Backend) {
@@ -379,6 +386,7 @@ async fn a_crash_after_payment_is_finished_by_the_reconciler_after_restart(backe
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(cleared);
+    assert_eq!(shop.cart(&cart.id).await.checkout_order_id, None);
     assert_eq!(shop.history(&buyer).await.len(), 1);
 }
 

@@ -732,8 +732,9 @@ async fn check_out_through_the_storefront(
 }
 
 /// When the sampler keeps no new trace, a checkout builds no span anywhere, yet the services'
-/// request log lines share one trace id, passed on as not sampled; and a caller's sampled
-/// `traceparent` is followed whatever the sampler says.
+/// request log lines share one trace id, passed on as not sampled; a stranger's sampled
+/// `traceparent` at the storefront is not followed; and a trusted caller's is followed whatever
+/// the sampler says.
 #[tokio::test]
 async fn a_checkout_not_sampled_builds_no_span_yet_its_log_lines_share_a_trace_id() {
     let (exporter, logs, _telemetry) = telemetry_in_memory(
@@ -773,7 +774,29 @@ async fn a_checkout_not_sampled_builds_no_span_yet_its_log_lines_share_a_trace_i
         );
     }
 
-    // A caller that traces is followed: its trace continues through every service.
+    // A stranger's trace context is not followed: the storefront is the public edge, and a
+    // context from anyone would let them add spans to others' traces and make the shop trace
+    // whatever they send, whatever the sampler keeps.
+    let stranger_trace = "5cf92f3577b34da6a3ce929d0e0e4737";
+    let stranger = format!("00-{stranger_trace}-00f067aa0ba902b7-01");
+    check_out_through_the_storefront(&shop, &[("traceparent", &stranger)]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let joined: Vec<String> = exporter
+        .spans()
+        .into_iter()
+        .filter(|s| s.span_context.trace_id().to_string() == stranger_trace)
+        .map(|s| s.name.to_string())
+        .collect();
+    assert!(joined.is_empty(), "{joined:?}");
+
+    // A caller that traces, where the storefront is told to trust it (behind a proxy that
+    // starts traces), is followed: its trace continues through every service.
+    let shop = TestPlatform::start_with(
+        Backend::Embedded,
+        &["--trust-trace-context"],
+        emporium_order::Faults::default(),
+    )
+    .await;
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{caller_trace}-00f067aa0ba902b7-01");
     check_out_through_the_storefront(&shop, &[("traceparent", &traceparent)]).await;

@@ -526,8 +526,10 @@ async fn checkout_confirms_declines_keep_the_cart_and_orders_stay_private(backen
     let location = placed.location().to_owned();
     assert!(location.starts_with("/orders/") && location.ends_with("?placed=1"));
     let again = shopper.post_form("/checkout", &borrowed(&fields)).await;
-    // The cart is empty now, so the repeat finds nothing to buy and no second order is made.
+    // The cart is empty now, so the repeat buys nothing more; its key names the order placed,
+    // which it is shown.
     assert_eq!(again.status, 303);
+    assert_eq!(again.location(), location);
     let confirmation = shopper.get(&location).await;
     assert_page(&confirmation, 200);
     assert!(
@@ -1204,6 +1206,11 @@ async fn forwarded_addresses_cannot_be_forged_or_dodged_past_the_limit() {
         [200, 200, 429],
         "an address with a port is its address"
     );
+    assert_eq!(
+        burst_then(|_| vec!["127.0.0.1".into(), "unknown".into()]).await,
+        [200, 200, 429],
+        "junk where the proxy writes is counted, not exempt"
+    );
 
     // With networks: the loopback peer is a trusted proxy here, and the right-most address
     // outside the networks is the client, whatever the client put before it.
@@ -1320,4 +1327,43 @@ async fn a_long_search_shows_results_for_its_first_words() {
         let page = shopper.get(&format!("/search?q={q}")).await;
         assert_page(&page, 200);
     }
+}
+
+/// A session's first adds arriving at once all land in its one cart: every 200 is in the cart
+/// the session shows afterwards.
+#[tokio::test]
+async fn a_sessions_first_adds_at_once_all_land_in_one_cart() {
+    let (platform, mut shopper) = shop_with(&[]).await;
+    let products = platform.products().await;
+    for product in &products[..5] {
+        platform.set_stock(&product.sku, 100).await;
+    }
+    // A session, with no cart made yet.
+    let empty = shopper.api(Method::GET, "/cart", None, &[]).await;
+    assert_eq!(empty.json()["item_count"], 0);
+    let cookie = shopper.cookie.clone().expect("a session");
+    let url = format!("{}/api/v1/cart/lines", platform.url(Service::Storefront));
+    let http = reqwest::Client::new();
+    let adds = futures::future::join_all((0..20).map(|n| {
+        let (http, url, cookie) = (http.clone(), url.clone(), cookie.clone());
+        let product = products[n % 5].id.clone();
+        async move {
+            let response = http
+                .post(url)
+                .header("cookie", cookie)
+                .json(&json!({"product_id": product, "quantity": 1}))
+                .send()
+                .await
+                .expect("send");
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.expect("json");
+            (status, body["id"].as_str().map(str::to_owned))
+        }
+    }))
+    .await;
+    assert!(adds.iter().all(|(status, _)| *status == 200), "{adds:?}");
+    let carts: std::collections::BTreeSet<_> = adds.iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(carts.len(), 1, "one cart: {carts:?}");
+    let cart = shopper.api(Method::GET, "/cart", None, &[]).await;
+    assert_eq!(cart.json()["item_count"], 20, "{}", cart.body);
 }

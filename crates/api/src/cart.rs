@@ -48,6 +48,8 @@ pub struct CartLine {
 #[serde(deny_unknown_fields)]
 pub struct AddCartLine {
     pub product_id: String,
+    /// At least 1; at most the shop's limit per product, counting what the line has.
+    #[schema(minimum = 1)]
     pub quantity: i64,
 }
 
@@ -55,6 +57,8 @@ pub struct AddCartLine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetQuantity {
+    /// At least 1 (the storefront's API also takes 0, which removes the line).
+    #[schema(minimum = 0)]
     pub quantity: i64,
 }
 

@@ -116,6 +116,7 @@ pub struct ProductQuery {
     pub q: Option<String>,
     pub sort: Option<ProductSort>,
     /// Page size, 1 to 100 (default 24).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page, with the same filters and sort.
     pub cursor: Option<String>,

@@ -40,6 +40,7 @@ pub struct StockQuery {
     /// Comma-separated SKUs to read (up to 100); without it, every SKU a page at a time.
     pub skus: Option<String>,
     /// Page size when listing, 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -55,6 +56,7 @@ pub struct StockPage {
 #[serde(deny_unknown_fields)]
 pub struct ReservationLine {
     pub sku: String,
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: i64,
 }
 

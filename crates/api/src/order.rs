@@ -51,6 +51,7 @@ pub struct CustomerDetails {
 pub struct PaymentCard {
     #[schema(example = "4242 4242 4242 4242")]
     pub number: String,
+    #[schema(minimum = 1, maximum = 12)]
     pub expiry_month: u32,
     pub expiry_year: u32,
     pub cvc: String,
@@ -178,6 +179,7 @@ pub struct OrderPage {
 #[into_params(parameter_in = Query)]
 pub struct OrderQuery {
     /// Page size, 1 to 50 (default 10).
+    #[param(minimum = 1, maximum = 50)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

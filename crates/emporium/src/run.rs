@@ -291,6 +291,7 @@ impl<'a> Starter<'a> {
             faults: self.platform.faults(service),
             admin_key: Some(AdminKey::new(&self.platform.admin_key)),
             gateway_key: self.platform.gateway_key.as_deref().map(GatewayKey::new),
+            trust_trace_context: self.settings.common.trust_trace_context,
         }
     }
 

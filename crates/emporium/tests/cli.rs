@@ -409,6 +409,7 @@ fn up_shows_a_checkout_across_the_services_on_its_traces_page() {
         let http = reqwest::Client::new();
         let created: Value = http
             .post(format!("{cart}/v1/carts"))
+            .header("x-emporium-gateway", "traces-test-gateway-key")
             .send()
             .await
             .expect("cart")
@@ -418,6 +419,7 @@ fn up_shows_a_checkout_across_the_services_on_its_traces_page() {
         let cart_id = created["id"].as_str().expect("cart id").to_owned();
         let added = http
             .post(format!("{cart}/v1/carts/{cart_id}/lines"))
+            .header("x-emporium-gateway", "traces-test-gateway-key")
             .json(&serde_json::json!({"product_id": product["id"], "quantity": 1}))
             .send()
             .await

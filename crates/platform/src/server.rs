@@ -52,6 +52,9 @@ pub struct HttpSettings {
     pub admin_key: Option<AdminKey>,
     /// The key callers from the shop's services carry (see [`crate::auth::from_gateway`]).
     pub gateway_key: Option<GatewayKey>,
+    /// Follow a `traceparent` from any caller, not only from the shop's services (see
+    /// [`RequestSpan`]).
+    pub trust_trace_context: bool,
 }
 
 impl HttpSettings {
@@ -69,6 +72,7 @@ impl HttpSettings {
             faults: FaultSwitches::default(),
             admin_key: None,
             gateway_key: None,
+            trust_trace_context: false,
         }
     }
 }
@@ -174,6 +178,7 @@ where
     let faults = web::Data::new(http.faults.clone());
     let admin_key = http.admin_key.clone().map(web::Data::new);
     let gateway_key = http.gateway_key.clone().map(web::Data::new);
+    let trust_trace_context = http.trust_trace_context;
     let workers = http
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
@@ -183,6 +188,7 @@ where
             .app_data(ServiceName(name))
             .app_data(shedder.clone())
             .app_data(body_reading)
+            .app_data(TrustTraceContext(trust_trace_context))
             .app_data(faults.clone())
             .app_data(readiness.clone())
             .app_data(metrics.clone())
@@ -505,12 +511,22 @@ pub struct KeepBody;
 #[derive(Clone, Copy)]
 struct ServiceName(&'static str);
 
+/// Whether every caller's trace context is followed (see [`RequestSpan`]).
+#[derive(Clone, Copy)]
+struct TrustTraceContext(bool);
+
 /// When a request started, for the latency in the request log line.
 #[derive(Clone, Copy)]
 struct Started(Instant);
 
 /// The root span of every request: OpenTelemetry HTTP attributes, the caller's trace as parent,
 /// our request id, and one log line when the request ends.
+///
+/// A caller's `traceparent` is followed when the caller is one of the shop's services (it shows
+/// the gateway key), or when the service is told to trust any (`--trust-trace-context`, behind
+/// a proxy that starts traces); anyone else's starts a new trace. A stranger's context would let
+/// it add spans to a trace others read, and its sampled flag would make the service trace every
+/// one of its requests, whatever the sampler keeps.
 pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
@@ -546,7 +562,13 @@ impl RootSpanBuilder for RequestSpan {
                 )
             };
         }
-        let remote = telemetry::remote_parent(request.headers());
+        let trusted = request
+            .app_data::<TrustTraceContext>()
+            .is_some_and(|trust| trust.0)
+            || crate::auth::from_gateway(request.request());
+        let remote = trusted
+            .then(|| telemetry::remote_parent(request.headers()))
+            .flatten();
         if telemetry::should_trace(remote.as_ref()) {
             let span = request_span!("emporium_platform::server");
             let trace_id = telemetry::adopt_remote_parent(&span, service, remote);

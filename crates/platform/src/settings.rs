@@ -86,6 +86,12 @@ pub struct CommonSettings {
     )]
     pub gateway_key: Option<String>,
 
+    /// Follow the `traceparent` of any caller, not only of the shop's services: for a service
+    /// behind a proxy or gateway that starts the traces. Off, a stranger's trace context is
+    /// ignored and its request starts a trace of its own.
+    #[arg(long = "trust-trace-context", env = "EMPORIUM_TRUST_TRACE_CONTEXT")]
+    pub trust_trace_context: bool,
+
     /// Largest request body accepted by JSON endpoints, in bytes.
     #[arg(long = "body-limit-bytes", env = "EMPORIUM_BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
     pub body_limit_bytes: usize,

@@ -165,10 +165,45 @@ impl Carts {
     }
 
     pub async fn create(&self) -> Result<Cart, CartError> {
+        let cart = self.empty(emporium_platform::id::new_id());
+        match self.repository.insert(&cart).await {
+            Ok(()) => to_wire(&cart),
+            // 128 random bits do not collide; if they did, the caller may simply ask again.
+            Err(SaveError::Changed) => Err(anyhow::anyhow!("new cart id already in use").into()),
+            Err(SaveError::Storage(error)) => Err(error.into()),
+        }
+    }
+
+    /// The cart at `id`, made empty if there is none (or it expired); whether it was made.
+    pub async fn open(&self, id: &str) -> Result<(Cart, bool), CartError> {
+        if !emporium_platform::id::is_valid(id) {
+            return Err(CartError::field(
+                "id",
+                "not a cart id (26 characters, 0-9 and a-z)",
+            ));
+        }
+        let cart = self.empty(id.to_owned());
+        match self.repository.insert(&cart).await {
+            Ok(()) => {
+                // A cached "no such cart" must not outlive the new one.
+                self.cache.retire(&group(id)).await;
+                Ok((to_wire(&cart)?, true))
+            }
+            // Made by a concurrent open (or there all along): that one, from the store, since
+            // the cache may still hold the miss from before it was made.
+            Err(SaveError::Changed) => match self.repository.cart(id).await? {
+                Some(cart) => Ok((to_wire(&cart)?, false)),
+                None => Err(anyhow::anyhow!("a cart that was there is gone").into()),
+            },
+            Err(SaveError::Storage(error)) => Err(error.into()),
+        }
+    }
+
+    fn empty(&self, id: String) -> StoredCart {
         let now = OffsetDateTime::now_utc();
         let expires_at = self.expiry(now);
-        let cart = StoredCart {
-            id: emporium_platform::id::new_id(),
+        StoredCart {
+            id,
             lines: Vec::new(),
             currency: self.currency.clone(),
             created_at: now,
@@ -177,12 +212,6 @@ impl Carts {
             expires_epoch: expires_at.unix_timestamp(),
             version: 1,
             checkout: None,
-        };
-        match self.repository.insert(&cart).await {
-            Ok(()) => to_wire(&cart),
-            // 128 random bits do not collide; if they did, the caller may simply ask again.
-            Err(SaveError::Changed) => Err(anyhow::anyhow!("new cart id already in use").into()),
-            Err(SaveError::Storage(error)) => Err(error.into()),
         }
     }
 

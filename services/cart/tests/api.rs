@@ -40,7 +40,10 @@ struct Shop {
     cart_ports: CartPorts,
     catalog: String,
     inventory: String,
+    /// A client with no key, for the catalog and the inventory (and for refusals).
     http: reqwest::Client,
+    /// A client showing the gateway key, as the shop's services do.
+    services: reqwest::Client,
     servers: Vec<RunningServer>,
     _dir: tempfile::TempDir,
 }
@@ -137,6 +140,18 @@ async fn spawn_shop(limits: CartLimits) -> Shop {
         catalog: catalog.url(),
         inventory: inventory.url(),
         http: reqwest::Client::new(),
+        services: {
+            // Calls to the cart as the storefront and the order service make them.
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(
+                emporium_platform::auth::GATEWAY_HEADER,
+                reqwest::header::HeaderValue::from_static(GATEWAY_KEY),
+            );
+            reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .expect("client")
+        },
         servers: vec![cart, catalog, inventory],
         _dir: dir,
     }
@@ -152,6 +167,12 @@ fn limits() -> CartLimits {
 
 impl Shop {
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.services
+            .request(method, format!("{}{path}", self.cart))
+    }
+
+    /// A request to the cart from a caller without the gateway key.
+    fn stranger(&self, method: Method, path: &str) -> RequestBuilder {
         self.http.request(method, format!("{}{path}", self.cart))
     }
 
@@ -168,10 +189,9 @@ impl Shop {
         url
     }
 
-    /// A checkout route called as the order service calls it, with the gateway key.
+    /// A checkout route called as the order service calls it.
     fn checkout(&self, method: Method, path: &str) -> RequestBuilder {
         self.request(method, path)
-            .header(emporium_platform::auth::GATEWAY_HEADER, GATEWAY_KEY)
     }
 
     async fn claim(&self, id: &str, order_id: &str, version: u64) -> reqwest::Response {
@@ -648,7 +668,7 @@ async fn replicas_writing_one_cart_at_once_lose_nothing_and_never_fail_with_a_5x
     let replicas = [shop.cart.clone(), shop.replica(), shop.replica()];
     let adds = futures::future::join_all((0..150).map(|n| {
         let url = format!("{}/v1/carts/{}/lines", replicas[n % 3], cart.id);
-        let http = shop.http.clone();
+        let http = shop.services.clone();
         let product_id = mug.id.clone();
         async move {
             let response = http
@@ -860,19 +880,38 @@ async fn checkout_routes_are_for_the_shops_services_and_check_what_they_are_give
     let shop = spawn_shop(limits()).await;
     let cart = shop.new_cart().await;
     let order = emporium_platform::id::new_id();
-    // Without the gateway key: refused, nothing claimed.
+    // Without the gateway key: refused, nothing read, made, claimed or changed.
+    let product = emporium_platform::id::new_id();
     for request in [
-        shop.request(Method::PUT, &format!("/v1/carts/{}/checkout", cart.id))
+        shop.stranger(Method::PUT, &format!("/v1/carts/{}/checkout", cart.id))
             .json(&json!({"order_id": order, "version": cart.version})),
-        shop.request(
+        shop.stranger(
             Method::POST,
             &format!("/v1/carts/{}/checkout/{order}/complete", cart.id),
         ),
-        shop.request(
+        shop.stranger(
             Method::DELETE,
             &format!("/v1/carts/{}/checkout/{order}", cart.id),
         )
         .header(emporium_platform::auth::GATEWAY_HEADER, "a guess"),
+        shop.stranger(Method::POST, "/v1/carts"),
+        shop.stranger(
+            Method::PUT,
+            &format!("/v1/carts/{}", emporium_platform::id::new_id()),
+        ),
+        shop.stranger(Method::GET, &format!("/v1/carts/{}", cart.id)),
+        shop.stranger(Method::POST, &format!("/v1/carts/{}/lines", cart.id))
+            .json(&json!({"product_id": product, "quantity": 1})),
+        shop.stranger(Method::DELETE, &format!("/v1/carts/{}/lines", cart.id)),
+        shop.stranger(
+            Method::PUT,
+            &format!("/v1/carts/{}/lines/{product}", cart.id),
+        )
+        .json(&json!({"quantity": 2})),
+        shop.stranger(
+            Method::DELETE,
+            &format!("/v1/carts/{}/lines/{product}", cart.id),
+        ),
     ] {
         expect_problem(request.send().await.expect("send"), 401, "gateway_required").await;
     }
@@ -894,4 +933,53 @@ async fn checkout_routes_are_for_the_shops_services_and_check_what_they_are_give
     expect_problem(shop.claim(&missing, &order, 1).await, 404, "cart_not_found").await;
     expect_problem(shop.release(&missing, &order).await, 404, "cart_not_found").await;
     assert_eq!(shop.cart(&cart.id).await, cart, "nothing changed");
+}
+
+#[tokio::test]
+async fn carts_opened_at_one_id_at_once_are_one_cart_that_keeps_every_add() {
+    let shop = spawn_shop(CartLimits {
+        max_quantity: 1000,
+        ..limits()
+    })
+    .await;
+    let mug = shop.product("MUG-1", 800, 1000).await;
+    let id = emporium_platform::id::new_id();
+    assert_eq!(shop.get(&id).await.status(), StatusCode::NOT_FOUND);
+    // As a session's first adds arriving at once do: open the session's cart, then add.
+    let opened = futures::future::join_all((0..20).map(|_| async {
+        let opened = shop
+            .request(Method::PUT, &format!("/v1/carts/{id}"))
+            .send()
+            .await
+            .expect("send");
+        let status = opened.status().as_u16();
+        let added = shop.add(&id, &mug.id, 1).await.status().as_u16();
+        (status, added)
+    }))
+    .await;
+    let made = opened.iter().filter(|(status, _)| *status == 201).count();
+    assert_eq!(made, 1, "{opened:?}");
+    assert!(
+        opened
+            .iter()
+            .all(|(status, added)| [200, 201].contains(status) && *added == 200)
+    );
+    assert_eq!(quantities(&shop.cart(&id).await), [("MUG-1".into(), 20)]);
+    // Opening it again changes nothing; a malformed id is refused.
+    let again = shop
+        .request(Method::PUT, &format!("/v1/carts/{id}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.json::<Cart>().await.expect("cart").item_count, 20);
+    expect_problem(
+        shop.request(Method::PUT, "/v1/carts/not-a-cart")
+            .send()
+            .await
+            .expect("send"),
+        422,
+        "validation_failed",
+    )
+    .await;
 }

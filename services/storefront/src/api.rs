@@ -23,16 +23,20 @@ use crate::shop::Shop;
 use crate::view::Availability;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/categories", web::get().to(categories))
-        .route("/products", web::get().to(products))
-        .route("/products/{id}", web::get().to(product))
-        .route("/cart", web::get().to(cart))
-        .route("/cart/lines", web::post().to(add_line))
-        .route("/cart/lines/{product_id}", web::put().to(set_quantity))
-        .route("/cart/lines/{product_id}", web::delete().to(remove_line))
-        .route("/checkout", web::post().to(checkout))
-        .route("/orders", web::get().to(orders))
-        .route("/orders/{id}", web::get().to(order));
+    // Resources, so a method a path does not take is 405, as on the other services.
+    cfg.service(web::resource("/categories").route(web::get().to(categories)))
+        .service(web::resource("/products").route(web::get().to(products)))
+        .service(web::resource("/products/{id}").route(web::get().to(product)))
+        .service(web::resource("/cart").route(web::get().to(cart)))
+        .service(web::resource("/cart/lines").route(web::post().to(add_line)))
+        .service(
+            web::resource("/cart/lines/{product_id}")
+                .route(web::put().to(set_quantity))
+                .route(web::delete().to(remove_line)),
+        )
+        .service(web::resource("/checkout").route(web::post().to(checkout)))
+        .service(web::resource("/orders").route(web::get().to(orders)))
+        .service(web::resource("/orders/{id}").route(web::get().to(order)));
     static DOCUMENT: std::sync::OnceLock<web::Bytes> = std::sync::OnceLock::new();
     let document = DOCUMENT.get_or_init(|| {
         emporium_platform::openapi::document(
@@ -144,7 +148,8 @@ pub async fn categories(shop: web::Data<Shop>) -> Result<HttpResponse, Problem> 
 /// Browse or search products.
 #[utoipa::path(get, path = "/api/v1/products", tag = "browse", params(ProductQuery),
     responses((status = 200, body = ProductPage),
-        (status = 400, body = Problem, content_type = "application/problem+json")))]
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such category (`category_not_found`)", body = Problem, content_type = "application/problem+json")))]
 pub async fn products(
     shop: web::Data<Shop>,
     query: web::Query<ProductQuery>,
@@ -192,6 +197,7 @@ pub async fn cart(shop: web::Data<Shop>, visitor: Visitor) -> Result<HttpRespons
 /// Add units of a product; starts a cart on the first add.
 #[utoipa::path(post, path = "/api/v1/cart/lines", tag = "cart", request_body = AddCartLine,
     responses((status = 200, body = CartView),
+        (status = 403, description = "A browser marked the request cross-site (`cross_site_request`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not enough stock (`out_of_stock`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`unknown_product`, `validation_failed`, `cart_full`", body = Problem, content_type = "application/problem+json")))]
 pub async fn add_line(
@@ -212,6 +218,7 @@ pub async fn add_line(
 #[utoipa::path(put, path = "/api/v1/cart/lines/{product_id}", tag = "cart",
     params(("product_id" = String, Path)), request_body = SetQuantity,
     responses((status = 200, body = CartView),
+        (status = 403, description = "A browser marked the request cross-site (`cross_site_request`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`line_not_found`", body = Problem, content_type = "application/problem+json")))]
 pub async fn set_quantity(
     request: HttpRequest,
@@ -231,7 +238,8 @@ pub async fn set_quantity(
 
 /// Remove a line.
 #[utoipa::path(delete, path = "/api/v1/cart/lines/{product_id}", tag = "cart",
-    params(("product_id" = String, Path)), responses((status = 200, body = CartView)))]
+    params(("product_id" = String, Path)), responses((status = 200, body = CartView),
+        (status = 403, description = "A browser marked the request cross-site (`cross_site_request`)", body = Problem, content_type = "application/problem+json")))]
 pub async fn remove_line(
     request: HttpRequest,
     shop: web::Data<Shop>,
@@ -267,8 +275,9 @@ fn valid_product_id(id: &str) -> Result<(), Problem> {
         (status = 201, description = "Placed and confirmed", body = Order),
         (status = 200, description = "A repeat of an earlier request", body = Order),
         (status = 202, description = "Still being processed; poll the order", body = Order),
+        (status = 403, description = "A browser marked the request cross-site (`cross_site_request`)", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`payment_declined` (with `decline_code`)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`out_of_stock` (with `skus`), `cart_empty`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`out_of_stock` (with `skus`), `cart_empty`, `cart_in_checkout` (another checkout of the cart is under way), `cart_changed`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Checkout is temporarily unavailable", body = Problem, content_type = "application/problem+json")))]
 pub async fn checkout(
@@ -281,7 +290,6 @@ pub async fn checkout(
     let key = request
         .headers()
         .get(IDEMPOTENCY_HEADER)
-        .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned())
         .ok_or_else(|| {
             Problem::new(
                 StatusCode::BAD_REQUEST,
@@ -289,7 +297,19 @@ pub async fn checkout(
                 "The Idempotency-Key header is required",
             )
             .with_detail("send a fresh random key with each checkout; repeat it to retry safely")
-        })?;
+        })?
+        .to_str()
+        .ok()
+        .filter(|key| emporium_api::order::is_idempotency_key(key))
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_idempotency_key",
+                "The Idempotency-Key header is not valid",
+            )
+            .with_detail("use 1 to 128 visible ASCII characters")
+        })?
+        .to_owned();
     // The order service reads the cart itself; reading it here too cost a service call per
     // checkout, and answered a retry of a placed order (its cart now empty) with `cart_empty`
     // instead of the order its key promises.
@@ -297,9 +317,7 @@ pub async fn checkout(
         Problem::new(StatusCode::CONFLICT, "cart_empty", "The cart is empty")
             .with_detail("add products to the cart before checking out")
     };
-    let Some(cart_id) = visitor.cart_id() else {
-        return Err(cart_empty());
-    };
+    let cart_id = visitor.cart_id();
     let body = body.into_inner();
     let placed = shop
         .orders
@@ -321,13 +339,8 @@ pub async fn checkout(
             Ok(HttpResponse::build(status).json(order))
         }
         Err(error) => {
-            match error.code() {
-                Some("cart_not_found") => {
-                    visitor.set_cart(None);
-                    return Err(cart_empty());
-                }
-                Some("cart_empty") => return Err(cart_empty()),
-                _ => {}
+            if let Some("cart_not_found" | "cart_empty") = error.code() {
+                return Err(cart_empty());
             }
             // A refused checkout leaves the stock as it was (a hold it made is given back); the
             // levels it found short are worth reading again.

@@ -116,25 +116,39 @@ impl RateLimit {
 
     fn client(&self, req: &ServiceRequest) -> Option<Client> {
         let peer = req.peer_addr().map(|addr| addr.ip().to_canonical())?;
-        let direct = Client {
-            address: peer,
-            forwarded: false,
-        };
-        Some(
-            forwarded_client(&self.proxies, peer, req.headers())
-                .map(|address| Client {
-                    address,
-                    forwarded: true,
-                })
-                .unwrap_or(direct),
-        )
+        Some(match forwarded_client(&self.proxies, peer, req.headers()) {
+            Forwarded::No => Client {
+                address: peer,
+                forwarded: false,
+            },
+            Forwarded::Client(address) => Client {
+                address,
+                forwarded: true,
+            },
+            // Counted as the peer, but never exempt: a loopback proxy in front of the shop
+            // must not make junk in the header a way around the limit.
+            Forwarded::Unreadable => Client {
+                address: peer,
+                forwarded: true,
+            },
+        })
     }
 }
 
-/// The client's address by the trusted proxies' `X-Forwarded-For` entries, when they say.
-fn forwarded_client(proxies: &TrustedProxies, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
+/// What the trusted proxies' `X-Forwarded-For` entries say about the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Forwarded {
+    /// Nothing to go by: no trusted proxies, no entries, or a peer that is no trusted proxy.
+    No,
+    Client(IpAddr),
+    /// The entry that should name the client is no address.
+    Unreadable,
+}
+
+/// The client's address by the trusted proxies' `X-Forwarded-For` entries.
+fn forwarded_client(proxies: &TrustedProxies, peer: IpAddr, headers: &HeaderMap) -> Forwarded {
     if *proxies == TrustedProxies::None {
-        return None;
+        return Forwarded::No;
     }
     // Every line of the header, in order: a proxy that adds a line of its own rather than
     // appending to the client's must not leave the client's line as the one read.
@@ -145,27 +159,37 @@ fn forwarded_client(proxies: &TrustedProxies, peer: IpAddr, headers: &HeaderMap)
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
         .collect();
+    if entries.is_empty() {
+        // A header with nothing in it says nothing a proxy wrote.
+        return if headers.contains_key("x-forwarded-for") {
+            Forwarded::Unreadable
+        } else {
+            Forwarded::No
+        };
+    }
+    let read = |entry: &str| address(entry).map_or(Forwarded::Unreadable, Forwarded::Client);
     match proxies {
-        TrustedProxies::None => None,
+        TrustedProxies::None => Forwarded::No,
         TrustedProxies::Hops(hops) => {
             // The nearest `hops` proxies appended the last `hops` entries; the farthest of
             // those saw the client. Fewer entries than proxies: the farthest there is.
             let at = entries.len().saturating_sub(hops.get());
-            entries.get(at).and_then(|entry| address(entry))
+            entries.get(at).map_or(Forwarded::No, |entry| read(entry))
         }
         TrustedProxies::Networks(networks) => {
             let trusted = |address: &IpAddr| networks.iter().any(|net| net.contains(address));
             if !trusted(&peer) {
                 // Not from a trusted proxy: the header is the client's own word.
-                return None;
+                return Forwarded::No;
             }
-            let mut nearest = None;
+            let mut nearest = Forwarded::No;
             for entry in entries.iter().rev() {
-                let found = address(entry)?;
-                if !trusted(&found) {
-                    return Some(found);
+                match read(entry) {
+                    Forwarded::Client(found) if trusted(&found) => {
+                        nearest = Forwarded::Client(found)
+                    }
+                    other => return other,
                 }
-                nearest = Some(found);
             }
             // Every hop is trusted: the farthest one is as near the client as can be told.
             nearest
@@ -173,8 +197,12 @@ fn forwarded_client(proxies: &TrustedProxies, peer: IpAddr, headers: &HeaderMap)
     }
 }
 
-/// An entry of `X-Forwarded-For`: an address, `address:port` or `[v6 address]:port`.
+/// An entry of `X-Forwarded-For`: an address, `address:port`, `[v6 address]` or
+/// `[v6 address]:port`, a v6 address's zone (`%eth0`) left out.
 fn address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim_start_matches('[');
+    let entry = entry.split_once(']').map_or(entry, |(inside, _)| inside);
+    let entry = entry.split_once('%').map_or(entry, |(address, _)| address);
     entry
         .parse::<IpAddr>()
         .or_else(|_| entry.parse::<SocketAddr>().map(|socket| socket.ip()))
@@ -308,36 +336,54 @@ mod tests {
     fn the_client_is_the_entry_the_trusted_hops_appended_whatever_the_client_sent() {
         let peer = ip("10.0.0.5");
         let one = hops(1);
+        let client = |proxies: &TrustedProxies, lines: &[&str]| {
+            forwarded_client(proxies, peer, &headers(lines))
+        };
         // The balancer appended the address it saw to what the client sent.
-        let client = forwarded_client(
-            &one,
-            peer,
-            &headers(&["127.0.0.1, 198.51.100.1, 203.0.113.9"]),
+        assert_eq!(
+            client(&one, &["127.0.0.1, 198.51.100.1, 203.0.113.9"]),
+            Forwarded::Client(ip("203.0.113.9"))
         );
-        assert_eq!(client, Some(ip("203.0.113.9")));
         // A balancer that adds its own line: the lines are one list, in order.
-        let client = forwarded_client(&one, peer, &headers(&["127.0.0.1", "203.0.113.9"]));
-        assert_eq!(client, Some(ip("203.0.113.9")));
-        // Two proxies: a CDN, then the balancer.
-        let client = forwarded_client(
-            &hops(2),
-            peer,
-            &headers(&["6.6.6.6, 203.0.113.9, 192.0.2.1"]),
+        assert_eq!(
+            client(&one, &["127.0.0.1", "203.0.113.9"]),
+            Forwarded::Client(ip("203.0.113.9"))
         );
-        assert_eq!(client, Some(ip("203.0.113.9")));
-        // Addresses with ports, as some balancers write them.
-        for entry in ["203.0.113.9:51234", "[2001:db8::7]:443", "2001:db8::7"] {
-            assert!(
-                forwarded_client(&one, peer, &headers(&[entry])).is_some(),
+        // Two proxies: a CDN, then the balancer.
+        assert_eq!(
+            client(&hops(2), &["6.6.6.6, 203.0.113.9, 192.0.2.1"]),
+            Forwarded::Client(ip("203.0.113.9"))
+        );
+        // Addresses with ports or zones, as some balancers write them.
+        for (entry, expected) in [
+            ("203.0.113.9:51234", "203.0.113.9"),
+            ("[2001:db8::7]:443", "2001:db8::7"),
+            ("[2001:db8::7]", "2001:db8::7"),
+            ("2001:db8::7", "2001:db8::7"),
+            ("fe80::1%eth0", "fe80::1"),
+        ] {
+            assert_eq!(
+                client(&one, &[entry]),
+                Forwarded::Client(ip(expected)),
                 "{entry}"
             );
         }
-        // Nothing to go by, or junk where the proxy writes: the peer.
-        assert_eq!(forwarded_client(&one, peer, &headers(&[])), None);
-        assert_eq!(forwarded_client(&one, peer, &headers(&["unknown"])), None);
+        // Nothing to go by: the peer. Junk where the proxy writes: the peer, not exempt.
+        assert_eq!(client(&one, &[]), Forwarded::No);
+        assert_eq!(client(&one, &[""]), Forwarded::Unreadable);
+        assert_eq!(client(&one, &[" , "]), Forwarded::Unreadable);
+        for junk in [
+            "unknown",
+            "localhost",
+            "0203.0.0113.077",
+            "3405803853",
+            "_hidden",
+        ] {
+            assert_eq!(client(&one, &[junk]), Forwarded::Unreadable, "{junk}");
+        }
         assert_eq!(
-            forwarded_client(&TrustedProxies::None, peer, &headers(&["203.0.113.9"])),
-            None
+            client(&TrustedProxies::None, &["203.0.113.9"]),
+            Forwarded::No
         );
     }
 
@@ -347,14 +393,21 @@ mod tests {
         let via = headers(&["6.6.6.6, 203.0.113.9, 10.1.2.3"]);
         assert_eq!(
             forwarded_client(&proxies, ip("192.0.2.1"), &via),
-            Some(ip("203.0.113.9"))
+            Forwarded::Client(ip("203.0.113.9"))
         );
         // A client connecting directly says what it likes: not believed.
-        assert_eq!(forwarded_client(&proxies, ip("198.51.100.1"), &via), None);
-        // Every hop trusted: the farthest.
+        assert_eq!(
+            forwarded_client(&proxies, ip("198.51.100.1"), &via),
+            Forwarded::No
+        );
+        // Every hop trusted: the farthest; junk before a trusted hop: unreadable.
         assert_eq!(
             forwarded_client(&proxies, ip("10.0.0.1"), &headers(&["10.9.9.9"])),
-            Some(ip("10.9.9.9"))
+            Forwarded::Client(ip("10.9.9.9"))
+        );
+        assert_eq!(
+            forwarded_client(&proxies, ip("10.0.0.1"), &headers(&["junk, 10.9.9.9"])),
+            Forwarded::Unreadable
         );
     }
 

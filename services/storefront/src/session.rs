@@ -3,6 +3,11 @@
 //! state lives on the server, so any replica can serve any request. A cookie whose signature
 //! does not verify is ignored and the visitor starts a fresh session.
 //!
+//! The cart id is chosen with the session, before any cart exists; the first add creates the
+//! cart at that id. So every request of one session names one cart: when a session's first
+//! adds arrived at once, each used to make a cart of its own and answer 200 with its own
+//! cookie, and all but the one the client kept were lost.
+//!
 //! A session lasts `--session-lifetime-secs` from its last use: the issue time is part of the
 //! signed value, a cookie older than the lifetime is refused (the visitor starts afresh), and a
 //! session in use is issued again, at most once a minute, so a shopper who keeps coming back
@@ -44,7 +49,8 @@ pub const MIN_KEY_BYTES: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub customer_id: String,
-    pub cart_id: Option<String>,
+    /// The session's cart, which exists from the first add on.
+    pub cart_id: String,
     pub csrf: String,
     /// When the cookie was issued, in Unix seconds.
     pub issued: i64,
@@ -54,7 +60,7 @@ impl Session {
     fn fresh(now: OffsetDateTime) -> Self {
         Self {
             customer_id: id::new_id(),
-            cart_id: None,
+            cart_id: id::new_id(),
             csrf: id::new_id(),
             issued: now.unix_timestamp(),
         }
@@ -65,34 +71,30 @@ impl Session {
     fn encode(&self) -> String {
         format!(
             "{}.{}.{}.{}",
-            self.customer_id,
-            self.cart_id.as_deref().unwrap_or("-"),
-            self.csrf,
-            self.issued
+            self.customer_id, self.cart_id, self.csrf, self.issued
         )
     }
 
-    /// The session a signed value holds. A value without an issue time (a cookie from before
-    /// sessions expired) holds none.
+    /// The session a signed value holds. A value without an issue time or a cart id (a cookie
+    /// from before sessions expired) holds none.
     fn decode(value: &str) -> Option<Self> {
         let mut parts = value.split('.');
         let (customer, cart, csrf, issued) =
             (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || !id::is_valid(customer) || !id::is_valid(csrf) {
+        if parts.next().is_some()
+            || !id::is_valid(customer)
+            || !id::is_valid(cart)
+            || !id::is_valid(csrf)
+        {
             return None;
         }
-        let cart_id = match cart {
-            "-" => None,
-            cart if id::is_valid(cart) => Some(cart.to_owned()),
-            _ => return None,
-        };
         let issued = issued
             .parse::<i64>()
             .ok()
             .filter(|at| *at >= 0 && issued.bytes().all(|b| b.is_ascii_digit()))?;
         Some(Self {
             customer_id: customer.to_owned(),
-            cart_id,
+            cart_id: cart.to_owned(),
             csrf: csrf.to_owned(),
             issued,
         })
@@ -196,7 +198,7 @@ impl Visitor {
         self.0.borrow().session.customer_id.clone()
     }
 
-    pub fn cart_id(&self) -> Option<String> {
+    pub fn cart_id(&self) -> String {
         self.0.borrow().session.cart_id.clone()
     }
 
@@ -207,14 +209,6 @@ impl Visitor {
     /// Whether the visitor arrived without a valid session cookie.
     pub fn is_fresh(&self) -> bool {
         self.0.borrow().fresh
-    }
-
-    pub fn set_cart(&self, cart_id: Option<String>) {
-        let mut state = self.0.borrow_mut();
-        if state.session.cart_id != cart_id {
-            state.session.cart_id = cart_id;
-            state.changed = true;
-        }
     }
 
     /// Whether `token` is this session's CSRF token (compared in constant time).
@@ -328,10 +322,7 @@ mod tests {
 
     #[test]
     fn a_signed_session_reads_back() {
-        let session = Session {
-            cart_id: Some(id::new_id()),
-            ..Session::fresh(now())
-        };
+        let session = Session::fresh(now());
         let cookie = key().cookie(&session, false).expect("cookie");
         assert!(cookie.http_only().unwrap_or(false));
         assert_eq!(cookie.same_site(), Some(SameSite::Lax));
@@ -359,16 +350,24 @@ mod tests {
             None,
             "issued in the future"
         );
-        // The form before sessions expired: signed, but no issue time.
+        // The form before sessions expired: signed, but no issue time (and no cart yet).
         let old = format!("{}.-.{}", session.customer_id, session.csrf);
         let mut jar = CookieJar::new();
         jar.signed_mut(&key.key).add(Cookie::new(COOKIE, old));
         let signed = jar.get(COOKIE).cloned().expect("cookie");
         assert_eq!(key.read(&request_with(&signed), now()), None);
         for bad in ["+5", "-1", "x", ""] {
-            let value = format!("{}.-.{}.{bad}", session.customer_id, session.csrf);
+            let value = format!(
+                "{}.{}.{}.{bad}",
+                session.customer_id, session.cart_id, session.csrf
+            );
             assert_eq!(Session::decode(&value), None, "{bad}");
         }
+        let no_cart = format!(
+            "{}.-.{}.{}",
+            session.customer_id, session.csrf, session.issued
+        );
+        assert_eq!(Session::decode(&no_cart), None);
     }
 
     #[test]

@@ -228,17 +228,11 @@ impl Shop {
         })
     }
 
-    /// The visitor's cart, if they have one that still exists.
+    /// The visitor's cart, once their first add made it (and until it expires).
     pub async fn cart(&self, visitor: &Visitor) -> Result<Option<Cart>, ClientError> {
-        let Some(id) = visitor.cart_id() else {
-            return Ok(None);
-        };
-        match self.carts.cart(&id).await {
+        match self.carts.cart(&visitor.cart_id()).await {
             Ok(cart) => Ok(Some(cart)),
-            Err(error) if error.is_not_found() => {
-                visitor.set_cart(None);
-                Ok(None)
-            }
+            Err(error) if error.is_not_found() => Ok(None),
             Err(error) => Err(error),
         }
     }
@@ -251,9 +245,6 @@ impl Shop {
 
     /// Units in the visitor's cart, 0 when it cannot be read (for the header's badge).
     pub async fn cart_count(&self, visitor: &Visitor) -> i64 {
-        if visitor.cart_id().is_none() {
-            return 0;
-        }
         self.cart(visitor)
             .await
             .ok()
@@ -261,8 +252,9 @@ impl Shop {
             .map_or(0, |c| c.item_count)
     }
 
-    /// Adds units of a product, making the visitor a cart first if they have none (or theirs
-    /// expired).
+    /// Adds units of a product, making the session's cart first if it has none yet (or it
+    /// expired). The cart is made at the session's cart id, which is idempotent: adds that
+    /// arrive at once all land in the one cart.
     pub async fn add(
         &self,
         visitor: &Visitor,
@@ -273,16 +265,15 @@ impl Shop {
             product_id: product_id.to_owned(),
             quantity,
         };
-        if let Some(id) = visitor.cart_id() {
-            match self.carts.add_line(&id, &line).await {
-                Err(error) if error.code() == Some("cart_not_found") => {}
-                outcome => return self.noting_shortage(outcome).await,
+        let id = visitor.cart_id();
+        match self.carts.add_line(&id, &line).await {
+            Err(error) if error.code() == Some("cart_not_found") => {
+                self.carts.open(&id).await?;
+                let outcome = self.carts.add_line(&id, &line).await;
+                self.noting_shortage(outcome).await
             }
+            outcome => self.noting_shortage(outcome).await,
         }
-        let cart = self.carts.create().await?;
-        visitor.set_cart(Some(cart.id.clone()));
-        let outcome = self.carts.add_line(&cart.id, &line).await;
-        self.noting_shortage(outcome).await
     }
 
     /// Forgets the stock the cart service just said is short, so the page shown with its
@@ -312,12 +303,10 @@ impl Shop {
         if quantity == 0 {
             return self.remove(visitor, product_id).await;
         }
-        let Some(id) = visitor.cart_id() else {
-            return Ok(None);
-        };
-        self.forget_missing(
-            visitor,
-            self.carts.set_quantity(&id, product_id, quantity).await,
+        no_cart_is_none(
+            self.carts
+                .set_quantity(&visitor.cart_id(), product_id, quantity)
+                .await,
         )
     }
 
@@ -326,28 +315,19 @@ impl Shop {
         visitor: &Visitor,
         product_id: &str,
     ) -> Result<Option<Cart>, ClientError> {
-        let Some(id) = visitor.cart_id() else {
-            return Ok(None);
-        };
-        match self.carts.remove_line(&id, product_id).await {
+        match self.carts.remove_line(&visitor.cart_id(), product_id).await {
             // Removing what is not there leaves the cart as the visitor wants it.
             Err(error) if error.code() == Some("line_not_found") => self.cart(visitor).await,
-            outcome => self.forget_missing(visitor, outcome),
+            outcome => no_cart_is_none(outcome),
         }
     }
+}
 
-    fn forget_missing(
-        &self,
-        visitor: &Visitor,
-        outcome: Result<Cart, ClientError>,
-    ) -> Result<Option<Cart>, ClientError> {
-        match outcome {
-            Ok(cart) => Ok(Some(cart)),
-            Err(error) if error.code() == Some("cart_not_found") => {
-                visitor.set_cart(None);
-                Ok(None)
-            }
-            Err(error) => Err(error),
-        }
+/// A change of a cart that does not exist (yet, or any more) is a change of no cart.
+fn no_cart_is_none(outcome: Result<Cart, ClientError>) -> Result<Option<Cart>, ClientError> {
+    match outcome {
+        Ok(cart) => Ok(Some(cart)),
+        Err(error) if error.code() == Some("cart_not_found") => Ok(None),
+        Err(error) => Err(error),
     }
 }

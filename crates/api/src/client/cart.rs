@@ -35,6 +35,20 @@ impl CartClient {
         Ok(cart)
     }
 
+    /// The cart at `id`, made empty there if there is none (or it expired). Retried safely:
+    /// the id makes it idempotent, so callers that choose the id (the storefront, with its
+    /// session) get one cart however many ask at once.
+    pub async fn open(&self, id: &str) -> Result<Cart, ClientError> {
+        let path = format!("/v1/carts/{}", segment(id));
+        let (_, cart) = self
+            .endpoint
+            .call(Idempotent::Yes, || {
+                self.endpoint.request(Method::PUT, &path)
+            })
+            .await?;
+        Ok(cart)
+    }
+
     pub async fn cart(&self, id: &str) -> Result<Cart, ClientError> {
         let path = format!("/v1/carts/{}", segment(id));
         let (_, cart) = self

@@ -1,4 +1,7 @@
-//! `/v1/carts`: a cart is reached by its unguessable id alone, like a bearer token.
+//! `/v1/carts`: a cart is reached by its unguessable id, like a bearer token, and only by the
+//! shop's services (the gateway key): the storefront, which keeps the id in the shopper's
+//! session, and the order service. Someone who reaches this service some other way (a pod in
+//! another namespace, a port-forward) and learns an id still cannot read or change the cart.
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
@@ -11,7 +14,11 @@ use crate::service::Carts;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/v1/carts").route(web::post().to(create_cart)))
-        .service(web::resource("/v1/carts/{id}").route(web::get().to(get_cart)))
+        .service(
+            web::resource("/v1/carts/{id}")
+                .route(web::get().to(get_cart))
+                .route(web::put().to(open_cart)),
+        )
         .service(
             web::resource("/v1/carts/{id}/lines")
                 .route(web::post().to(add_cart_line))
@@ -36,13 +43,44 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Start an empty cart.
 #[utoipa::path(
     post, path = "/v1/carts", tag = "carts",
-    responses((status = 201, description = "Created", body = Cart))
+    responses(
+        (status = 201, description = "Created", body = Cart),
+        (status = 401, description = "Not called by one of the shop's services (`gateway_required`)", body = Problem, content_type = "application/problem+json"),
+    )
 )]
-pub async fn create_cart(carts: web::Data<Carts>) -> Result<HttpResponse, CartError> {
+pub async fn create_cart(
+    _gateway: Gateway,
+    carts: web::Data<Carts>,
+) -> Result<HttpResponse, CartError> {
     let cart = carts.create().await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/carts/{}", cart.id)))
         .json(cart))
+}
+
+/// The cart at this id, made empty if there is none (or it expired). For callers that choose the
+/// id (the storefront, with the session): any number of them at once get the one cart.
+#[utoipa::path(
+    put, path = "/v1/carts/{id}", tag = "carts",
+    params(("id" = String, Path)),
+    responses(
+        (status = 401, description = "Not called by one of the shop's services (`gateway_required`)", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Made", body = Cart),
+        (status = 200, description = "There already", body = Cart),
+        (status = 422, description = "Not a cart id", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn open_cart(
+    _gateway: Gateway,
+    carts: web::Data<Carts>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, CartError> {
+    let (cart, made) = carts.open(&id).await?;
+    Ok(if made {
+        HttpResponse::Created().json(cart)
+    } else {
+        HttpResponse::Ok().json(cart)
+    })
 }
 
 /// The cart with its lines and subtotal.
@@ -50,11 +88,13 @@ pub async fn create_cart(carts: web::Data<Carts>) -> Result<HttpResponse, CartEr
     get, path = "/v1/carts/{id}", tag = "carts",
     params(("id" = String, Path)),
     responses(
+        (status = 401, description = "Not called by one of the shop's services (`gateway_required`)", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The cart", body = Cart),
         (status = 404, description = "No such cart (or it expired)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_cart(
+    _gateway: Gateway,
     carts: web::Data<Carts>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, CartError> {
@@ -68,6 +108,7 @@ pub async fn get_cart(
     params(("id" = String, Path)),
     request_body = AddCartLine,
     responses(
+        (status = 401, description = "Not called by one of the shop's services (`gateway_required`)", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The cart", body = Cart),
         (status = 404, description = "No such cart", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not enough stock", body = Problem, content_type = "application/problem+json"),
@@ -75,6 +116,7 @@ pub async fn get_cart(
     )
 )]
 pub async fn add_cart_line(
+    _gateway: Gateway,
     carts: web::Data<Carts>,
     id: web::Path<String>,
     body: web::Json<AddCartLine>,
@@ -88,6 +130,7 @@ pub async fn add_cart_line(
     params(("id" = String, Path), ("product_id" = String, Path)),
     request_body = SetQuantity,
     responses(
+        (status = 401, description = "Not called by one of the shop's services (`gateway_required`)", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The cart", body = Cart),
         (status = 404, description = "No such cart or line", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not enough stock", body = Problem, content_type = "application/problem+json"),
@@ -95,6 +138,7 @@ pub async fn add_cart_line(
     )
 )]
 pub async fn set_cart_line_quantity(
+    _gateway: Gateway,
     carts: web::Data<Carts>,
     path: web::Path<(String, String)>,
     body: web::Json<SetQuantity>,
@@ -108,11 +152,13 @@ pub async fn set_cart_line_quantity(
     delete, path = "/v1/carts/{id}/lines/{product_id}", tag = "carts",
     params(("id" = String, Path), ("product_id" = String, Path)),
     responses(
+        (status = 401, description = "Not called by one of the shop's services (`gateway_required`)", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The cart", body = Cart),
         (status = 404, description = "No such cart or line", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn remove_cart_line(
+    _gateway: Gateway,
     carts: web::Data<Carts>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, CartError> {
@@ -125,11 +171,13 @@ pub async fn remove_cart_line(
     delete, path = "/v1/carts/{id}/lines", tag = "carts",
     params(("id" = String, Path)),
     responses(
+        (status = 401, description = "Not called by one of the shop's services (`gateway_required`)", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The empty cart", body = Cart),
         (status = 404, description = "No such cart", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn clear_cart(
+    _gateway: Gateway,
     carts: web::Data<Carts>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, CartError> {
@@ -144,8 +192,8 @@ pub async fn clear_cart(
     params(("id" = String, Path)),
     request_body = ClaimCart,
     responses(
+        (status = 401, description = "Not called by one of the shop's services (`gateway_required`)", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The cart, claimed by the order", body = Cart),
-        (status = 401, description = "Not called by one of the shop's services", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such cart", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Another order holds the cart (`cart_in_checkout`, its `order_id`), the cart changed (`cart_changed`, `current_version`), or it is busy (`cart_busy`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not an order id", body = Problem, content_type = "application/problem+json"),
@@ -166,8 +214,8 @@ pub async fn claim_cart(
     post, path = "/v1/carts/{id}/checkout/{order_id}/complete", tag = "checkout",
     params(("id" = String, Path), ("order_id" = String, Path)),
     responses(
+        (status = 401, description = "Not called by one of the shop's services (`gateway_required`)", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The cart after the order", body = Cart),
-        (status = 401, description = "Not called by one of the shop's services", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such cart", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The cart is busy (`cart_busy`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not an order id", body = Problem, content_type = "application/problem+json"),
@@ -188,8 +236,8 @@ pub async fn complete_checkout(
     delete, path = "/v1/carts/{id}/checkout/{order_id}", tag = "checkout",
     params(("id" = String, Path), ("order_id" = String, Path)),
     responses(
+        (status = 401, description = "Not called by one of the shop's services (`gateway_required`)", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The cart, no longer claimed by the order", body = Cart),
-        (status = 401, description = "Not called by one of the shop's services", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such cart", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The cart is busy (`cart_busy`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not an order id", body = Problem, content_type = "application/problem+json"),

@@ -11,6 +11,7 @@ use utoipa::OpenApi;
     info(title = "Emporium cart", description = "Carts under unguessable ids."),
     paths(
         super::carts::create_cart,
+        super::carts::open_cart,
         super::carts::get_cart,
         super::carts::add_cart_line,
         super::carts::set_cart_line_quantity,

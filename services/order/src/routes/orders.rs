@@ -63,13 +63,17 @@ pub async fn place_order(
     request: HttpRequest,
     body: web::Json<PlaceOrder>,
 ) -> Result<HttpResponse, OrderError> {
-    let placement = orders
-        .place(
-            customer(&request)?,
-            header(&request, IDEMPOTENCY_HEADER),
-            &body,
-        )
-        .await?;
+    let customer = customer(&request)?;
+    // A key that is there but not text is a bad key, not a missing one.
+    let key = match request.headers().get(IDEMPOTENCY_HEADER) {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| OrderError::InvalidIdempotencyKey)?,
+        ),
+        None => None,
+    };
+    let placement = orders.place(customer, key, &body).await?;
     let order = placement.order;
     match order.status {
         OrderStatus::Confirmed if placement.replayed => Ok(HttpResponse::Ok().json(order)),

@@ -214,9 +214,7 @@ async fn place(
 ) -> Result<HttpResponse, PageError> {
     check_form(&request, &visitor, &form.csrf)?;
     let mut form = form.into_inner();
-    let Some(cart) = filled_cart(&shop, &visitor).await? else {
-        return Ok(see_other("/cart?notice=empty"));
-    };
+    let cart = filled_cart(&shop, &visitor).await?;
     if !id::is_valid(&form.idempotency_key) {
         form.idempotency_key = id::new_id();
     }
@@ -233,6 +231,24 @@ async fn place(
         &mut errors,
         "enter the year with four digits",
     );
+    let Some(cart) = cart else {
+        // Sent again after it went through (a reload, the form's second tab): its key names
+        // the order it placed, which the order service answers with; a new key finds nothing
+        // to buy and writes nothing.
+        if errors.is_empty()
+            && let Ok((_, order)) = shop
+                .orders
+                .place(
+                    &visitor.customer_id(),
+                    &form.idempotency_key,
+                    &placement(&form, visitor.cart_id(), expiry_month, expiry_year),
+                )
+                .await
+        {
+            return Ok(see_other(&format!("/orders/{}?placed=1", order.id)));
+        }
+        return Ok(see_other("/cart?notice=empty"));
+    };
     if !errors.is_empty() {
         let page = checkout_page(
             &shop,
@@ -244,27 +260,7 @@ async fn place(
         );
         return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
     }
-    let order = PlaceOrder {
-        cart_id: cart.id.clone(),
-        customer: CustomerDetails {
-            name: form.name.trim().to_owned(),
-            email: form.email.trim().to_owned(),
-            address: Address {
-                line1: form.line1.trim().to_owned(),
-                line2: optional(&form.line2),
-                city: form.city.trim().to_owned(),
-                region: optional(&form.region),
-                postal_code: form.postal_code.trim().to_owned(),
-                country: form.country.trim().to_ascii_uppercase(),
-            },
-        },
-        payment: PaymentCard {
-            number: form.card_number.trim().to_owned(),
-            expiry_month,
-            expiry_year,
-            cvc: form.cvc.trim().to_owned(),
-        },
-    };
+    let order = placement(&form, cart.id.clone(), expiry_month, expiry_year);
     let outcome = shop
         .orders
         .place(&visitor.customer_id(), &form.idempotency_key, &order)
@@ -295,6 +291,36 @@ async fn place(
         );
     }
     Ok(response)
+}
+
+/// The order a checkout form asks for, of the cart `cart_id`.
+fn placement(
+    form: &CheckoutForm,
+    cart_id: String,
+    expiry_month: u32,
+    expiry_year: u32,
+) -> PlaceOrder {
+    PlaceOrder {
+        cart_id,
+        customer: CustomerDetails {
+            name: form.name.trim().to_owned(),
+            email: form.email.trim().to_owned(),
+            address: Address {
+                line1: form.line1.trim().to_owned(),
+                line2: optional(&form.line2),
+                city: form.city.trim().to_owned(),
+                region: optional(&form.region),
+                postal_code: form.postal_code.trim().to_owned(),
+                country: form.country.trim().to_ascii_uppercase(),
+            },
+        },
+        payment: PaymentCard {
+            number: form.card_number.trim().to_owned(),
+            expiry_month,
+            expiry_year,
+            cvc: form.cvc.trim().to_owned(),
+        },
+    }
 }
 
 enum Failure {
