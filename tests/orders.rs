@@ -785,6 +785,14 @@ async fn customer_requests_without_the_gateway_key_are_refused_and_write_nothing
             .await
             .expect("send");
         problem(placed, 401, "gateway_required").await;
+        // Refused before the body is looked at: a stranger learns nothing of its rules.
+        let malformed = with_key(outsider.post(&url))
+            .header("content-type", "text/plain")
+            .body("{")
+            .send()
+            .await
+            .expect("send");
+        problem(malformed, 401, "gateway_required").await;
         let listed = with_key(outsider.get(&url))
             .header("x-customer-id", &buyer)
             .send()
@@ -931,6 +939,19 @@ async fn a_line_added_while_the_checkout_runs_stays_in_the_cart(backend: Backend
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        // Taking out what is being bought is refused: the order charges it.
+        let removed = shop
+            .http
+            .delete(format!(
+                "{}/v1/carts/{}/lines/{}",
+                shop.url(Service::Cart),
+                cart.id,
+                tent.id
+            ))
+            .send()
+            .await
+            .expect("send");
+        problem(removed, 409, "cart_in_checkout").await;
         // Another product, and one more of the one being bought, both answered 200.
         shop.add_to_cart(&cart.id, &lamp.id, 1).await;
         shop.add_to_cart(&cart.id, &tent.id, 1).await

@@ -47,6 +47,8 @@ pub struct CartLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddCartLine {
+    /// A product's id: 26 characters of `0-9 a-z` without `i l o u`.
+    #[schema(pattern = "^[0-9a-hjkmnp-tv-z]{26}$")]
     pub product_id: String,
     /// At least 1; at most the shop's limit per product, counting what the line has.
     #[schema(minimum = 1)]
@@ -68,6 +70,7 @@ pub struct SetQuantity {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimCart {
+    #[schema(pattern = "^[0-9a-hjkmnp-tv-z]{26}$")]
     pub order_id: String,
     pub version: u64,
 }

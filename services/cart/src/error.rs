@@ -98,7 +98,9 @@ impl CartError {
                 "cart_in_checkout",
                 "The cart is being checked out",
             )
-            .with_detail("another checkout of this cart is under way; see its order")
+            .with_detail(
+                "an order is checking this cart out: no other checkout, and nothing it buys taken out, until it ends",
+            )
             .with_extension("order_id", order_id.clone()),
             Self::Changed { current_version } => {
                 Problem::new(StatusCode::CONFLICT, "cart_changed", "The cart changed")

@@ -7,8 +7,9 @@
 //! A checkout claims its cart (`claim`): on the condition that the cart is still at the version
 //! the order priced and no other order holds it, the cart records the order and the units it
 //! buys. A second checkout of the cart is refused while the claim lasts, so one cart is never
-//! paid for twice. The order then either completes the claim, which takes exactly the claimed
-//! units out of the cart (lines added meanwhile stay), or releases it, which leaves the lines.
+//! paid for twice, and so is taking out units the order is buying (adding and raising are
+//! fine). The order then either completes the claim, which takes exactly the claimed units out
+//! of the cart (what was added meanwhile stays), or releases it, which leaves the lines.
 //! Both are idempotent: they act only while that order holds the claim.
 //!
 //! Adding or raising a line checks the product against the catalog (it must exist; its current
@@ -338,6 +339,7 @@ impl Carts {
             if quantity > line.quantity {
                 check_stock(&line.sku, quantity, available)?;
             }
+            keeps_what_is_bought(cart, product_id, quantity)?;
             line.quantity = quantity;
             line.line_total = line_total(&line.unit_price, quantity)?;
             Ok(Draft::lines(cart, lines))
@@ -350,6 +352,7 @@ impl Carts {
             if !cart.lines.iter().any(|line| line.product_id == product_id) {
                 return Err(CartError::LineNotFound);
             }
+            keeps_what_is_bought(cart, product_id, 0)?;
             let lines = cart
                 .lines
                 .iter()
@@ -363,8 +366,13 @@ impl Carts {
 
     /// Empties the cart. Emptying an empty cart changes nothing.
     pub async fn clear(&self, id: &str) -> Result<Cart, CartError> {
-        self.change(id, |cart| Ok(Draft::lines(cart, Vec::new())))
-            .await
+        self.change(id, |cart| {
+            if let Some(held) = cart.checkout.as_ref().filter(|held| !held.lines.is_empty()) {
+                return Err(CartError::InCheckout(held.order_id.clone()));
+            }
+            Ok(Draft::lines(cart, Vec::new()))
+        })
+        .await
     }
 
     /// Claims the cart for `order_id`'s checkout, if it is still at `version` (the one the
@@ -522,6 +530,29 @@ impl Carts {
         );
         Err(CartError::Busy)
     }
+}
+
+/// Refuses to leave fewer than `quantity` units of a product an order is checking out: the
+/// order charges what it claimed, so a removal answered 200 while it runs would be a removal
+/// the shopper is charged for anyway. More (an add, a raise) is fine: what comes after stays.
+fn keeps_what_is_bought(
+    cart: &StoredCart,
+    product_id: &str,
+    quantity: i64,
+) -> Result<(), CartError> {
+    let Some(held) = &cart.checkout else {
+        return Ok(());
+    };
+    let bought: i64 = held
+        .lines
+        .iter()
+        .filter(|line| line.product_id == product_id)
+        .map(|line| line.quantity)
+        .sum();
+    if quantity < bought {
+        return Err(CartError::InCheckout(held.order_id.clone()));
+    }
+    Ok(())
 }
 
 fn check_order_id(order_id: &str) -> Result<(), CartError> {

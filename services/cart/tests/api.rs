@@ -796,7 +796,7 @@ async fn completing_a_checkout_takes_out_what_it_bought_and_keeps_what_came_afte
         shop.claim(&cart.id, &order, before.version).await.status(),
         StatusCode::OK
     );
-    // While the checkout runs, the shopper raises a line, adds one and removes one.
+    // While the checkout runs, the shopper raises a line and adds one...
     assert_eq!(
         shop.add(&cart.id, &mug.id, 1).await.status(),
         StatusCode::OK
@@ -805,15 +805,45 @@ async fn completing_a_checkout_takes_out_what_it_bought_and_keeps_what_came_afte
         shop.add(&cart.id, &pot.id, 1).await.status(),
         StatusCode::OK
     );
+    let set = |product: &str, quantity: i64| {
+        shop.request(
+            Method::PUT,
+            &format!("/v1/carts/{}/lines/{product}", cart.id),
+        )
+        .json(&json!({ "quantity": quantity }))
+        .send()
+    };
     assert_eq!(
+        set(&mug.id, 3).await.expect("send").status(),
+        StatusCode::OK
+    );
+    // ...but cannot take out what the order is buying (it is charged for it): not the lid,
+    // not below the two mugs, not everything at once. What came after may go.
+    let held = |response: reqwest::Response| expect_problem(response, 409, "cart_in_checkout");
+    held(
         shop.request(
             Method::DELETE,
-            &format!("/v1/carts/{}/lines/{}", cart.id, lid.id)
+            &format!("/v1/carts/{}/lines/{}", cart.id, lid.id),
         )
         .send()
         .await
-        .expect("send")
-        .status(),
+        .expect("send"),
+    )
+    .await;
+    held(set(&mug.id, 1).await.expect("send")).await;
+    held(
+        shop.request(Method::DELETE, &format!("/v1/carts/{}/lines", cart.id))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(
+        set(&mug.id, 2).await.expect("send").status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        set(&mug.id, 3).await.expect("send").status(),
         StatusCode::OK
     );
     let after: Cart = shop
@@ -829,7 +859,7 @@ async fn completing_a_checkout_takes_out_what_it_bought_and_keeps_what_came_afte
         "two mugs and the lid were bought; the third mug and the pot came after"
     );
     assert_eq!(after.subtotal.amount, 800 + 2500);
-    // Done once: completing again takes nothing more.
+    // Done once: completing again takes nothing more; now anything may go.
     let again: Cart = shop
         .complete(&cart.id, &order)
         .await
@@ -838,6 +868,14 @@ async fn completing_a_checkout_takes_out_what_it_bought_and_keeps_what_came_afte
         .expect("cart");
     assert_eq!(quantities(&again), quantities(&after));
     assert_eq!(again.version, after.version);
+    assert_eq!(
+        shop.request(Method::DELETE, &format!("/v1/carts/{}/lines", cart.id))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

@@ -54,6 +54,9 @@ pub struct Session {
     pub csrf: String,
     /// When the cookie was issued, in Unix seconds.
     pub issued: i64,
+    /// Whether the cart has been made, so far as this copy of the session knows: until then, a
+    /// page's cart badge needs no call to the cart service.
+    pub cart_made: bool,
 }
 
 impl Session {
@@ -63,15 +66,20 @@ impl Session {
             cart_id: id::new_id(),
             csrf: id::new_id(),
             issued: now.unix_timestamp(),
+            cart_made: false,
         }
     }
 
-    /// `customer.cart.csrf.issued`: ids are base32 and the time is digits, so the value needs
-    /// no quoting in a cookie.
+    /// `customer.cart.csrf.issued.made`: ids are base32, the time is digits and the cart's
+    /// state `c` (made) or `-`, so the value needs no quoting in a cookie.
     fn encode(&self) -> String {
         format!(
-            "{}.{}.{}.{}",
-            self.customer_id, self.cart_id, self.csrf, self.issued
+            "{}.{}.{}.{}.{}",
+            self.customer_id,
+            self.cart_id,
+            self.csrf,
+            self.issued,
+            if self.cart_made { "c" } else { "-" }
         )
     }
 
@@ -79,8 +87,13 @@ impl Session {
     /// from before sessions expired) holds none.
     fn decode(value: &str) -> Option<Self> {
         let mut parts = value.split('.');
-        let (customer, cart, csrf, issued) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let (customer, cart, csrf, issued, made) = (
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+        );
         if parts.next().is_some()
             || !id::is_valid(customer)
             || !id::is_valid(cart)
@@ -92,11 +105,17 @@ impl Session {
             .parse::<i64>()
             .ok()
             .filter(|at| *at >= 0 && issued.bytes().all(|b| b.is_ascii_digit()))?;
+        let cart_made = match made {
+            "c" => true,
+            "-" => false,
+            _ => return None,
+        };
         Some(Self {
             customer_id: customer.to_owned(),
             cart_id: cart.to_owned(),
             csrf: csrf.to_owned(),
             issued,
+            cart_made,
         })
     }
 
@@ -200,6 +219,20 @@ impl Visitor {
 
     pub fn cart_id(&self) -> String {
         self.0.borrow().session.cart_id.clone()
+    }
+
+    /// Whether the session's cart has been made (by its first add).
+    pub fn cart_made(&self) -> bool {
+        self.0.borrow().session.cart_made
+    }
+
+    /// Notes that the session's cart exists now; the cookie says so from this answer on.
+    pub fn set_cart_made(&self) {
+        let mut state = self.0.borrow_mut();
+        if !state.session.cart_made {
+            state.session.cart_made = true;
+            state.changed = true;
+        }
     }
 
     pub fn csrf(&self) -> String {
@@ -358,16 +391,26 @@ mod tests {
         assert_eq!(key.read(&request_with(&signed), now()), None);
         for bad in ["+5", "-1", "x", ""] {
             let value = format!(
-                "{}.{}.{}.{bad}",
+                "{}.{}.{}.{bad}.-",
                 session.customer_id, session.cart_id, session.csrf
             );
             assert_eq!(Session::decode(&value), None, "{bad}");
         }
         let no_cart = format!(
-            "{}.-.{}.{}",
+            "{}.-.{}.{}.-",
             session.customer_id, session.csrf, session.issued
         );
         assert_eq!(Session::decode(&no_cart), None);
+        let no_state = format!(
+            "{}.{}.{}.{}",
+            session.customer_id, session.cart_id, session.csrf, session.issued
+        );
+        assert_eq!(Session::decode(&no_state), None);
+        let made = Session {
+            cart_made: true,
+            ..session.clone()
+        };
+        assert_eq!(Session::decode(&made.encode()), Some(made));
     }
 
     #[test]

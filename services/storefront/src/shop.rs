@@ -228,10 +228,15 @@ impl Shop {
         })
     }
 
-    /// The visitor's cart, once their first add made it (and until it expires).
+    /// The visitor's cart, once their first add made it (and until it expires). Asked for even
+    /// when the session says it has none yet: an answer carrying an older copy of the session
+    /// may have arrived after the one that said it was made; finding it puts that right.
     pub async fn cart(&self, visitor: &Visitor) -> Result<Option<Cart>, ClientError> {
         match self.carts.cart(&visitor.cart_id()).await {
-            Ok(cart) => Ok(Some(cart)),
+            Ok(cart) => {
+                visitor.set_cart_made();
+                Ok(Some(cart))
+            }
             Err(error) if error.is_not_found() => Ok(None),
             Err(error) => Err(error),
         }
@@ -245,6 +250,10 @@ impl Shop {
 
     /// Units in the visitor's cart, 0 when it cannot be read (for the header's badge).
     pub async fn cart_count(&self, visitor: &Visitor) -> i64 {
+        // Every page shows it: a session whose cart was never made costs no call.
+        if !visitor.cart_made() {
+            return 0;
+        }
         self.cart(visitor)
             .await
             .ok()
@@ -266,14 +275,17 @@ impl Shop {
             quantity,
         };
         let id = visitor.cart_id();
-        match self.carts.add_line(&id, &line).await {
-            Err(error) if error.code() == Some("cart_not_found") => {
-                self.carts.open(&id).await?;
-                let outcome = self.carts.add_line(&id, &line).await;
-                self.noting_shortage(outcome).await
+        if visitor.cart_made() {
+            match self.carts.add_line(&id, &line).await {
+                // Expired: made again below, at the same id.
+                Err(error) if error.code() == Some("cart_not_found") => {}
+                outcome => return self.noting_shortage(outcome).await,
             }
-            outcome => self.noting_shortage(outcome).await,
         }
+        self.carts.open(&id).await?;
+        visitor.set_cart_made();
+        let outcome = self.carts.add_line(&id, &line).await;
+        self.noting_shortage(outcome).await
     }
 
     /// Forgets the stock the cart service just said is short, so the page shown with its

@@ -147,6 +147,8 @@ fn cart_problem(error: ClientError) -> Result<(StatusCode, Notice), PageError> {
                     "Sorry, we don’t have that many: {}.",
                     problem.detail.as_deref().unwrap_or("not enough stock")
                 ),
+                "cart_in_checkout" => "Your order is being placed with these items; they can be changed once it is through.".to_owned(),
+                "cart_busy" => "Your cart is busy with another change; please try again.".to_owned(),
                 "validation_failed" => problem.errors.first().map_or_else(
                     || problem.title.clone(),
                     |e| format!("Quantity {}.", e.message),
