@@ -400,6 +400,48 @@ mod tests {
     }
 
     #[test]
+    fn keys_never_show_in_the_settings() {
+        let keys = [
+            "admin-9f8e7d6c5b4a39281706",
+            "gateway-1a2b3c4d5e6f7a8b9c0d",
+            "session-0123456789abcdef0123456789abcdef",
+        ];
+        let cli = parse(args(&[
+            "emporium",
+            "up",
+            "--admin-key",
+            keys[0],
+            "--gateway-key",
+            keys[1],
+            "--session-key",
+            keys[2],
+        ]))
+        .expect("parse");
+        let parsed = format!("{cli:?}");
+        let Command::Up(up) = cli.command else {
+            panic!("up")
+        };
+        let settings = crate::run::Settings::from(up.services);
+        let dumps = [parsed, format!("{settings:?}"), format!("{settings:#?}")];
+        for dump in &dumps {
+            assert!(dump.contains("REDACTED"), "{dump}");
+            for key in keys {
+                assert!(!dump.contains(key), "{key} in {dump}");
+            }
+        }
+        // The keys are all there to use, just never shown.
+        use secrecy::ExposeSecret as _;
+        assert_eq!(
+            settings
+                .common
+                .admin_key
+                .as_ref()
+                .map(|k| k.expose_secret()),
+            Some(keys[0])
+        );
+    }
+
+    #[test]
     fn printed_uris_hide_passwords() {
         assert_eq!(
             redacted("redis://:secret@cache:6379/0"),

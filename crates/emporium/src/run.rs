@@ -28,6 +28,7 @@ use emporium_ports::storage::{Storage, TableDef};
 use emporium_storefront::StorefrontSettings;
 use emporium_storefront::session::SessionKey;
 use emporium_storefront::startup::{self as storefront_startup, StorefrontConfig};
+use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::demo::{self, SeedReport};
 
@@ -147,8 +148,10 @@ impl Platform {
             );
         }
         let (admin_key, admin_key_generated) = match &common.admin_key {
-            Some(key) if key.trim().is_empty() => anyhow::bail!("the admin key must not be empty"),
-            Some(key) => (key.clone(), false),
+            Some(key) if key.expose_secret().trim().is_empty() => {
+                anyhow::bail!("the admin key must not be empty")
+            }
+            Some(key) => (key.expose_secret().to_owned(), false),
             None => (emporium_platform::auth::generate_admin_key(), true),
         };
         let mut platform = Self {
@@ -158,9 +161,13 @@ impl Platform {
             admin_key_generated,
             // One process running several services makes one up for them; a lone service
             // without one configured checks nothing and sends nothing.
-            gateway_key: common.gateway_key.clone().or_else(|| {
-                (plan.services.len() > 1).then(emporium_platform::auth::generate_gateway_key)
-            }),
+            gateway_key: common
+                .gateway_key
+                .as_ref()
+                .map(|key| key.expose_secret().to_owned())
+                .or_else(|| {
+                    (plan.services.len() > 1).then(emporium_platform::auth::generate_gateway_key)
+                }),
             seeded: None,
             faults: std::collections::BTreeMap::new(),
         };
@@ -345,7 +352,7 @@ impl<'a> Starter<'a> {
     /// Timeouts of calls between services, and the gateway key they carry.
     fn client_settings(&self) -> emporium_platform::client::ClientSettings {
         emporium_platform::client::ClientSettings {
-            gateway_key: self.platform.gateway_key.clone(),
+            gateway_key: self.platform.gateway_key.as_deref().map(SecretString::from),
             ..self.common().client_settings()
         }
     }
@@ -432,7 +439,7 @@ impl<'a> Starter<'a> {
         let config = CatalogConfig {
             http: self.http(Service::Catalog),
             currency: self.common().currency.clone(),
-            admin_key: self.platform.admin_key.clone(),
+            admin_key: AdminKey::new(&self.platform.admin_key),
             cache_ttl: self.common().cache_ttl(),
             image_limit_bytes: self.settings.catalog.image_limit_bytes,
         };
@@ -457,7 +464,7 @@ impl<'a> Starter<'a> {
         let storage = self.storage(Service::Inventory).await?;
         let config = InventoryConfig {
             http: self.http(Service::Inventory),
-            admin_key: self.platform.admin_key.clone(),
+            admin_key: AdminKey::new(&self.platform.admin_key),
             reservation_ttl_secs: self.settings.inventory.reservation_ttl_secs,
             sweep_interval: Duration::from_millis(
                 self.settings.inventory.sweep_interval_ms.max(10),
@@ -532,7 +539,7 @@ impl<'a> Starter<'a> {
     async fn storefront(&mut self) -> anyhow::Result<()> {
         let settings = &self.settings.storefront;
         let session_key = match &settings.session_key {
-            Some(secret) => SessionKey::from_secret(secret.as_bytes())?,
+            Some(secret) => SessionKey::from_secret(secret.expose_secret().as_bytes())?,
             None => {
                 tracing::warn!(
                     "no session key configured (EMPORIUM_SESSION_KEY): sessions end when this process stops, and replicas cannot share them"

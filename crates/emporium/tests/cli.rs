@@ -709,6 +709,55 @@ fn up_keeps_bearer_ids_out_of_its_log_and_traces_page() {
     }
 }
 
+/// Keys given to the binary, by flag or environment, appear in no `--help`, no banner and no
+/// line of a start-up log at debug level.
+#[test]
+fn keys_given_to_the_binary_appear_in_no_help_banner_or_log() {
+    let keys = [
+        "admin-9f8e7d6c5b4a39281706",
+        "gateway-1a2b3c4d5e6f7a8b9c0d",
+        "session-0123456789abcdef0123456789abcdef",
+    ];
+    for sub in ["up", "serve"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_emporium"))
+            .args([sub, "--help"])
+            .env("EMPORIUM_ADMIN_KEY", keys[0])
+            .env("EMPORIUM_GATEWAY_KEY", keys[1])
+            .env("EMPORIUM_SESSION_KEY", keys[2])
+            .output()
+            .expect("help");
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(help.contains("EMPORIUM_ADMIN_KEY"), "{help}");
+        for key in keys {
+            assert!(!help.contains(key), "{key} in {sub} --help");
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("emporium.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let running = start_logging(
+        &dir.path().join("data"),
+        &[
+            "--admin-key",
+            keys[0],
+            "--gateway-key",
+            keys[1],
+            "--session-key",
+            keys[2],
+        ],
+        "debug",
+        log,
+    );
+    let banner = running.stdout.join("\n");
+    terminate(running);
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    assert!(text.lines().count() > 10, "a log was written:\n{text}");
+    for key in keys {
+        assert!(!banner.contains(key), "{key} in the banner:\n{banner}");
+        assert!(!text.contains(key), "{key} in the log:\n{text}");
+    }
+}
+
 /// LocalStack's ready hook, as the compose file mounts it.
 const LOCALSTACK_HOOK: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

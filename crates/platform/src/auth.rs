@@ -32,9 +32,17 @@ impl AdminKey {
         }
     }
 
+    /// Whether `presented` is the key (compared in constant time).
     pub fn verify(&self, presented: &str) -> bool {
         let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         presented.ct_eq(&self.digest).into()
+    }
+}
+
+/// Configuration gives the key as text; only its digest is kept.
+impl From<&str> for AdminKey {
+    fn from(key: &str) -> Self {
+        Self::new(key)
     }
 }
 

@@ -14,7 +14,7 @@ pub struct ClientSettings {
     pub connect_timeout: Duration,
     /// Sent on every call as `X-Emporium-Gateway`, to show the callee the call comes from one
     /// of the shop's services.
-    pub gateway_key: Option<String>,
+    pub gateway_key: Option<secrecy::SecretString>,
 }
 
 impl Default for ClientSettings {
@@ -31,7 +31,8 @@ impl Default for ClientSettings {
 pub fn build_client(settings: &ClientSettings) -> reqwest::Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(key) = &settings.gateway_key
-        && let Ok(mut value) = reqwest::header::HeaderValue::from_str(key)
+        && let Ok(mut value) =
+            reqwest::header::HeaderValue::from_str(secrecy::ExposeSecret::expose_secret(key))
     {
         value.set_sensitive(true);
         headers.insert(crate::auth::GATEWAY_HEADER, value);

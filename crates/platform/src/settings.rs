@@ -14,6 +14,13 @@ use std::time::Duration;
 
 use clap::builder::OsStr;
 use clap::{Args, Command, ValueEnum};
+use secrecy::SecretString;
+
+/// Reads a key given on the command line, in the environment or in the settings file into a
+/// secret: `Debug` shows it as `[REDACTED]`, so no settings dump, log line or panic carries it.
+pub fn secret(text: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(text))
+}
 
 /// Environment variable naming the settings file when `--config` is not given.
 pub const CONFIG_ENV: &str = "EMPORIUM_CONFIG";
@@ -72,8 +79,13 @@ pub struct CommonSettings {
     pub log_filter: String,
 
     /// Bearer key for admin endpoints. [default: a random key, printed at start]
-    #[arg(long = "admin-key", env = "EMPORIUM_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<String>,
+    #[arg(
+        long = "admin-key",
+        env = "EMPORIUM_ADMIN_KEY",
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    pub admin_key: Option<SecretString>,
 
     /// Key the services send each other (`X-Emporium-Gateway`); the order service serves a
     /// customer's orders only to callers that have it, so a request that skips the storefront
@@ -82,9 +94,10 @@ pub struct CommonSettings {
     #[arg(
         long = "gateway-key",
         env = "EMPORIUM_GATEWAY_KEY",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub gateway_key: Option<String>,
+    pub gateway_key: Option<SecretString>,
 
     /// Follow the `traceparent` of any caller, not only of the shop's services: for a service
     /// behind a proxy or gateway that starts the traces. Off, a stranger's trace context is

@@ -17,7 +17,8 @@ use crate::service::Inventory;
 #[derive(Debug, Clone)]
 pub struct InventoryConfig {
     pub http: HttpSettings,
-    pub admin_key: String,
+    /// Kept as its digest: a dump of the configuration shows nothing of it.
+    pub admin_key: AdminKey,
     pub reservation_ttl_secs: u64,
     pub sweep_interval: Duration,
 }
@@ -34,7 +35,7 @@ pub fn start(
     storage: Arc<dyn Storage>,
 ) -> std::io::Result<RunningServer> {
     let readiness = Readiness::new().critical("storage", health::storage(&storage));
-    let admin_key = web::Data::new(AdminKey::new(&config.admin_key));
+    let admin_key = web::Data::new(config.admin_key.clone());
     let metrics = Metrics::new("inventory");
     metrics.register(
         "reservations",

@@ -20,9 +20,10 @@ pub struct StorefrontSettings {
         long = "session-key",
         env = "EMPORIUM_SESSION_KEY",
         value_name = "SECRET",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = emporium_platform::settings::secret
     )]
-    pub session_key: Option<String>,
+    pub session_key: Option<secrecy::SecretString>,
 
     /// Seconds a visitor's session lasts from its last use; an older session cookie is refused
     /// and the visitor starts afresh (a new cart and an empty order history).
