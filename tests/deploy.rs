@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use emporium::services::Service;
+use emporium_ports::faulty::Port;
 use serde_norway::Value;
 
 /// Kubernetes versions every rendering is validated against.
@@ -30,6 +32,36 @@ fn tool(variable: &str) -> String {
             panic!("{variable} is not set: run the tests with scripts/test.sh (install_validators)")
         }
     }
+}
+
+/// The services of the table, by name: the manifests and the chart must deploy each.
+fn services() -> impl Iterator<Item = &'static str> {
+    Service::ALL.iter().map(|s| s.name())
+}
+
+/// Every connection the design makes, from the table of services: each service to the
+/// services it calls, to LocalStack (S3 and DynamoDB) when it has storage or blobs, to Redis
+/// when it has a cache; and the setup job to LocalStack.
+fn designed_calls() -> BTreeSet<(String, String, u64)> {
+    let mut calls = BTreeSet::new();
+    for service in Service::ALL {
+        let (name, ports) = (service.name().to_owned(), service.spec().ports);
+        for callee in service.calls() {
+            calls.insert((
+                name.clone(),
+                callee.name().to_owned(),
+                u64::from(callee.spec().port),
+            ));
+        }
+        if ports.contains(&Port::Storage) || ports.contains(&Port::Blobs) {
+            calls.insert((name.clone(), "localstack".into(), 4566));
+        }
+        if ports.contains(&Port::Cache) {
+            calls.insert((name, "redis".into(), 6379));
+        }
+    }
+    calls.insert(("setup".into(), "localstack".into(), 4566));
+    calls
 }
 
 /// Runs a command in the workspace; its output, or a panic with what it said.
@@ -228,14 +260,7 @@ fn the_chart_lints_strictly_and_renders_valid_manifests_for_each_value_set() {
             .unwrap_or_default()
             .starts_with("rediss://")
     );
-    for service in [
-        "storefront",
-        "catalog",
-        "inventory",
-        "cart",
-        "order",
-        "setup",
-    ] {
+    for service in services().chain(["setup"]) {
         let account =
             find(&aws, "ServiceAccount", &format!("emporium-{service}")).expect("account");
         assert!(
@@ -265,7 +290,7 @@ fn the_chart_lints_strictly_and_renders_valid_manifests_for_each_value_set() {
 
     // High availability: two pods at least, autoscaling to eight.
     let ha = objects(&helm_template(&["-f", &values_file("values-ha.yaml")]).expect("render"));
-    for service in ["storefront", "catalog", "inventory", "cart", "order"] {
+    for service in services() {
         let hpa = find(&ha, "HorizontalPodAutoscaler", service).expect("hpa");
         assert_eq!(hpa["spec"]["minReplicas"].as_u64(), Some(2));
         assert_eq!(hpa["spec"]["maxReplicas"].as_u64(), Some(8));
@@ -425,6 +450,56 @@ fn the_chart_and_the_kind_overlay_declare_the_same_workloads() {
     }
 }
 
+#[test]
+fn the_manifests_and_the_chart_deploy_exactly_the_table_of_services() {
+    for (source, rendered) in [
+        ("k8s/", kustomize("k8s/overlays/kind")),
+        ("helm/emporium", helm_template(&[]).expect("render")),
+    ] {
+        let objects = objects(&rendered);
+        // Every Deployment that runs the binary's `serve` is one service of the table.
+        let served: BTreeSet<String> = objects
+            .iter()
+            .filter(|o| kind_of(o) == "Deployment")
+            .filter_map(|o| {
+                let args = &o["spec"]["template"]["spec"]["containers"][0]["args"];
+                (args[0].as_str() == Some("serve")).then(|| name_of(o))
+            })
+            .collect();
+        let table: BTreeSet<String> = services().map(str::to_owned).collect();
+        assert_eq!(served, table, "{source}: the services deployed");
+        let config = &find(&objects, "ConfigMap", "emporium-config").expect("config")["data"];
+        for service in Service::ALL {
+            let (name, port) = (service.name(), u64::from(service.spec().port));
+            let container = &find(&objects, "Deployment", name).expect("deployment")["spec"]["template"]
+                ["spec"]["containers"][0];
+            assert_eq!(
+                container["args"],
+                Value::Sequence(vec!["serve".into(), name.into()]),
+                "{source}: {name} serves itself"
+            );
+            assert_eq!(
+                container["ports"][0]["containerPort"].as_u64(),
+                Some(port),
+                "{source}: {name} listens on the table's port"
+            );
+            assert_eq!(
+                service_port(&objects, name, "http"),
+                port,
+                "{source}: {name}"
+            );
+            // Its callers find it at its Service, on its port.
+            let variable = format!("EMPORIUM_{}_URL", name.to_ascii_uppercase());
+            let expected = service.is_called().then(|| format!("http://{name}:{port}"));
+            assert_eq!(
+                config[variable.as_str()].as_str().map(str::to_owned),
+                expected,
+                "{source}: {variable}"
+            );
+        }
+    }
+}
+
 /// Whether a policy peer is the metrics scraper: Prometheus's pods, of the release's namespace
 /// or of one named by labels (never of any namespace).
 fn is_scraper(peer: &Value) -> bool {
@@ -507,28 +582,7 @@ fn allowed_calls(objects: &[Value]) -> BTreeSet<(String, String, u64)> {
 
 #[test]
 fn network_policies_allow_exactly_the_calls_the_design_makes() {
-    let design: BTreeSet<(String, String, u64)> = [
-        ("storefront", "catalog", 8081),
-        ("storefront", "inventory", 8082),
-        ("storefront", "cart", 8083),
-        ("storefront", "order", 8084),
-        ("cart", "catalog", 8081),
-        ("cart", "inventory", 8082),
-        ("order", "catalog", 8081),
-        ("order", "inventory", 8082),
-        ("order", "cart", 8083),
-        ("storefront", "localstack", 4566),
-        ("catalog", "localstack", 4566),
-        ("inventory", "localstack", 4566),
-        ("cart", "localstack", 4566),
-        ("order", "localstack", 4566),
-        ("setup", "localstack", 4566),
-        ("catalog", "redis", 6379),
-        ("cart", "redis", 6379),
-    ]
-    .into_iter()
-    .map(|(a, b, p)| (a.to_owned(), b.to_owned(), p))
-    .collect();
+    let design = designed_calls();
     let manifests = objects(&kustomize("k8s/overlays/kind"));
     assert_eq!(allowed_calls(&manifests), design, "k8s/");
     let chart = objects(&helm_template(&[]).expect("render"));
@@ -538,14 +592,7 @@ fn network_policies_allow_exactly_the_calls_the_design_makes() {
     // With traces in the cluster, every service and the setup job also send spans to the
     // collector, which sends them to Jaeger.
     let mut traced = design.clone();
-    for sender in [
-        "storefront",
-        "catalog",
-        "inventory",
-        "cart",
-        "order",
-        "setup",
-    ] {
+    for sender in services().chain(["setup"]) {
         traced.insert((sender.into(), "otel-collector".into(), 4318));
     }
     traced.insert(("otel-collector".into(), "jaeger".into(), 4317));
@@ -608,19 +655,16 @@ fn network_policies_allow_exactly_the_calls_the_design_makes() {
 
 #[test]
 fn the_pods_are_scraped_and_only_the_scraper_comes_from_outside() {
-    let ports = [
-        ("storefront", 8080),
-        ("catalog", 8081),
-        ("inventory", 8082),
-        ("cart", 8083),
-        ("order", 8084),
-    ];
+    let ports: Vec<(&str, u16)> = Service::ALL
+        .iter()
+        .map(|s| (s.name(), s.spec().port))
+        .collect();
     for (source, rendered) in [
         ("k8s/", kustomize("k8s/overlays/kind")),
         ("helm/emporium", helm_template(&[]).expect("render")),
     ] {
         let objects = objects(&rendered);
-        for (name, port) in ports {
+        for &(name, port) in &ports {
             let deployment = find(&objects, "Deployment", name).expect("deployment");
             let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
             let port = port.to_string();
@@ -902,7 +946,7 @@ fn the_tracing_component_and_values_run_a_collector_and_jaeger_wired_to_the_serv
             );
         }
         // Each pod says who it is on its spans.
-        for service in ["storefront", "catalog", "inventory", "cart", "order"] {
+        for service in services() {
             let env = &find(objects, "Deployment", service).expect("deployment")["spec"]["template"]
                 ["spec"]["containers"][0]["env"];
             let attributes = env
@@ -1202,10 +1246,7 @@ fn the_service_monitor_selects_exactly_the_five_services_on_their_metrics_port()
         .filter(|o| selects(&monitor["spec"]["selector"], &o["metadata"]["labels"]))
         .map(name_of)
         .collect();
-    let services: BTreeSet<String> = ["storefront", "catalog", "inventory", "cart", "order"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    let services: BTreeSet<String> = services().map(str::to_owned).collect();
     assert_eq!(selected, services);
     for name in &services {
         // The endpoint's port is the Service's port to the container port serving /metrics.
@@ -1270,7 +1311,7 @@ fn every_setting_the_manifests_give_is_one_the_binary_knows() {
         assert!(checked >= 10, "checked {checked}");
         // Every service has the admin key, for its fault switches if nothing else, and the
         // gateway key, which the services show each other.
-        for service in ["storefront", "catalog", "inventory", "cart", "order"] {
+        for service in services() {
             let env = &find(&objects, "Deployment", service).expect("deployment")["spec"]["template"]
                 ["spec"]["containers"][0]["env"];
             for (variable, key) in [

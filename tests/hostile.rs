@@ -383,11 +383,7 @@ async fn schema_fuzz(service: Service) {
         ),
     };
     let shop = TestPlatform::start(Backend::Embedded).await;
-    let document = if service == Service::Storefront {
-        "/api/v1/openapi.json"
-    } else {
-        "/openapi.json"
-    };
+    let document = service.spec().api_doc;
     let gateway = format!(
         "{}: {}",
         emporium_platform::auth::GATEWAY_HEADER,
@@ -406,8 +402,11 @@ async fn schema_fuzz(service: Service) {
                 "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance",
                 "--max-time",
                 SCHEMA_FUZZ_SECS,
+                // One worker: with two threads, the Python 3.11 interpreters here sometimes fail
+                // inside hypothesis ("AST constructor recursion depth mismatch", a CPython bug
+                // of concurrent ast.parse), which is no finding about the API.
                 "--workers",
-                "2",
+                "1",
                 "--request-timeout",
                 "10",
                 "--no-color",

@@ -113,13 +113,7 @@ fn each_service_runs_on_its_port_and_finds_the_others() {
         panic!("up")
     };
     let defaults = defaults.services;
-    let port = |service: Service| match service {
-        Service::Catalog => defaults.catalog.port,
-        Service::Inventory => defaults.inventory.port,
-        Service::Cart => defaults.cart.port,
-        Service::Order => defaults.order.port,
-        Service::Storefront => defaults.storefront.port,
-    };
+    let port = |service: Service| defaults.peers.port(service);
     for running in Service::ALL {
         let name = running.name();
         let definition = service(&compose, name);

@@ -24,16 +24,6 @@ pub fn settings(dir: &std::path::Path, extra: &[&str]) -> Settings {
         "up",
         "--data-dir",
         &dir.display().to_string(),
-        "--catalog-port",
-        "0",
-        "--inventory-port",
-        "0",
-        "--cart-port",
-        "0",
-        "--order-port",
-        "0",
-        "--storefront-port",
-        "0",
         "--workers",
         "2",
         "--admin-key",
@@ -44,6 +34,9 @@ pub fn settings(dir: &std::path::Path, extra: &[&str]) -> Settings {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
+    for service in Service::ALL {
+        args.extend([format!("--{}-port", service.name()), "0".to_owned()]);
+    }
     // A flag the caller gives replaces the default one (clap refuses a flag given twice).
     for flag in extra.iter().filter(|f| f.starts_with("--")) {
         if let Some(at) = args.iter().position(|a| a == flag) {
@@ -53,7 +46,7 @@ pub fn settings(dir: &std::path::Path, extra: &[&str]) -> Settings {
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let cli = emporium::cli::Cli::try_parse_from(args).expect("settings parse");
     match cli.command {
-        emporium::cli::Command::Up(up) => Settings::from(up.services),
+        emporium::cli::Command::Up(up) => up.services,
         _ => unreachable!("built an up command"),
     }
 }

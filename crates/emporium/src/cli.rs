@@ -6,13 +6,8 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use emporium_cart::CartSettings;
-use emporium_catalog::CatalogSettings;
-use emporium_inventory::InventorySettings;
-use emporium_order::OrderSettings;
 use emporium_platform::recent_traces::{Limits, RecentTraces};
-use emporium_platform::settings::{CommonSettings, ServiceUrls, apply_config_file};
-use emporium_storefront::StorefrontSettings;
+use emporium_platform::settings::apply_config_file;
 
 use crate::run::{Plan, Platform, Service, Settings};
 
@@ -45,7 +40,7 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct SetupArgs {
     #[command(flatten)]
-    pub services: ServiceArgs,
+    pub services: Settings,
 }
 
 #[derive(Args, Debug)]
@@ -64,7 +59,7 @@ pub struct UpArgs {
     #[arg(long = "no-traces-page", env = "EMPORIUM_NO_TRACES_PAGE")]
     pub no_traces_page: bool,
     #[command(flatten)]
-    pub services: ServiceArgs,
+    pub services: Settings,
 }
 
 #[derive(Args, Debug)]
@@ -73,40 +68,7 @@ pub struct ServeArgs {
     #[arg(value_enum)]
     pub service: Service,
     #[command(flatten)]
-    pub services: ServiceArgs,
-}
-
-/// The settings of every service.
-#[derive(Args, Debug)]
-pub struct ServiceArgs {
-    #[command(flatten)]
-    pub common: CommonSettings,
-    #[command(flatten)]
-    pub urls: ServiceUrls,
-    #[command(flatten)]
-    pub catalog: CatalogSettings,
-    #[command(flatten)]
-    pub inventory: InventorySettings,
-    #[command(flatten)]
-    pub cart: CartSettings,
-    #[command(flatten)]
-    pub order: OrderSettings,
-    #[command(flatten)]
-    pub storefront: StorefrontSettings,
-}
-
-impl From<ServiceArgs> for Settings {
-    fn from(args: ServiceArgs) -> Self {
-        Self {
-            common: args.common,
-            urls: args.urls,
-            catalog: args.catalog,
-            inventory: args.inventory,
-            cart: args.cart,
-            order: args.order,
-            storefront: args.storefront,
-        }
-    }
+    pub services: Settings,
 }
 
 /// `emporium` and `emporium --flag ...` mean `emporium up ...`.
@@ -165,13 +127,13 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut traces_port = None;
     let (settings, plan, name, up) = match cli.command {
-        Command::Init(args) => return init(args.services.into()).await,
-        Command::Seed(args) => return seed(args.services.into()).await,
+        Command::Init(args) => return init(args.services).await,
+        Command::Seed(args) => return seed(args.services).await,
         Command::Load(config) => return load(config).await,
         Command::Up(args) => (
             {
                 traces_port = (!args.no_traces_page).then_some(args.traces_port);
-                Settings::from(args.services)
+                args.services
             },
             Plan {
                 services: Service::ALL.to_vec(),
@@ -182,7 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             true,
         ),
         Command::Serve(args) => (
-            Settings::from(args.services),
+            args.services,
             Plan {
                 services: vec![args.service],
                 ..Plan::default()
@@ -336,11 +298,7 @@ fn print_banner(settings: &Settings, platform: &Platform, traces: Option<std::ne
     }
     println!();
     for (service, url) in platform.endpoints() {
-        let api = if service == Service::Storefront.name() {
-            "/api/v1/openapi.json"
-        } else {
-            "/openapi.json"
-        };
+        let api = Service::named(service).map_or("/openapi.json", |s| s.spec().api_doc);
         println!("  {service:<12} {url}   (API: {url}{api})");
     }
     println!();
@@ -396,7 +354,7 @@ mod tests {
         let Command::Up(up) = cli.command else {
             panic!("up")
         };
-        assert_eq!(up.services.catalog.port, 9999);
+        assert_eq!(up.services.peers.port(Service::Catalog), 9999);
     }
 
     #[test]
@@ -421,7 +379,7 @@ mod tests {
         let Command::Up(up) = cli.command else {
             panic!("up")
         };
-        let settings = crate::run::Settings::from(up.services);
+        let settings = up.services;
         let dumps = [parsed, format!("{settings:?}"), format!("{settings:#?}")];
         for dump in &dumps {
             assert!(dump.contains("REDACTED"), "{dump}");

@@ -5,5 +5,6 @@
 pub mod cli;
 pub mod demo;
 pub mod run;
+pub mod services;
 pub mod setup;
 pub mod traces_page;

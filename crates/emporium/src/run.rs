@@ -8,106 +8,46 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use anyhow::Context;
-use clap::ValueEnum;
+use clap::Args;
 use emporium_adapters::connect;
 use emporium_api::client::RetryPolicy;
+use emporium_cart::CartLimits;
 use emporium_cart::startup::{self as cart_startup, CartConfig, CartPorts};
-use emporium_cart::{CartLimits, CartSettings};
-use emporium_catalog::CatalogSettings;
 use emporium_catalog::startup::{self as catalog_startup, CatalogConfig, CatalogPorts};
-use emporium_inventory::InventorySettings;
 use emporium_inventory::startup::{self as inventory_startup, InventoryConfig};
+use emporium_order::Faults;
 use emporium_order::domain::Pricing;
 use emporium_order::startup::{self as order_startup, OrderConfig};
-use emporium_order::{Faults, OrderSettings};
 use emporium_platform::server::{HttpSettings, RunningServer};
-use emporium_platform::settings::{CommonSettings, ServiceUrls};
+use emporium_platform::settings::CommonSettings;
 use emporium_ports::blob::Blobs;
 use emporium_ports::cache::Cache;
-use emporium_ports::storage::{Storage, TableDef};
-use emporium_storefront::StorefrontSettings;
+use emporium_ports::faulty::Port;
+use emporium_ports::storage::Storage;
 use emporium_storefront::session::SessionKey;
 use emporium_storefront::startup::{self as storefront_startup, StorefrontConfig};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::demo::{self, SeedReport};
+pub use crate::services::{Peers, Service, ServiceSettings};
 
 /// How long stopping waits for services to release their stores.
 const STORE_RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The services this binary can run, in the order they start (each after those it calls).
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    Catalog,
-    Inventory,
-    Cart,
-    Order,
-    Storefront,
-}
-
-impl Service {
-    pub const ALL: &'static [Service] = &[
-        Service::Catalog,
-        Service::Inventory,
-        Service::Cart,
-        Service::Order,
-        Service::Storefront,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Catalog => "catalog",
-            Self::Inventory => "inventory",
-            Self::Cart => "cart",
-            Self::Order => "order",
-            Self::Storefront => "storefront",
-        }
-    }
-
-    /// The tables the service owns, for opening its store and for creating tables.
-    pub fn tables(self) -> &'static [TableDef] {
-        match self {
-            Self::Catalog => emporium_catalog::TABLES,
-            Self::Inventory => emporium_inventory::TABLES,
-            Self::Cart => emporium_cart::TABLES,
-            Self::Order => emporium_order::TABLES,
-            // The storefront owns no data: it holds sessions in cookies.
-            Self::Storefront => &[],
-        }
-    }
-}
-
 /// Settings of every service, as `up` and `serve` take them.
-#[derive(Debug, Clone)]
+#[derive(Args, Debug, Clone)]
 pub struct Settings {
+    #[command(flatten)]
     pub common: CommonSettings,
-    pub urls: ServiceUrls,
-    pub catalog: CatalogSettings,
-    pub inventory: InventorySettings,
-    pub cart: CartSettings,
-    pub order: OrderSettings,
-    pub storefront: StorefrontSettings,
+    #[command(flatten)]
+    pub peers: Peers,
+    #[command(flatten)]
+    pub services: ServiceSettings,
 }
 
 impl Settings {
     fn port(&self, service: Service) -> u16 {
-        match service {
-            Service::Catalog => self.catalog.port,
-            Service::Inventory => self.inventory.port,
-            Service::Cart => self.cart.port,
-            Service::Order => self.order.port,
-            Service::Storefront => self.storefront.port,
-        }
-    }
-
-    fn configured_url(&self, service: Service) -> Option<&String> {
-        match service {
-            Service::Catalog => self.urls.catalog.as_ref(),
-            Service::Inventory => self.urls.inventory.as_ref(),
-            Service::Cart => self.urls.cart.as_ref(),
-            Service::Order => self.urls.order.as_ref(),
-            Service::Storefront => None,
-        }
+        self.peers.port(service)
     }
 }
 
@@ -171,9 +111,16 @@ impl Platform {
             seeded: None,
             faults: std::collections::BTreeMap::new(),
         };
+        let order = crate::services::start_order(&plan.services);
+        if let Some(stuck) = plan.services.iter().find(|s| !order.contains(s)) {
+            anyhow::bail!(
+                "the {} service calls services that call it back: the table of services has a cycle",
+                stuck.name()
+            );
+        }
         let mut starter = Starter::new(settings, plan, &mut platform).await?;
-        for service in Service::ALL.iter().filter(|s| plan.services.contains(s)) {
-            if let Err(error) = starter.start(*service).await {
+        for service in order {
+            if let Err(error) = starter.start(service).await {
                 let failed = std::mem::take(&mut starter.platform.servers);
                 for server in failed {
                     let _ = server.stop(false).await;
@@ -258,7 +205,7 @@ async fn close(storages: Vec<(Service, Arc<dyn Storage>)>) -> anyhow::Result<()>
 
 /// Starts services one by one, sharing the cache and blob store, and giving each the URLs of
 /// the services it calls.
-struct Starter<'a> {
+pub(crate) struct Starter<'a> {
     settings: &'a Settings,
     plan: &'a Plan,
     platform: &'a mut Platform,
@@ -304,7 +251,7 @@ impl<'a> Starter<'a> {
 
     /// The order service's pricing rules; the storefront shows them before checkout.
     fn pricing(&self) -> Pricing {
-        let order = &self.settings.order;
+        let order = &self.settings.services.order;
         Pricing {
             shipping_fee: order.shipping_fee,
             free_shipping_from: order.free_shipping_from,
@@ -329,11 +276,23 @@ impl<'a> Starter<'a> {
     fn url(&self, service: Service) -> String {
         self.platform
             .url(service)
-            .or_else(|| self.settings.configured_url(service).cloned())
+            .or_else(|| self.settings.peers.url(service).cloned())
             .unwrap_or_else(|| format!("http://127.0.0.1:{}", self.settings.port(service)))
     }
 
+    /// Where `caller` reaches `callee`, one of the services the table says it calls.
+    fn peer(&self, caller: Service, callee: Service) -> anyhow::Result<String> {
+        anyhow::ensure!(
+            caller.calls().contains(&callee),
+            "the {} service calls the {} service, which the table of services does not say",
+            caller.name(),
+            callee.name()
+        );
+        Ok(self.url(callee))
+    }
+
     async fn storage(&mut self, service: Service) -> anyhow::Result<Arc<dyn Storage>> {
+        Self::declared(service, Port::Storage)?;
         let storage = connect::storage(&self.common().storage_uri(), service.name(), service.tables())
             .await
             .with_context(|| {
@@ -364,13 +323,32 @@ impl<'a> Starter<'a> {
         Arc::new(faults)
     }
 
-    /// The cache and blob store as `service` sees them: shared, but switched off for it alone.
-    fn cache_for(&mut self, service: Service) -> Arc<dyn Cache> {
-        FaultyCache::wrap(self.cache.clone(), self.outages(service, Dependency::Cache))
+    /// Refuses to wire `service` with a port the table does not give it: the table is what
+    /// the fault switches, the deployment's network policies and its tests read.
+    fn declared(service: Service, port: Port) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            service.spec().ports.contains(&port),
+            "the {} service is wired with {port:?}, which the table of services does not give it",
+            service.name()
+        );
+        Ok(())
     }
 
-    fn blobs_for(&mut self, service: Service) -> Arc<dyn Blobs> {
-        FaultyBlobs::wrap(self.blobs.clone(), self.outages(service, Dependency::Blobs))
+    /// The cache and blob store as `service` sees them: shared, but switched off for it alone.
+    fn cache_for(&mut self, service: Service) -> anyhow::Result<Arc<dyn Cache>> {
+        Self::declared(service, Port::Cache)?;
+        Ok(FaultyCache::wrap(
+            self.cache.clone(),
+            self.outages(service, Dependency::Cache),
+        ))
+    }
+
+    fn blobs_for(&mut self, service: Service) -> anyhow::Result<Arc<dyn Blobs>> {
+        Self::declared(service, Port::Blobs)?;
+        Ok(FaultyBlobs::wrap(
+            self.blobs.clone(),
+            self.outages(service, Dependency::Blobs),
+        ))
     }
 
     fn listening(
@@ -393,16 +371,12 @@ impl<'a> Starter<'a> {
 
     async fn start(&mut self, service: Service) -> anyhow::Result<()> {
         // The start-up's spans (opening the store, creating tables) are the service's own.
-        emporium_platform::telemetry::in_service(service.name(), async {
-            match service {
-                Service::Catalog => self.catalog().await,
-                Service::Inventory => self.inventory().await,
-                Service::Cart => self.cart().await,
-                Service::Order => self.order().await,
-                Service::Storefront => self.storefront().await,
-            }
-        })
-        .await?;
+        let faults = self.platform.faults(service);
+        faults.knows(Service::ALL.iter().map(|s| s.name()));
+        for callee in service.calls() {
+            faults.uses(Dependency::service(callee.name()));
+        }
+        emporium_platform::telemetry::in_service(service.name(), self.wire(service)).await?;
         self.configured_faults(service)
     }
 
@@ -430,18 +404,18 @@ impl<'a> Starter<'a> {
             })
     }
 
-    async fn catalog(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn catalog(&mut self) -> anyhow::Result<()> {
         let ports = CatalogPorts {
             storage: self.storage(Service::Catalog).await?,
-            cache: self.cache_for(Service::Catalog),
-            blobs: self.blobs_for(Service::Catalog),
+            cache: self.cache_for(Service::Catalog)?,
+            blobs: self.blobs_for(Service::Catalog)?,
         };
         let config = CatalogConfig {
             http: self.http(Service::Catalog),
             currency: self.common().currency.clone(),
             admin_key: AdminKey::new(&self.platform.admin_key),
             cache_ttl: self.common().cache_ttl(),
-            image_limit_bytes: self.settings.catalog.image_limit_bytes,
+            image_limit_bytes: self.settings.services.catalog.image_limit_bytes,
         };
         let catalog = catalog_startup::catalog(&config, &ports);
         if self.plan.seed_when_empty && catalog.categories().await?.is_empty() {
@@ -460,14 +434,14 @@ impl<'a> Starter<'a> {
         self.listening(Service::Catalog, server)
     }
 
-    async fn inventory(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn inventory(&mut self) -> anyhow::Result<()> {
         let storage = self.storage(Service::Inventory).await?;
         let config = InventoryConfig {
             http: self.http(Service::Inventory),
             admin_key: AdminKey::new(&self.platform.admin_key),
-            reservation_ttl_secs: self.settings.inventory.reservation_ttl_secs,
+            reservation_ttl_secs: self.settings.services.inventory.reservation_ttl_secs,
             sweep_interval: Duration::from_millis(
-                self.settings.inventory.sweep_interval_ms.max(10),
+                self.settings.services.inventory.sweep_interval_ms.max(10),
             ),
         };
         let inventory = inventory_startup::inventory(&config, storage.clone());
@@ -489,18 +463,18 @@ impl<'a> Starter<'a> {
         self.listening(Service::Inventory, server)
     }
 
-    async fn cart(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn cart(&mut self) -> anyhow::Result<()> {
         let ports = CartPorts {
             storage: self.storage(Service::Cart).await?,
-            cache: self.cache_for(Service::Cart),
+            cache: self.cache_for(Service::Cart)?,
         };
-        let cart = &self.settings.cart;
+        let cart = &self.settings.services.cart;
         let config = CartConfig {
             http: self.http(Service::Cart),
             client: self.client_settings(),
             retry: self.retry(),
-            catalog_url: self.url(Service::Catalog),
-            inventory_url: self.url(Service::Inventory),
+            catalog_url: self.peer(Service::Cart, Service::Catalog)?,
+            inventory_url: self.peer(Service::Cart, Service::Inventory)?,
             limits: CartLimits {
                 ttl: Duration::from_secs(cart.ttl_secs),
                 max_lines: cart.max_lines,
@@ -514,16 +488,16 @@ impl<'a> Starter<'a> {
         self.listening(Service::Cart, server)
     }
 
-    async fn order(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn order(&mut self) -> anyhow::Result<()> {
         let storage = self.storage(Service::Order).await?;
-        let order = &self.settings.order;
+        let order = &self.settings.services.order;
         let config = OrderConfig {
             http: self.http(Service::Order),
             client: self.client_settings(),
             retry: self.retry(),
-            catalog_url: self.url(Service::Catalog),
-            inventory_url: self.url(Service::Inventory),
-            cart_url: self.url(Service::Cart),
+            catalog_url: self.peer(Service::Order, Service::Catalog)?,
+            inventory_url: self.peer(Service::Order, Service::Inventory)?,
+            cart_url: self.peer(Service::Order, Service::Cart)?,
             pricing: self.pricing(),
             currency: self.common().currency.clone(),
             reservation_ttl_secs: order.reservation_ttl_secs,
@@ -536,8 +510,8 @@ impl<'a> Starter<'a> {
         self.listening(Service::Order, server)
     }
 
-    async fn storefront(&mut self) -> anyhow::Result<()> {
-        let settings = &self.settings.storefront;
+    pub(crate) async fn storefront(&mut self) -> anyhow::Result<()> {
+        let settings = &self.settings.services.storefront;
         let session_key = match &settings.session_key {
             Some(secret) => SessionKey::from_secret(secret.expose_secret().as_bytes())?,
             None => {
@@ -554,23 +528,23 @@ impl<'a> Starter<'a> {
             http: self.http(Service::Storefront),
             client: self.client_settings(),
             retry: self.retry(),
-            catalog_url: self.url(Service::Catalog),
-            inventory_url: self.url(Service::Inventory),
-            cart_url: self.url(Service::Cart),
-            order_url: self.url(Service::Order),
+            catalog_url: self.peer(Service::Storefront, Service::Catalog)?,
+            inventory_url: self.peer(Service::Storefront, Service::Inventory)?,
+            cart_url: self.peer(Service::Storefront, Service::Cart)?,
+            order_url: self.peer(Service::Storefront, Service::Order)?,
             session_key,
             asset_cache_bytes: settings.asset_cache_bytes,
             page_size: settings.page_size,
             product_cache_ttl: std::time::Duration::from_millis(settings.product_cache_ms),
             stock_cache_ttl: std::time::Duration::from_millis(settings.stock_cache_ms),
-            max_quantity: self.settings.cart.max_quantity,
+            max_quantity: self.settings.services.cart.max_quantity,
             pricing: self.pricing(),
             rate_limit: settings.rate_limit,
             rate_burst: settings.rate_burst,
             proxies: settings.proxies(),
         };
         let shop = storefront_startup::shop(&config)?;
-        let blobs = self.blobs_for(Service::Storefront);
+        let blobs = self.blobs_for(Service::Storefront)?;
         let server = storefront_startup::start(&config, shop, blobs).await;
         self.listening(Service::Storefront, server)
     }

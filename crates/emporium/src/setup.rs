@@ -95,7 +95,7 @@ impl DemoShop {
         );
         let inventory = Inventory::new(
             storage(Service::Inventory).await?,
-            settings.inventory.reservation_ttl_secs,
+            settings.services.inventory.reservation_ttl_secs,
         );
         Ok(Self {
             catalog,

@@ -31,31 +31,31 @@ use crate::problem::{FieldError, Problem};
 pub const MAX_LATENCY_MS: u64 = 60_000;
 
 /// A dependency a service can be told it has lost: one of its ports, or a service it calls.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "snake_case")]
+/// Services are named as the runner's table of services names them; the platform lists none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Dependency {
     Storage,
     Cache,
     Blobs,
-    Catalog,
-    Inventory,
-    Cart,
-    Order,
+    /// Another service, by its name.
+    Service(&'static str),
 }
 
 impl Dependency {
+    const PORTS: [Self; 3] = [Self::Storage, Self::Cache, Self::Blobs];
+
+    /// The service called `name`.
+    pub const fn service(name: &'static str) -> Self {
+        Self::Service(name)
+    }
+
     /// The name it has in the switches, and the name of the service when it is one.
     pub fn name(self) -> &'static str {
         match self {
             Self::Storage => "storage",
             Self::Cache => "cache",
             Self::Blobs => "blobs",
-            Self::Catalog => "catalog",
-            Self::Inventory => "inventory",
-            Self::Cart => "cart",
-            Self::Order => "order",
+            Self::Service(name) => name,
         }
     }
 
@@ -68,19 +68,41 @@ impl Dependency {
     }
 }
 
-/// What a service is told to get wrong.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+impl Serialize for Dependency {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// What an operator asks the switches for, with dependencies by name: which names mean
+/// something depends on the services the switches know of, so they are resolved there
+/// ([`FaultSwitches::set_checked`]), not while parsing.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FaultSettings {
-    /// Added before every request this service serves, in milliseconds.
+pub struct FaultRequest {
     #[serde(default)]
     pub latency_ms: u64,
-    /// Fraction of requests (0 to 1) answered 503 `fault_injected` instead of being served.
     #[serde(default)]
+    pub error_rate: f64,
+    #[serde(default)]
+    pub outage: Vec<String>,
+}
+
+impl FaultRequest {
+    pub fn is_active(&self) -> bool {
+        self.latency_ms > 0 || self.error_rate > 0.0 || !self.outage.is_empty()
+    }
+}
+
+/// What a service is told to get wrong.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FaultSettings {
+    /// Added before every request this service serves, in milliseconds.
+    pub latency_ms: u64,
+    /// Fraction of requests (0 to 1) answered 503 `fault_injected` instead of being served.
     pub error_rate: f64,
     /// Dependencies whose every call fails: ports fail as a lost backend does, services as
     /// an unreachable one does.
-    #[serde(default)]
     pub outage: BTreeSet<Dependency>,
 }
 
@@ -138,6 +160,9 @@ pub struct FaultSwitches {
     settings: Arc<RwLock<FaultSettings>>,
     /// The dependencies the service was wired with, the only ones it can lose.
     uses: Arc<RwLock<BTreeSet<Dependency>>>,
+    /// Every service of the platform, so a name of one the service does not call is told
+    /// apart from a name of nothing.
+    services: Arc<RwLock<BTreeSet<&'static str>>>,
 }
 
 impl FaultSwitches {
@@ -147,6 +172,29 @@ impl FaultSwitches {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(dependency);
+    }
+
+    /// Records the names of the platform's services.
+    pub fn knows(&self, services: impl IntoIterator<Item = &'static str>) {
+        self.services
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(services);
+    }
+
+    /// The dependency `name` names: a port, or a service known or used.
+    fn resolve(&self, name: &str) -> Option<Dependency> {
+        let known = self
+            .services
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .map(|name| Dependency::Service(name));
+        Dependency::PORTS
+            .into_iter()
+            .chain(self.used())
+            .chain(known)
+            .find(|dependency| dependency.name() == name)
     }
 
     fn used(&self) -> BTreeSet<Dependency> {
@@ -176,8 +224,24 @@ impl FaultSwitches {
             .clone()
     }
 
-    /// Sets `settings` if they make sense for this service (see [`FaultSettings::validate`]).
-    pub fn set_checked(&self, settings: FaultSettings) -> Result<(), Problem> {
+    /// Sets what `request` asks for if it makes sense for this service: a name of nothing is a
+    /// bad request; a dependency the service does not have, or values out of range, are
+    /// refused as invalid (see [`FaultSettings::validate`]).
+    pub fn set_checked(&self, request: FaultRequest) -> Result<(), Problem> {
+        let mut outage = BTreeSet::new();
+        for name in &request.outage {
+            let dependency = self.resolve(name).ok_or_else(|| {
+                Problem::invalid_body(format!(
+                    "outage: {name:?} is neither a port (storage, cache, blobs) nor a service"
+                ))
+            })?;
+            outage.insert(dependency);
+        }
+        let settings = FaultSettings {
+            latency_ms: request.latency_ms,
+            error_rate: request.error_rate,
+            outage,
+        };
         settings.validate(&self.used())?;
         self.set(settings);
         Ok(())
@@ -225,7 +289,7 @@ async fn show(_admin: Admin, faults: web::Data<FaultSwitches>) -> HttpResponse {
 async fn replace(
     _admin: Admin,
     faults: web::Data<FaultSwitches>,
-    settings: web::Json<FaultSettings>,
+    settings: web::Json<FaultRequest>,
 ) -> Result<HttpResponse, Problem> {
     faults.set_checked(settings.into_inner())?;
     Ok(HttpResponse::Ok().json(faults.get()))
@@ -298,17 +362,17 @@ mod tests {
     fn only_a_dependency_the_service_uses_can_be_switched_off() {
         let faults = FaultSwitches::default();
         faults.uses(Dependency::Storage);
-        faults.uses(Dependency::Inventory);
+        faults.uses(Dependency::service("inventory"));
         let lose = |outage: &[Dependency]| FaultSettings {
             outage: outage.iter().copied().collect(),
             ..FaultSettings::default()
         };
         assert!(
-            lose(&[Dependency::Inventory, Dependency::Storage])
+            lose(&[Dependency::service("inventory"), Dependency::Storage])
                 .validate(&faults.used())
                 .is_ok()
         );
-        let problem = lose(&[Dependency::Cache, Dependency::Catalog])
+        let problem = lose(&[Dependency::Cache, Dependency::service("catalog")])
             .validate(&faults.used())
             .expect_err("refused");
         assert_eq!(problem.code, "validation_failed");
@@ -318,9 +382,32 @@ mod tests {
             "{said}"
         );
 
-        faults.set(lose(&[Dependency::Inventory]));
-        assert!(faults.is_cut_off(Dependency::Inventory));
-        assert!(!faults.is_cut_off(Dependency::Catalog));
+        faults.set(lose(&[Dependency::service("inventory")]));
+        assert!(faults.is_cut_off(Dependency::service("inventory")));
+        assert!(!faults.is_cut_off(Dependency::service("catalog")));
         assert!(!faults.is_down(Port::Storage));
+    }
+
+    #[test]
+    fn names_are_resolved_against_the_ports_and_the_services_known() {
+        let faults = FaultSwitches::default();
+        faults.uses(Dependency::Storage);
+        faults.uses(Dependency::service("inventory"));
+        faults.knows(["catalog", "inventory"]);
+        let ask = |names: &[&str]| FaultRequest {
+            outage: names.iter().map(|n| (*n).to_owned()).collect(),
+            ..FaultRequest::default()
+        };
+        assert!(faults.set_checked(ask(&["inventory", "storage"])).is_ok());
+        assert!(faults.is_cut_off(Dependency::service("inventory")));
+        // A service it does not call is invalid; a name of nothing is a bad request.
+        let unused = faults.set_checked(ask(&["catalog"])).expect_err("unused");
+        assert_eq!(unused.status, 422);
+        let unknown = faults.set_checked(ask(&["database"])).expect_err("unknown");
+        assert_eq!(unknown.status, 400);
+        assert!(
+            faults.is_cut_off(Dependency::service("inventory")),
+            "unchanged"
+        );
     }
 }

@@ -219,9 +219,9 @@ pub struct CommonSettings {
         long = "fault-outage",
         env = "EMPORIUM_FAULT_OUTAGE",
         value_delimiter = ',',
-        value_enum
+        value_name = "DEPENDENCY"
     )]
-    pub fault_outage: Vec<crate::faults::Dependency>,
+    pub fault_outage: Vec<String>,
 
     /// How long cached reads live, in seconds (each entry gets up to 10% random jitter).
     #[arg(
@@ -266,11 +266,11 @@ impl CommonSettings {
     }
 
     /// The fault switches a service starts with (all off unless set).
-    pub fn faults(&self) -> crate::faults::FaultSettings {
-        crate::faults::FaultSettings {
+    pub fn faults(&self) -> crate::faults::FaultRequest {
+        crate::faults::FaultRequest {
             latency_ms: self.fault_latency_ms,
             error_rate: self.fault_error_rate,
-            outage: self.fault_outage.iter().copied().collect(),
+            outage: self.fault_outage.clone(),
         }
     }
 
@@ -289,33 +289,6 @@ impl CommonSettings {
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-/// Where each service is reached by the others. In `emporium up` the services this process runs
-/// are reached where they listen, so these only matter for `serve` and for services run
-/// elsewhere.
-#[derive(Args, Debug, Clone, Default)]
-#[command(next_help_heading = "Service addresses")]
-pub struct ServiceUrls {
-    /// Base URL of the catalog service. [default: http://127.0.0.1:<catalog port>]
-    #[arg(long = "catalog-url", env = "EMPORIUM_CATALOG_URL", value_name = "URL")]
-    pub catalog: Option<String>,
-
-    /// Base URL of the inventory service. [default: http://127.0.0.1:<inventory port>]
-    #[arg(
-        long = "inventory-url",
-        env = "EMPORIUM_INVENTORY_URL",
-        value_name = "URL"
-    )]
-    pub inventory: Option<String>,
-
-    /// Base URL of the cart service. [default: http://127.0.0.1:<cart port>]
-    #[arg(long = "cart-url", env = "EMPORIUM_CART_URL", value_name = "URL")]
-    pub cart: Option<String>,
-
-    /// Base URL of the order service. [default: http://127.0.0.1:<order port>]
-    #[arg(long = "order-url", env = "EMPORIUM_ORDER_URL", value_name = "URL")]
-    pub order: Option<String>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

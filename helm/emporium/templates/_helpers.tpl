@@ -24,28 +24,67 @@ app.kubernetes.io/component: {{ .component }}
 {{ .Values.image.repository }}:{{ .Values.image.tag }}
 {{- end }}
 
-{{/* What the services call, by the design: the storefront calls all four; cart calls catalog
-and inventory; order calls catalog, inventory and cart. */}}
-{{- define "emporium.calls" -}}
-storefront: [catalog, inventory, cart, order]
-catalog: []
-inventory: []
-cart: [catalog, inventory]
-order: [catalog, inventory, cart]
+{{/* The services, as the binary's table of services (crates/emporium/src/services.rs)
+declares them, which the deployment tests check this against: what each calls, whether it uses
+the cache, and which one is the way in. Ports, replicas and resources are values
+(`services.<name>`). A list, so what is made from it keeps this order. */}}
+{{- define "emporium.services" -}}
+- name: storefront
+  calls: [catalog, inventory, cart, order]
+  public: true
+- name: catalog
+  calls: []
+  cache: true
+- name: inventory
+  calls: []
+- name: cart
+  calls: [catalog, inventory]
+  cache: true
+- name: order
+  calls: [catalog, inventory, cart]
 {{- end }}
 
-{{/* Who calls each service; null means anyone (the storefront is the way in). */}}
+{{/* The services' names. */}}
+{{- define "emporium.serviceNames" -}}
+{{- range (include "emporium.services" . | fromYamlArray) }}
+- {{ .name }}
+{{- end }}
+{{- end }}
+
+{{/* What each service calls. */}}
+{{- define "emporium.calls" -}}
+{{- range (include "emporium.services" . | fromYamlArray) }}
+{{ .name }}: {{ .calls | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* Who calls each service; null means anyone (the way in). */}}
 {{- define "emporium.callers" -}}
-storefront: null
-catalog: [storefront, cart, order]
-inventory: [storefront, cart, order]
-cart: [storefront, order]
-order: [storefront]
+{{- $services := include "emporium.services" . | fromYamlArray }}
+{{- range $callee := $services }}
+{{- if $callee.public }}
+{{ $callee.name }}: null
+{{- else }}
+{{- $from := list }}
+{{- range $caller := $services }}
+{{- if has $callee.name $caller.calls }}
+{{- $from = append $from $caller.name }}
+{{- end }}
+{{- end }}
+{{ $callee.name }}: {{ $from | toJson }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Services that use the cache. */}}
 {{- define "emporium.cached" -}}
-[catalog, cart]
+{{- $cached := list }}
+{{- range (include "emporium.services" . | fromYamlArray) }}
+{{- if .cache }}
+{{- $cached = append $cached .name }}
+{{- end }}
+{{- end }}
+{{- $cached | toJson }}
 {{- end }}
 
 {{/* Restricted pod security: non-root, RuntimeDefault seccomp. */}}

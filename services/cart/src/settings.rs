@@ -5,15 +5,6 @@ use clap::Args;
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Cart service")]
 pub struct CartSettings {
-    /// Port the cart service listens on.
-    #[arg(
-        id = "cart-port",
-        long = "cart-port",
-        env = "EMPORIUM_CART_PORT",
-        default_value_t = 8083
-    )]
-    pub port: u16,
-
     /// Seconds without a change after which a cart expires.
     #[arg(
         id = "cart-ttl-secs",

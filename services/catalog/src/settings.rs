@@ -5,15 +5,6 @@ use clap::Args;
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Catalog service")]
 pub struct CatalogSettings {
-    /// Port the catalog service listens on.
-    #[arg(
-        id = "catalog-port",
-        long = "catalog-port",
-        env = "EMPORIUM_CATALOG_PORT",
-        default_value_t = 8081
-    )]
-    pub port: u16,
-
     /// Largest product image accepted by `POST /v1/images`, in bytes.
     #[arg(
         id = "catalog-image-limit-bytes",

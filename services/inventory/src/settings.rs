@@ -5,15 +5,6 @@ use clap::Args;
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Inventory service")]
 pub struct InventorySettings {
-    /// Port the inventory service listens on.
-    #[arg(
-        id = "inventory-port",
-        long = "inventory-port",
-        env = "EMPORIUM_INVENTORY_PORT",
-        default_value_t = 8082
-    )]
-    pub port: u16,
-
     /// Seconds a reservation holds stock unless the caller asks for another duration.
     #[arg(
         id = "inventory-reservation-ttl-secs",

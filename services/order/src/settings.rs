@@ -5,15 +5,6 @@ use clap::Args;
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Order service")]
 pub struct OrderSettings {
-    /// Port the order service listens on.
-    #[arg(
-        id = "order-port",
-        long = "order-port",
-        env = "EMPORIUM_ORDER_PORT",
-        default_value_t = 8084
-    )]
-    pub port: u16,
-
     /// Shipping fee, in minor units of the shop's currency.
     #[arg(
         id = "order-shipping-fee",

@@ -5,15 +5,6 @@ use clap::Args;
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Storefront")]
 pub struct StorefrontSettings {
-    /// Port the storefront (the shop and its public API) listens on.
-    #[arg(
-        id = "storefront-port",
-        long = "storefront-port",
-        env = "EMPORIUM_STOREFRONT_PORT",
-        default_value_t = 8080
-    )]
-    pub port: u16,
-
     /// Secret that signs session cookies: at least 32 bytes, the same on every replica.
     /// Without it a random key is made at start, and sessions end when the process does.
     #[arg(

@@ -13,7 +13,7 @@ pub struct CartClient {
 impl CartClient {
     pub fn new(base_url: &str, http: reqwest::Client, retry: RetryPolicy) -> Self {
         Self {
-            endpoint: Endpoint::new(Dependency::Cart, base_url, http, retry),
+            endpoint: Endpoint::new(Dependency::service("cart"), base_url, http, retry),
         }
     }
 

@@ -13,7 +13,7 @@ pub struct CatalogClient {
 impl CatalogClient {
     pub fn new(base_url: &str, http: reqwest::Client, retry: RetryPolicy) -> Self {
         Self {
-            endpoint: Endpoint::new(Dependency::Catalog, base_url, http, retry),
+            endpoint: Endpoint::new(Dependency::service("catalog"), base_url, http, retry),
         }
     }
 

@@ -13,7 +13,7 @@ pub struct InventoryClient {
 impl InventoryClient {
     pub fn new(base_url: &str, http: reqwest::Client, retry: RetryPolicy) -> Self {
         Self {
-            endpoint: Endpoint::new(Dependency::Inventory, base_url, http, retry),
+            endpoint: Endpoint::new(Dependency::service("inventory"), base_url, http, retry),
         }
     }
 

@@ -13,7 +13,7 @@ pub struct OrderClient {
 impl OrderClient {
     pub fn new(base_url: &str, http: reqwest::Client, retry: RetryPolicy) -> Self {
         Self {
-            endpoint: Endpoint::new(Dependency::Order, base_url, http, retry),
+            endpoint: Endpoint::new(Dependency::service("order"), base_url, http, retry),
         }
     }
 
