@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use emporium::run::Service;
 use emporium_api::order::{Order, OrderStatus, PaymentStatus};
 use emporium_order::{FaultAction, Faults};
-use emporium_platform::Problem;
+use emporium_platform::testing::expect_problem as problem;
 use emporium_tests::{
     Backend, CARD_DECLINED, CARD_NO_FUNDS, CARD_OK, TestPlatform, customer, key, order_body,
 };
@@ -28,14 +28,6 @@ emporium_tests::on_every_backend!(
     checkouts_of_one_cart_at_once_with_different_keys_charge_it_once,
     a_line_added_while_the_checkout_runs_stays_in_the_cart,
 );
-
-async fn problem(response: reqwest::Response, status: u16, code: &str) -> Problem {
-    assert_eq!(response.status().as_u16(), status, "expected {code}");
-    let problem: Problem = response.json().await.expect("problem");
-    assert_eq!(problem.code, code);
-    assert!(problem.request_id.is_some());
-    problem
-}
 
 fn counts(level: &emporium_api::inventory::StockLevel) -> (i64, i64, i64) {
     (level.available, level.reserved, level.sold)

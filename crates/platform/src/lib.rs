@@ -20,6 +20,8 @@ pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testsuite")]
+pub mod testing;
 pub mod validation;
 
 pub use problem::{FieldError, Problem};

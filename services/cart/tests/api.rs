@@ -12,7 +12,8 @@ use emporium_catalog::startup::{self as catalog_startup, CatalogConfig, CatalogP
 use emporium_inventory::startup::{self as inventory_startup, InventoryConfig};
 use emporium_platform::Problem;
 use emporium_platform::client::ClientSettings;
-use emporium_platform::server::{HttpSettings, RunningServer};
+use emporium_platform::server::HttpSettings;
+use emporium_platform::testing::{self, Spawned, expect_problem};
 use emporium_ports::blob::local::LocalBlobs;
 use emporium_ports::cache::memory::MemoryCache;
 use emporium_ports::storage::embedded::EmbeddedStorage;
@@ -21,12 +22,12 @@ use serde_json::{Value, json};
 
 const ADMIN_KEY: &str = "cart-test-admin";
 
+/// One worker each: the replica tests race requests across services, not threads.
 fn http() -> HttpSettings {
     HttpSettings {
         workers: Some(1),
-        body_limit_bytes: 16 * 1024,
         shutdown_timeout: Duration::from_secs(2),
-        ..HttpSettings::loopback()
+        ..testing::http_settings()
     }
 }
 
@@ -44,16 +45,8 @@ struct Shop {
     http: reqwest::Client,
     /// A client showing the gateway key, as the shop's services do.
     services: reqwest::Client,
-    servers: Vec<RunningServer>,
+    servers: Vec<Spawned>,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        for server in self.servers.drain(..) {
-            drop(server.handle().stop(false));
-        }
-    }
 }
 
 async fn spawn_shop(limits: CartLimits) -> Shop {
@@ -152,7 +145,10 @@ async fn spawn_shop(limits: CartLimits) -> Shop {
                 .build()
                 .expect("client")
         },
-        servers: vec![cart, catalog, inventory],
+        servers: vec![cart, catalog, inventory]
+            .into_iter()
+            .map(Spawned::new)
+            .collect(),
         _dir: dir,
     }
 }
@@ -185,7 +181,7 @@ impl Shop {
         )
         .expect("cart replica");
         let url = server.url();
-        self.servers.push(server);
+        self.servers.push(Spawned::new(server));
         url
     }
 
@@ -297,14 +293,6 @@ impl Shop {
             .await
             .expect("send")
     }
-}
-
-async fn expect_problem(response: reqwest::Response, status: u16, code: &str) -> Problem {
-    assert_eq!(response.status().as_u16(), status, "expected {code}");
-    let problem: Problem = response.json().await.expect("problem body");
-    assert_eq!(problem.code, code);
-    assert!(problem.request_id.is_some());
-    problem
 }
 
 fn quantities(cart: &Cart) -> Vec<(String, i64)> {
@@ -594,12 +582,12 @@ async fn a_missing_catalog_fails_clearly_and_a_missing_inventory_does_not_block(
     // ungraceful one returns before the workers are gone, and a pooled connection could still
     // reach them.
     let inventory = shop.servers.remove(2);
-    inventory.stop(true).await.expect("stop inventory");
+    inventory.stop(true).await;
     let response = shop.add(&cart.id, &mug.id, 1).await;
     assert_eq!(response.status(), StatusCode::OK);
     // Stop the catalog: a new line cannot be priced, so it is refused with a retryable error.
     let catalog = shop.servers.remove(1);
-    catalog.stop(true).await.expect("stop catalog");
+    catalog.stop(true).await;
     let problem = expect_problem(
         shop.add(&cart.id, &mug.id, 1).await,
         503,

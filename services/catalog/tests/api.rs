@@ -8,8 +8,7 @@ use async_trait::async_trait;
 use emporium_api::Money;
 use emporium_api::catalog::{Category, Product, ProductPage, StoredImage};
 use emporium_catalog::startup::{self, CatalogConfig, CatalogPorts};
-use emporium_platform::Problem;
-use emporium_platform::server::{HttpSettings, RunningServer};
+use emporium_platform::testing::{self, Spawned, TestClient, expect_problem};
 use emporium_ports::blob::local::LocalBlobs;
 use emporium_ports::cache::memory::MemoryCache;
 use emporium_ports::storage::embedded::EmbeddedStorage;
@@ -78,19 +77,10 @@ impl Storage for CountingStorage {
 // === impl TestApp ===
 
 struct TestApp {
-    url: String,
-    http: reqwest::Client,
+    client: TestClient,
     storage: Arc<CountingStorage>,
-    server: Option<RunningServer>,
+    _server: Spawned,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            drop(server.handle().stop(false));
-        }
-    }
 }
 
 async fn spawn_app() -> TestApp {
@@ -108,41 +98,33 @@ async fn spawn_app() -> TestApp {
         blobs: Arc::new(LocalBlobs::open(&dir.path().join("blobs")).expect("blobs")),
     };
     let config = CatalogConfig {
-        http: HttpSettings {
-            workers: Some(2),
-            body_limit_bytes: 16 * 1024,
-            shutdown_timeout: Duration::from_secs(5),
-            ..HttpSettings::loopback()
-        },
+        http: testing::http_settings(),
         currency: "USD".into(),
         admin_key: ADMIN_KEY.into(),
         cache_ttl: Duration::from_secs(300),
         image_limit_bytes: 64 * 1024,
     };
     let catalog = startup::catalog(&config, &ports);
-    let server = startup::start(&config, catalog, &ports).expect("start catalog");
+    let server = Spawned::new(startup::start(&config, catalog, &ports).expect("start catalog"));
     TestApp {
-        url: server.url(),
-        http: reqwest::Client::new(),
+        client: TestClient::new(server.url()).with_admin_key(ADMIN_KEY),
         storage,
-        server: Some(server),
+        _server: server,
         _dir: dir,
     }
 }
 
 impl TestApp {
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.url))
+        self.client.request(method, path)
     }
 
     fn admin(&self, method: Method, path: &str) -> RequestBuilder {
-        self.request(method, path).bearer_auth(ADMIN_KEY)
+        self.client.admin(method, path)
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
-        let response = self.request(Method::GET, path).send().await.expect("send");
-        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
-        response.json().await.expect("json")
+        self.client.get_json(path).await
     }
 
     async fn create_category(&self, slug: &str, name: &str) -> Category {
@@ -220,25 +202,6 @@ fn product_body(sku: &str, name: &str, category: &str, amount: i64) -> Value {
         "price": {"amount": amount, "currency": "USD"},
         "attributes": {"colour": "teal"}
     })
-}
-
-/// Asserts the response is the problem `code` with `status`, and returns it.
-async fn expect_problem(response: reqwest::Response, status: u16, code: &str) -> Problem {
-    assert_eq!(response.status().as_u16(), status, "expected {code}");
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json", "expected {code}");
-    let problem: Problem = response.json().await.expect("problem body");
-    assert_eq!(problem.code, code);
-    assert!(
-        problem.request_id.is_some(),
-        "{code} carries the request id"
-    );
-    problem
 }
 
 /// A small catalog: two categories, five products.

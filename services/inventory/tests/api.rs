@@ -6,30 +6,23 @@ use std::time::Duration;
 use emporium_api::inventory::{Reservation, ReservationStatus, StockLevel, StockPage};
 use emporium_inventory::startup::{self, InventoryConfig};
 use emporium_platform::Problem;
-use emporium_platform::server::{HttpSettings, RunningServer};
+use emporium_platform::testing::{self, Spawned, TestClient, expect_problem};
 use emporium_ports::storage::embedded::EmbeddedStorage;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
 const ADMIN_KEY: &str = "inventory-admin";
 
-struct TestApp {
-    url: String,
-    http: reqwest::Client,
-    server: Option<RunningServer>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            drop(server.handle().stop(false));
-        }
-    }
-}
-
 /// The key the shop's services show each other; the reservation routes want it.
 const GATEWAY_KEY: &str = "inventory-test-gateway";
+
+struct TestApp {
+    url: String,
+    /// Calls as the order service makes them, showing the shop's gateway key.
+    client: TestClient,
+    _server: Spawned,
+    _dir: tempfile::TempDir,
+}
 
 async fn spawn_app() -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -41,43 +34,30 @@ async fn spawn_app() -> TestApp {
         .expect("storage"),
     );
     let config = InventoryConfig {
-        http: HttpSettings {
-            workers: Some(2),
-            body_limit_bytes: 16 * 1024,
-            shutdown_timeout: Duration::from_secs(5),
-            gateway_key: Some(emporium_platform::auth::GatewayKey::new(GATEWAY_KEY)),
-            ..HttpSettings::loopback()
-        },
+        http: testing::http_settings_with_gateway(GATEWAY_KEY),
         admin_key: ADMIN_KEY.into(),
         reservation_ttl_secs: 900,
         sweep_interval: Duration::from_millis(100),
     };
     let inventory = startup::inventory(&config, storage.clone());
-    let server = startup::start(&config, inventory, storage).expect("start");
-    // Calls as the order service makes them, showing the shop's gateway key.
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        emporium_platform::auth::GATEWAY_HEADER,
-        reqwest::header::HeaderValue::from_static(GATEWAY_KEY),
-    );
+    let server = Spawned::new(startup::start(&config, inventory, storage).expect("start"));
     TestApp {
-        url: server.url(),
-        http: reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .expect("client"),
-        server: Some(server),
+        url: server.url().to_owned(),
+        client: TestClient::new(server.url())
+            .with_gateway(GATEWAY_KEY)
+            .with_admin_key(ADMIN_KEY),
+        _server: server,
         _dir: dir,
     }
 }
 
 impl TestApp {
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.url))
+        self.client.request(method, path)
     }
 
     fn admin(&self, method: Method, path: &str) -> RequestBuilder {
-        self.request(method, path).bearer_auth(ADMIN_KEY)
+        self.client.admin(method, path)
     }
 
     async fn set(&self, sku: &str, available: i64) -> StockLevel {
@@ -115,14 +95,6 @@ impl TestApp {
             .await
             .expect("send")
     }
-}
-
-async fn expect_problem(response: reqwest::Response, status: u16, code: &str) -> Problem {
-    assert_eq!(response.status().as_u16(), status, "expected {code}");
-    let problem: Problem = response.json().await.expect("problem body");
-    assert_eq!(problem.code, code);
-    assert!(problem.request_id.is_some());
-    problem
 }
 
 fn counts(level: &StockLevel) -> (i64, i64, i64) {
