@@ -32,7 +32,7 @@ emporium_tests::on_every_backend!(
 async fn problem(response: reqwest::Response, status: u16, code: &str) -> Problem {
     assert_eq!(response.status().as_u16(), status, "expected {code}");
     let problem: Problem = response.json().await.expect("problem");
-    assert_eq!(problem.code, code);
+    assert_eq!(problem.code.as_str(), code);
     assert!(problem.request_id.is_some());
     problem
 }

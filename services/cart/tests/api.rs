@@ -302,7 +302,7 @@ impl Shop {
 async fn expect_problem(response: reqwest::Response, status: u16, code: &str) -> Problem {
     assert_eq!(response.status().as_u16(), status, "expected {code}");
     let problem: Problem = response.json().await.expect("problem body");
-    assert_eq!(problem.code, code);
+    assert_eq!(problem.code.as_str(), code);
     assert!(problem.request_id.is_some());
     problem
 }

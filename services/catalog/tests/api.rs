@@ -233,7 +233,7 @@ async fn expect_problem(response: reqwest::Response, status: u16, code: &str) ->
         .to_owned();
     assert_eq!(content_type, "application/problem+json", "expected {code}");
     let problem: Problem = response.json().await.expect("problem body");
-    assert_eq!(problem.code, code);
+    assert_eq!(problem.code.as_str(), code);
     assert!(
         problem.request_id.is_some(),
         "{code} carries the request id"

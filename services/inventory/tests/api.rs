@@ -120,7 +120,7 @@ impl TestApp {
 async fn expect_problem(response: reqwest::Response, status: u16, code: &str) -> Problem {
     assert_eq!(response.status().as_u16(), status, "expected {code}");
     let problem: Problem = response.json().await.expect("problem body");
-    assert_eq!(problem.code, code);
+    assert_eq!(problem.code.as_str(), code);
     assert!(problem.request_id.is_some());
     problem
 }
@@ -787,7 +787,7 @@ async fn reservations_are_for_the_shops_services_only_and_a_stranger_holds_nothi
             let response = attempt.send().await.expect("send");
             assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
             let problem: Problem = response.json().await.expect("problem");
-            assert_eq!(problem.code, "gateway_required");
+            assert_eq!(problem.code.as_str(), "gateway_required");
         }
     }
     // Nothing was held, and no fence was written: the shop's own reservation goes through.
