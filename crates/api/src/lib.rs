@@ -9,6 +9,8 @@ pub mod client;
 pub mod inventory;
 pub mod money;
 pub mod order;
+pub mod problem;
 pub mod sku;
 
 pub use money::Money;
+pub use problem::{Problem, ProblemCode, ProblemMembers};

@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::Money;
+use crate::problem::ProblemCode;
 
 /// Header carrying the customer's id; the storefront sets it from the session.
 pub const CUSTOMER_HEADER: &str = "x-customer-id";
@@ -139,14 +140,25 @@ pub struct PaymentSummary {
 pub struct OrderFailure {
     /// Stable code: `out_of_stock`, `payment_declined`, `inventory_unavailable`,
     /// `checkout_interrupted`, `cancelled_by_customer`, ...
-    pub code: String,
+    #[schema(value_type = String)]
+    pub code: ProblemCode,
     pub message: String,
     /// For `out_of_stock`: the SKUs that were short.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skus: Vec<String>,
     /// For `payment_declined`: the provider's reason (`card_declined`, `insufficient_funds`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decline_code: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub decline_code: Option<DeclineCode>,
+}
+
+emporium_platform::wire_codes! {
+    /// The payment provider's reason for declining a card (`decline_code`).
+    pub enum DeclineCode {
+        CardDeclined = "card_declined",
+        InsufficientFunds = "insufficient_funds",
+        ProcessingError = "processing_error",
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

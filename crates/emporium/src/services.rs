@@ -265,7 +265,7 @@ impl Args for Peers {
                     .value_name("PORT")
                     .value_parser(clap::value_parser!(u16))
                     .default_value(spec.port.to_string())
-                    .help(format!("Port the {} service listens on.", spec.name))
+                    .help(format!("Port the {} service listens on", spec.name))
                     .help_heading(spec.heading),
             );
             if service.is_called() {

@@ -263,7 +263,7 @@ async fn one_json(traces: web::Data<RecentTraces>, id: web::Path<String>) -> Htt
                 "type": "about:blank",
                 "title": "Not Found",
                 "status": 404,
-                "code": "trace_not_found",
+                "code": emporium_api::ProblemCode::TraceNotFound,
                 "detail": "no such trace here: it may have been pushed out by newer ones"
             })),
     }

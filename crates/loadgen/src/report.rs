@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use emporium_api::ProblemCode;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::config::{LoadConfig, Model};
-use crate::stats::Snapshot;
+use crate::stats::{CHECKOUT_PENDING, Snapshot};
 
 pub const SCHEMA: &str = "emporium-loadtest/1";
 
@@ -181,9 +182,9 @@ impl Report {
             business: Business {
                 orders_placed: snapshot.orders_placed,
                 units_sold: snapshot.confirmed_units.clone(),
-                out_of_stock: business("out_of_stock"),
-                payment_declined: business("payment_declined"),
-                checkout_pending: business("checkout_pending"),
+                out_of_stock: business(ProblemCode::OutOfStock.as_str()),
+                payment_declined: business(ProblemCode::PaymentDeclined.as_str()),
+                checkout_pending: business(CHECKOUT_PENDING),
             },
             timeline: snapshot
                 .timeline

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use emporium_api::ProblemCode;
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::config::Weights;
-use crate::stats::{Kind, Outcome, Recorder};
+use crate::stats::{CHECKOUT_PENDING, Kind, Outcome, Recorder};
 
 /// The test cards the shop's simulated provider approves and declines.
 const CARD_APPROVED: &str = "4242 4242 4242 4242";
@@ -361,16 +362,18 @@ impl Shopper {
 
 /// Which answers are the shop working as designed, and which are errors.
 fn classify(kind: Kind, status: StatusCode, body: &Value) -> Outcome {
-    let code = body["code"].as_str().unwrap_or_default();
+    let code = body["code"].as_str().map(ProblemCode::from_wire);
     match (kind, status.as_u16(), code) {
-        (Kind::Checkout, 202, _) => Outcome::Business("checkout_pending"),
+        (Kind::Checkout, 202, _) => Outcome::Business(CHECKOUT_PENDING),
         (_, 200..=299, _) => Outcome::Ok,
-        (Kind::AddToCart | Kind::Checkout, 409, "out_of_stock") => {
-            Outcome::Business("out_of_stock")
+        (Kind::AddToCart | Kind::Checkout, 409, Some(ProblemCode::OutOfStock)) => {
+            Outcome::Business(ProblemCode::OutOfStock.as_str())
         }
-        (Kind::Checkout, 402, "payment_declined") => Outcome::Business("payment_declined"),
+        (Kind::Checkout, 402, Some(ProblemCode::PaymentDeclined)) => {
+            Outcome::Business(ProblemCode::PaymentDeclined.as_str())
+        }
         (_, 429 | 503, _) => Outcome::Error(format!("http_{}", status.as_u16())),
-        (_, 400..=499, code) if !code.is_empty() => Outcome::Error(code.to_owned()),
+        (_, 400..=499, Some(code)) if !code.as_str().is_empty() => Outcome::Error(code.to_string()),
         (_, status, _) => Outcome::Error(format!("http_{status}")),
     }
 }

@@ -36,6 +36,10 @@ impl Kind {
     }
 }
 
+/// The business outcome of a checkout the shop accepted and is still processing (202); the
+/// others are named by their problem codes.
+pub const CHECKOUT_PENDING: &str = "checkout_pending";
+
 /// How a request ended, as the statistics count it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

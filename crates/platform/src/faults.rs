@@ -321,7 +321,7 @@ pub async fn middleware(
         if faults.error_rate > 0.0 && rand::random::<f64>() < faults.error_rate {
             let problem = Problem::new(
                 actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "fault_injected",
+                crate::ProblemCode::FaultInjected,
                 "The service failed on purpose",
             )
             .with_detail("an error injected by the service's fault switches (/admin/faults)");
@@ -355,7 +355,7 @@ mod tests {
             ..FaultSettings::default()
         };
         let problem = wrong.validate(&faults.used()).expect_err("refused");
-        assert_eq!(problem.code, "validation_failed");
+        assert_eq!(problem.code, crate::ProblemCode::ValidationFailed);
     }
 
     #[test]
@@ -375,7 +375,7 @@ mod tests {
         let problem = lose(&[Dependency::Cache, Dependency::service("catalog")])
             .validate(&faults.used())
             .expect_err("refused");
-        assert_eq!(problem.code, "validation_failed");
+        assert_eq!(problem.code, crate::ProblemCode::ValidationFailed);
         let said = serde_json::to_string(&problem).expect("json");
         assert!(
             said.contains("does not use cache, catalog; it uses: storage, inventory"),

@@ -14,6 +14,7 @@ pub mod id;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+mod problem_code;
 pub mod recent_traces;
 pub mod request_id;
 pub mod server;
@@ -24,4 +25,4 @@ pub mod telemetry;
 pub mod testing;
 pub mod validation;
 
-pub use problem::{FieldError, Problem};
+pub use problem::{FieldError, Problem, ProblemCode, ServiceError};

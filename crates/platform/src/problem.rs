@@ -5,7 +5,6 @@
 //! Server faults never carry detail: the cause chain goes to the log, and the body only says that
 //! something failed and which request id to quote.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use actix_web::http::header::{self, HeaderValue};
@@ -15,6 +14,7 @@ use serde_json::{Map, Value};
 
 pub use actix_web::http::StatusCode;
 
+pub use crate::problem_code::ProblemCode;
 use crate::request_id;
 
 /// Media type of problem bodies.
@@ -23,6 +23,9 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// Prefix of every problem `type`; the code follows it. A URN, so it names the problem without
 /// pretending that a web page exists for it; `docs/API.md` lists the codes.
 pub const TYPE_PREFIX: &str = "urn:emporium:problem:";
+
+/// The member saying how many seconds to wait before trying again.
+const RETRY_AFTER_SECS: &str = "retry_after_secs";
 
 /// One invalid field of a request, reported with `validation_failed`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -51,7 +54,8 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub detail: Option<String>,
     /// Stable machine-readable code, the last part of `type`.
-    pub code: String,
+    #[schema(value_type = String)]
+    pub code: ProblemCode,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub request_id: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
@@ -63,14 +67,13 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, title: &str) -> Self {
-        let code = code.into();
+    pub fn new(status: StatusCode, code: ProblemCode, title: &str) -> Self {
         Self {
             type_uri: format!("{TYPE_PREFIX}{code}"),
             title: title.to_owned(),
             status: status.as_u16(),
             detail: None,
-            code: code.into_owned(),
+            code,
             request_id: None,
             errors: Vec::new(),
             extensions: Map::new(),
@@ -96,12 +99,33 @@ impl Problem {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
+    /// Whether this is a problem of that code.
+    pub fn is(&self, code: &ProblemCode) -> bool {
+        self.code == *code
+    }
+
+    // === Members the platform's problems add ===
+
+    /// When to try again (`overloaded`, `rate_limited`, `cart_busy`, the storefront's 503s).
+    pub fn with_retry_after_secs(self, seconds: u64) -> Self {
+        self.with_extension(RETRY_AFTER_SECS, seconds)
+    }
+
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.extensions.get(RETRY_AFTER_SECS)?.as_u64()
+    }
+
+    /// The limit a too-large request went over.
+    pub fn with_limit_bytes(self, limit: usize) -> Self {
+        self.with_extension("limit_bytes", limit)
+    }
+
     // === Problems shared by every service ===
 
     pub fn invalid_json(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            "invalid_json",
+            ProblemCode::InvalidJson,
             "Request body is not valid JSON",
         )
         .with_detail(detail)
@@ -110,7 +134,7 @@ impl Problem {
     pub fn invalid_body(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            "invalid_body",
+            ProblemCode::InvalidBody,
             "Request body does not match the expected shape",
         )
         .with_detail(detail)
@@ -119,7 +143,7 @@ impl Problem {
     pub fn invalid_query(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            "invalid_query",
+            ProblemCode::InvalidQuery,
             "Query string is not valid",
         )
         .with_detail(detail)
@@ -128,7 +152,7 @@ impl Problem {
     pub fn invalid_path(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            "invalid_path",
+            ProblemCode::InvalidPath,
             "Path parameter is not valid",
         )
         .with_detail(detail)
@@ -137,7 +161,7 @@ impl Problem {
     pub fn invalid_cursor() -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            "invalid_cursor",
+            ProblemCode::InvalidCursor,
             "Pagination cursor is not valid",
         )
         .with_detail("use the cursor exactly as a previous page returned it, with the same filters")
@@ -146,7 +170,7 @@ impl Problem {
     pub fn validation(errors: Vec<FieldError>) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+            ProblemCode::ValidationFailed,
             "Some fields are not valid",
         )
         .with_errors(errors)
@@ -155,17 +179,17 @@ impl Problem {
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ProblemCode::PayloadTooLarge,
             "Request body is too large",
         )
         .with_detail(format!("the limit is {limit} bytes"))
-        .with_extension("limit_bytes", limit)
+        .with_limit_bytes(limit)
     }
 
     pub fn unsupported_media_type(expected: &str) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ProblemCode::UnsupportedMediaType,
             "Content-Type is not supported here",
         )
         .with_detail(format!("send {expected}"))
@@ -174,7 +198,7 @@ impl Problem {
     pub fn unauthorized(detail: &str) -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ProblemCode::Unauthorized,
             "Valid credentials are required",
         )
         .with_detail(detail)
@@ -184,7 +208,7 @@ impl Problem {
     pub fn gateway_required() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "gateway_required",
+            ProblemCode::GatewayRequired,
             "This is served to the shop's services only",
         )
         .with_detail("call through the storefront; services send the gateway key")
@@ -193,7 +217,7 @@ impl Problem {
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            ProblemCode::InternalError,
             "Something went wrong on our side",
         )
         .with_detail("quote the request id when you report this")
@@ -202,7 +226,7 @@ impl Problem {
     pub fn unavailable(detail: &str) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
+            ProblemCode::ServiceUnavailable,
             "The service is temporarily unavailable",
         )
         .with_detail(detail)
@@ -212,7 +236,7 @@ impl Problem {
     pub fn body_timeout(timeout_ms: u128) -> Self {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
+            ProblemCode::BodyTimeout,
             "The request body took too long to arrive",
         )
         .with_detail(format!("send the whole body within {timeout_ms} ms"))
@@ -224,34 +248,38 @@ impl Problem {
     pub fn overloaded(retry_after_secs: u32) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
+            ProblemCode::Overloaded,
             "The service is busy",
         )
         .with_detail(format!("try again in {retry_after_secs} s"))
-        .with_extension("retry_after_secs", retry_after_secs)
+        .with_retry_after_secs(retry_after_secs.into())
     }
 
     /// A problem for a bare status that nothing more specific described (an unknown route,
     /// a method the route does not take).
     pub fn from_status(status: StatusCode) -> Self {
         match status {
-            StatusCode::NOT_FOUND => Self::new(status, "not_found", "No such resource"),
+            StatusCode::NOT_FOUND => Self::new(status, ProblemCode::NotFound, "No such resource"),
             StatusCode::METHOD_NOT_ALLOWED => Self::new(
                 status,
-                "method_not_allowed",
+                ProblemCode::MethodNotAllowed,
                 "Method not allowed on this resource",
             ),
-            StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::new(status, "payload_too_large", "Request body is too large")
-            }
+            StatusCode::PAYLOAD_TOO_LARGE => Self::new(
+                status,
+                ProblemCode::PayloadTooLarge,
+                "Request body is too large",
+            ),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
                 status,
-                "unsupported_media_type",
+                ProblemCode::UnsupportedMediaType,
                 "Content-Type is not supported here",
             ),
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE | StatusCode::URI_TOO_LONG => {
-                Self::new(status, "request_too_large", "Request head is too large")
-            }
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE | StatusCode::URI_TOO_LONG => Self::new(
+                status,
+                ProblemCode::RequestTooLarge,
+                "Request head is too large",
+            ),
             StatusCode::SERVICE_UNAVAILABLE => Self::unavailable("try again shortly"),
             status if status.is_server_error() => Self {
                 status: status.as_u16(),
@@ -259,7 +287,7 @@ impl Problem {
             },
             status => Self::new(
                 status,
-                "bad_request",
+                ProblemCode::BadRequest,
                 status.canonical_reason().unwrap_or("Bad request"),
             ),
         }
@@ -321,11 +349,47 @@ pub fn is_problem_type(content_type: &str) -> bool {
     content_type.starts_with(PROBLEM_JSON)
 }
 
-/// Logs a server-side failure with its whole cause chain and returns the bodiless problem that
-/// the client sees instead.
-pub fn log_internal(error: &(dyn std::error::Error + 'static)) -> Problem {
-    tracing::error!(error = %error_chain(error), "request failed");
-    Problem::internal()
+/// A service's error type: the one mapping of each of its failures to the answer's status and
+/// to the problem the client sees. The platform answers with it ([`respond`]) and logs there, so
+/// building a problem has no side effect and a failure is logged once per answer.
+pub trait ServiceError: std::error::Error + 'static {
+    /// The answer's status, the one place each failure's status is stated. Cheap and without
+    /// side effects: actix asks for it more than once (the request log line too).
+    fn status(&self) -> StatusCode;
+
+    /// What the client sees, at [`Self::status`]. Server-side failures describe no cause.
+    fn problem(&self) -> Problem;
+}
+
+/// The answer for a service error: its problem, after logging a server-side failure (see
+/// [`log_failure`]). For `ResponseError::error_response`, which actix calls once per answer.
+pub fn respond(error: &impl ServiceError) -> HttpResponse {
+    let status = error.status();
+    log_failure(status, error);
+    let problem = error.problem();
+    debug_assert_eq!(
+        problem.status(),
+        status,
+        "{error}: status and problem disagree"
+    );
+    problem.to_response()
+}
+
+/// Logs a failure answered with a 5xx as an error, with its whole cause chain, inside the
+/// request's span (which carries the request id). The cause goes to the log and never to the
+/// client. A client error is not logged here: the request's own log line has its status.
+pub fn log_failure(status: StatusCode, error: &(dyn std::error::Error + 'static)) {
+    if !status.is_server_error() {
+        return;
+    }
+    let chain = error_chain(error);
+    // A 503 says a backend or another service did not answer, which operators look for apart
+    // from faults in the service's own code.
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        tracing::error!(status = status.as_u16(), error = %chain, "service unavailable");
+    } else {
+        tracing::error!(status = status.as_u16(), error = %chain, "request failed");
+    }
 }
 
 /// `error: cause: cause of the cause ...`, for logs.
@@ -346,14 +410,14 @@ mod tests {
 
     #[test]
     fn type_is_derived_from_the_code() {
-        let problem = Problem::new(StatusCode::CONFLICT, "version_conflict", "Stale");
+        let problem = Problem::new(StatusCode::CONFLICT, ProblemCode::VersionConflict, "Stale");
         assert_eq!(problem.type_uri, "urn:emporium:problem:version_conflict");
         assert_eq!(problem.status, 409);
     }
 
     #[test]
     fn extensions_are_flattened_into_the_body() {
-        let problem = Problem::new(StatusCode::CONFLICT, "version_conflict", "Stale")
+        let problem = Problem::new(StatusCode::CONFLICT, ProblemCode::VersionConflict, "Stale")
             .with_extension("current_version", 3);
         let json = serde_json::to_value(&problem).expect("serialise");
         assert_eq!(json["current_version"], 3);
@@ -363,8 +427,65 @@ mod tests {
     #[test]
     fn server_errors_carry_no_detail_of_the_cause() {
         let problem = Problem::from_status(StatusCode::BAD_GATEWAY);
-        assert_eq!(problem.code, "internal_error");
+        assert_eq!(problem.code, ProblemCode::InternalError);
         assert_eq!(problem.status, 502);
         assert!(!problem.detail.unwrap_or_default().contains("gateway"));
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the store is unavailable")]
+    struct StoreDown(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    enum TestError {
+        #[error("no such thing")]
+        Missing,
+        #[error(transparent)]
+        Down(#[from] StoreDown),
+    }
+
+    impl ServiceError for TestError {
+        fn status(&self) -> StatusCode {
+            match self {
+                Self::Missing => StatusCode::NOT_FOUND,
+                Self::Down(_) => StatusCode::SERVICE_UNAVAILABLE,
+            }
+        }
+
+        fn problem(&self) -> Problem {
+            match self {
+                Self::Missing => {
+                    Problem::new(self.status(), ProblemCode::NotFound, "No such thing")
+                }
+                Self::Down(_) => Problem::unavailable("try again"),
+            }
+        }
+    }
+
+    /// What `respond` logs while answering `error`.
+    fn logged_by_respond(error: &TestError) -> (StatusCode, String) {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(log.reopen().expect("log writer"))
+            .with_ansi(false)
+            .finish();
+        let status = tracing::subscriber::with_default(subscriber, || respond(error).status());
+        (status, std::fs::read_to_string(log.path()).expect("log"))
+    }
+
+    #[test]
+    fn a_server_failure_is_logged_once_with_its_causes_and_a_client_error_not_at_all() {
+        let down = TestError::from(StoreDown(std::io::Error::other("connection refused")));
+        let (status, log) = logged_by_respond(&down);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(log.lines().count(), 1, "one line: {log}");
+        assert!(log.contains("ERROR"), "{log}");
+        assert!(
+            log.contains("the store is unavailable: connection refused"),
+            "the cause chain: {log}"
+        );
+        let (status, log) = logged_by_respond(&TestError::Missing);
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(log.is_empty(), "a 404 is not an error: {log}");
     }
 }

@@ -29,7 +29,7 @@ use crate::auth::{AdminKey, GatewayKey};
 use crate::faults::FaultSwitches;
 use crate::health::{self, Readiness};
 use crate::metrics::{self, MatchedRoute, Metrics};
-use crate::problem::{self, Problem};
+use crate::problem::{self, Problem, ProblemCode};
 use crate::request_id::RequestId;
 use crate::telemetry;
 
@@ -257,11 +257,11 @@ pub async fn header_limit(
     if size > MAX_HEADER_BYTES {
         let problem = Problem::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
+            ProblemCode::HeadersTooLarge,
             "Request headers are too large",
         )
         .with_detail(format!("the limit is {MAX_HEADER_BYTES} bytes of headers"))
-        .with_extension("limit_bytes", MAX_HEADER_BYTES);
+        .with_limit_bytes(MAX_HEADER_BYTES);
         return Ok(req.into_response(problem.to_response()));
     }
     Ok(next.call(req).await?.map_into_boxed_body())
@@ -451,7 +451,7 @@ fn json_problem(error: JsonPayloadError, limit: usize) -> Problem {
         {
             Problem::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
+                ProblemCode::BodyTimeout,
                 "The request body took too long to arrive",
             )
         }

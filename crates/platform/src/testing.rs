@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder};
 
 use crate::auth::{GATEWAY_HEADER, GatewayKey};
-use crate::problem::{PROBLEM_JSON, Problem};
+use crate::problem::{PROBLEM_JSON, Problem, ProblemCode};
 use crate::server::{HttpSettings, RunningServer};
 
 /// Settings of a service under test: loopback, a free port, two workers, a small body limit and
@@ -130,8 +130,14 @@ impl TestClient {
 }
 
 /// Asserts that `response` is the problem `code` with `status`, served as problem+json with the
-/// request's id, and returns it.
+/// request's id, and returns it. `code` must be one of [`ProblemCode`]'s, so a test cannot wait
+/// for a code no service sends.
 pub async fn expect_problem(response: reqwest::Response, status: u16, code: &str) -> Problem {
+    let expected = ProblemCode::from_wire(code);
+    assert!(
+        !matches!(expected, ProblemCode::Other(_)),
+        "{code} is not a problem code"
+    );
     assert_eq!(response.status().as_u16(), status, "expected {code}");
     let content_type = response
         .headers()
@@ -141,7 +147,7 @@ pub async fn expect_problem(response: reqwest::Response, status: u16, code: &str
         .to_owned();
     assert_eq!(content_type, PROBLEM_JSON, "expected {code}");
     let problem: Problem = response.json().await.expect("problem body");
-    assert_eq!(problem.code, code);
+    assert_eq!(problem.code, expected);
     assert!(
         problem.request_id.is_some(),
         "{code} carries the request id"

@@ -219,7 +219,7 @@ async fn errors_are_problems_with_stable_codes_and_the_request_id() {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let body = problem(response).await;
-        assert_eq!(body.code, code);
+        assert_eq!(body.code.as_str(), code);
         assert_eq!(body.status, status);
         assert_eq!(body.type_uri, format!("urn:emporium:problem:{code}"));
         assert!(body.request_id.is_some(), "{code} has a request id");
@@ -285,7 +285,7 @@ async fn admin_routes_need_the_exact_bearer_key() {
             .map(|v| v.as_bytes()),
         Some(&b"Bearer"[..])
     );
-    assert_eq!(problem(missing).await.code, "unauthorized");
+    assert_eq!(problem(missing).await.code.as_str(), "unauthorized");
     let wrong = http
         .get(&url)
         .bearer_auth("letmeout")

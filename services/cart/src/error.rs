@@ -1,10 +1,12 @@
-//! Every way a cart request can fail, and the one place that maps each to HTTP.
+//! Every way a cart request can fail, and the one place that maps each to its status and
+//! problem (the platform answers with them and logs server-side failures).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use emporium_api::inventory::Shortage;
+use emporium_api::{ProblemCode, ProblemMembers};
 use emporium_platform::FieldError;
-use emporium_platform::problem::{self, Problem};
+use emporium_platform::problem::{self, Problem, ServiceError};
 use emporium_ports::storage::StorageError;
 
 /// How long a caller told the cart is busy should wait.
@@ -54,81 +56,10 @@ impl CartError {
     pub fn field(field: &str, message: impl Into<String>) -> Self {
         Self::Validation(vec![FieldError::new(field, message)])
     }
-
-    /// The problem the client sees; logs the cause of server-side failures.
-    pub fn problem(&self) -> Problem {
-        match self {
-            Self::CartNotFound => {
-                Problem::new(StatusCode::NOT_FOUND, "cart_not_found", "No such cart")
-                    .with_detail("the cart does not exist or expired; start a new one")
-            }
-            Self::LineNotFound => Problem::new(
-                StatusCode::NOT_FOUND,
-                "line_not_found",
-                "The cart has no line for this product",
-            ),
-            Self::Validation(errors) => Problem::validation(errors.clone()),
-            Self::UnknownProduct(id) => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown_product",
-                "No such product",
-            )
-            .with_detail(format!("there is no product {id}")),
-            Self::OutOfStock(short) => {
-                Problem::new(StatusCode::CONFLICT, "out_of_stock", "Not enough stock")
-                    .with_detail(format!(
-                        "only {} of {} available; you asked for {}",
-                        short.available, short.sku, short.requested
-                    ))
-                    .with_extension(
-                        "short",
-                        serde_json::to_value([short]).unwrap_or(serde_json::Value::Null),
-                    )
-            }
-            Self::CartFull { max_lines } => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "cart_full",
-                "The cart holds as many products as it can",
-            )
-            .with_detail(format!(
-                "a cart holds at most {max_lines} different products"
-            )),
-            Self::InCheckout(order_id) => Problem::new(
-                StatusCode::CONFLICT,
-                "cart_in_checkout",
-                "The cart is being checked out",
-            )
-            .with_detail(
-                "an order is checking this cart out: no other checkout, and nothing it buys taken out, until it ends",
-            )
-            .with_extension("order_id", order_id.clone()),
-            Self::Changed { current_version } => {
-                Problem::new(StatusCode::CONFLICT, "cart_changed", "The cart changed")
-                    .with_detail("the cart is no longer the one read; read it again")
-                    .with_extension("current_version", *current_version)
-            }
-            Self::Busy => Problem::new(
-                StatusCode::CONFLICT,
-                "cart_busy",
-                "The cart is changing too often to change now",
-            )
-            .with_detail(format!("try again in {BUSY_RETRY_AFTER_SECS} s"))
-            .with_extension("retry_after_secs", BUSY_RETRY_AFTER_SECS),
-            Self::CatalogUnavailable(source) => {
-                tracing::error!(error = %format!("{source:#}"), "catalog unavailable");
-                Problem::unavailable("the catalog is not answering; try again shortly")
-            }
-            Self::Unavailable(source) => {
-                tracing::error!(error = %problem::error_chain(source), "storage unavailable");
-                Problem::unavailable("the cart store is not answering; try again shortly")
-            }
-            Self::Unexpected(error) => problem::log_internal(error.as_ref()),
-        }
-    }
 }
 
-impl ResponseError for CartError {
-    fn status_code(&self) -> StatusCode {
+impl ServiceError for CartError {
+    fn status(&self) -> StatusCode {
         match self {
             Self::CartNotFound | Self::LineNotFound => StatusCode::NOT_FOUND,
             Self::Validation(_) | Self::UnknownProduct(_) | Self::CartFull { .. } => {
@@ -142,8 +73,76 @@ impl ResponseError for CartError {
         }
     }
 
+    fn problem(&self) -> Problem {
+        let status = self.status();
+        match self {
+            Self::CartNotFound => Problem::new(status, ProblemCode::CartNotFound, "No such cart")
+                .with_detail("the cart does not exist or expired; start a new one"),
+            Self::LineNotFound => Problem::new(
+                status,
+                ProblemCode::LineNotFound,
+                "The cart has no line for this product",
+            ),
+            Self::Validation(errors) => Problem::validation(errors.clone()),
+            Self::UnknownProduct(id) => {
+                Problem::new(status, ProblemCode::UnknownProduct, "No such product")
+                    .with_detail(format!("there is no product {id}"))
+            }
+            Self::OutOfStock(short) => {
+                Problem::new(status, ProblemCode::OutOfStock, "Not enough stock")
+                    .with_detail(format!(
+                        "only {} of {} available; you asked for {}",
+                        short.available, short.sku, short.requested
+                    ))
+                    .with_short(std::slice::from_ref(short))
+            }
+            Self::CartFull { max_lines } => Problem::new(
+                status,
+                ProblemCode::CartFull,
+                "The cart holds as many products as it can",
+            )
+            .with_detail(format!(
+                "a cart holds at most {max_lines} different products"
+            )),
+            Self::InCheckout(order_id) => Problem::new(
+                status,
+                ProblemCode::CartInCheckout,
+                "The cart is being checked out",
+            )
+            .with_detail(
+                "an order is checking this cart out: no other checkout, and nothing it buys taken out, until it ends",
+            )
+            .with_order_id(order_id),
+            Self::Changed { current_version } => {
+                Problem::new(status, ProblemCode::CartChanged, "The cart changed")
+                    .with_detail("the cart is no longer the one read; read it again")
+                    .with_current_version(*current_version)
+            }
+            Self::Busy => Problem::new(
+                status,
+                ProblemCode::CartBusy,
+                "The cart is changing too often to change now",
+            )
+            .with_detail(format!("try again in {BUSY_RETRY_AFTER_SECS} s"))
+            .with_retry_after_secs(BUSY_RETRY_AFTER_SECS.into()),
+            Self::CatalogUnavailable(_) => {
+                Problem::unavailable("the catalog is not answering; try again shortly")
+            }
+            Self::Unavailable(_) => {
+                Problem::unavailable("the cart store is not answering; try again shortly")
+            }
+            Self::Unexpected(_) => Problem::internal(),
+        }
+    }
+}
+
+impl ResponseError for CartError {
+    fn status_code(&self) -> StatusCode {
+        ServiceError::status(self)
+    }
+
     fn error_response(&self) -> HttpResponse {
-        let mut response = self.problem().to_response();
+        let mut response = problem::respond(self);
         if matches!(self, Self::Busy) {
             response.headers_mut().insert(
                 actix_web::http::header::RETRY_AFTER,

@@ -1,9 +1,11 @@
-//! Every way a catalog request can fail, and the one place that maps each to HTTP.
+//! Every way a catalog request can fail, and the one place that maps each to its status and
+//! problem (the platform answers with them and logs server-side failures).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use emporium_api::{ProblemCode, ProblemMembers};
 use emporium_platform::FieldError;
-use emporium_platform::problem::{self, Problem};
+use emporium_platform::problem::{self, Problem, ServiceError};
 use emporium_ports::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,62 +67,10 @@ impl CatalogError {
     pub fn field(field: &str, message: &str) -> Self {
         Self::Validation(vec![FieldError::new(field, message)])
     }
-
-    /// The problem the client sees; logs the cause of server-side failures.
-    pub fn problem(&self) -> Problem {
-        match self {
-            Self::ProductNotFound => {
-                Problem::new(StatusCode::NOT_FOUND, "product_not_found", "No such product")
-            }
-            Self::CategoryNotFound(slug) => {
-                Problem::new(StatusCode::NOT_FOUND, "category_not_found", "No such category")
-                    .with_detail(format!("there is no category {slug:?}"))
-            }
-            Self::Validation(errors) => Problem::validation(errors.clone()),
-            Self::InvalidQuery(detail) => Problem::invalid_query(detail.clone()),
-            Self::InvalidCursor => Problem::invalid_cursor(),
-            Self::VersionConflict { given, current } => Problem::new(
-                StatusCode::CONFLICT,
-                "version_conflict",
-                "The resource changed since you read it",
-            )
-            .with_detail(format!(
-                "you sent version {given}, the current version is {current}; read it again and reapply your change"
-            ))
-            .with_extension("current_version", *current),
-            Self::SkuTaken(sku) => Problem::new(
-                StatusCode::CONFLICT,
-                "sku_taken",
-                "Another product has this SKU",
-            )
-            .with_detail(format!("SKU {sku} is in use")),
-            Self::CategoryExists(slug) => Problem::new(
-                StatusCode::CONFLICT,
-                "category_exists",
-                "A category with this slug exists",
-            )
-            .with_detail(format!("category {slug:?} exists")),
-            Self::CategoryNotEmpty(count) => Problem::new(
-                StatusCode::CONFLICT,
-                "category_not_empty",
-                "The category still has products",
-            )
-            .with_detail(format!("move or delete its {count} products first"))
-            .with_extension("product_count", *count),
-            Self::UnsupportedImage => Problem::unsupported_media_type(
-                "image/png, image/jpeg, image/webp, image/gif or image/avif",
-            ),
-            Self::Unavailable(source) => {
-                tracing::error!(error = %problem::error_chain(source), "storage unavailable");
-                Problem::unavailable("the catalog store is not answering; try again shortly")
-            }
-            Self::Unexpected(error) => problem::log_internal(error.as_ref()),
-        }
-    }
 }
 
-impl ResponseError for CatalogError {
-    fn status_code(&self) -> StatusCode {
+impl ServiceError for CatalogError {
+    fn status(&self) -> StatusCode {
         match self {
             Self::ProductNotFound | Self::CategoryNotFound(_) => StatusCode::NOT_FOUND,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -135,7 +85,64 @@ impl ResponseError for CatalogError {
         }
     }
 
+    fn problem(&self) -> Problem {
+        let status = self.status();
+        match self {
+            Self::ProductNotFound => {
+                Problem::new(status, ProblemCode::ProductNotFound, "No such product")
+            }
+            Self::CategoryNotFound(slug) => {
+                Problem::new(status, ProblemCode::CategoryNotFound, "No such category")
+                    .with_detail(format!("there is no category {slug:?}"))
+            }
+            Self::Validation(errors) => Problem::validation(errors.clone()),
+            Self::InvalidQuery(detail) => Problem::invalid_query(detail.clone()),
+            Self::InvalidCursor => Problem::invalid_cursor(),
+            Self::VersionConflict { given, current } => Problem::new(
+                status,
+                ProblemCode::VersionConflict,
+                "The resource changed since you read it",
+            )
+            .with_detail(format!(
+                "you sent version {given}, the current version is {current}; read it again and reapply your change"
+            ))
+            .with_current_version(*current),
+            Self::SkuTaken(sku) => Problem::new(
+                status,
+                ProblemCode::SkuTaken,
+                "Another product has this SKU",
+            )
+            .with_detail(format!("SKU {sku} is in use")),
+            Self::CategoryExists(slug) => Problem::new(
+                status,
+                ProblemCode::CategoryExists,
+                "A category with this slug exists",
+            )
+            .with_detail(format!("category {slug:?} exists")),
+            Self::CategoryNotEmpty(count) => Problem::new(
+                status,
+                ProblemCode::CategoryNotEmpty,
+                "The category still has products",
+            )
+            .with_detail(format!("move or delete its {count} products first"))
+            .with_product_count(*count),
+            Self::UnsupportedImage => Problem::unsupported_media_type(
+                "image/png, image/jpeg, image/webp, image/gif or image/avif",
+            ),
+            Self::Unavailable(_) => {
+                Problem::unavailable("the catalog store is not answering; try again shortly")
+            }
+            Self::Unexpected(_) => Problem::internal(),
+        }
+    }
+}
+
+impl ResponseError for CatalogError {
+    fn status_code(&self) -> StatusCode {
+        ServiceError::status(self)
+    }
+
     fn error_response(&self) -> HttpResponse {
-        self.problem().to_response()
+        problem::respond(self)
     }
 }

@@ -1,10 +1,12 @@
-//! Every way an inventory request can fail, and the one place that maps each to HTTP.
+//! Every way an inventory request can fail, and the one place that maps each to its status and
+//! problem (the platform answers with them and logs server-side failures).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use emporium_api::inventory::Shortage;
+use emporium_api::{ProblemCode, ProblemMembers};
 use emporium_platform::FieldError;
-use emporium_platform::problem::{self, Problem};
+use emporium_platform::problem::{self, Problem, ServiceError};
 use emporium_ports::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,80 +51,8 @@ impl From<StorageError> for InventoryError {
     }
 }
 
-fn conflict(code: &'static str, title: &str, detail: String) -> Problem {
-    Problem::new(StatusCode::CONFLICT, code, title).with_detail(detail)
-}
-
-impl InventoryError {
-    /// The problem the client sees; logs the cause of server-side failures.
-    pub fn problem(&self) -> Problem {
-        match self {
-            Self::StockNotFound(sku) => Problem::new(
-                StatusCode::NOT_FOUND,
-                "stock_not_found",
-                "No stock record for this SKU",
-            )
-            .with_detail(format!("there is no stock record for {sku}")),
-            Self::ReservationNotFound(id) => Problem::new(
-                StatusCode::NOT_FOUND,
-                "reservation_not_found",
-                "No such reservation",
-            )
-            .with_detail(format!("there is no reservation {id}")),
-            Self::Validation(errors) => Problem::validation(errors.clone()),
-            Self::InvalidQuery(detail) => Problem::invalid_query(detail.clone()),
-            Self::InvalidCursor => Problem::invalid_cursor(),
-            Self::OutOfStock(short) => {
-                let skus: Vec<&str> = short.iter().map(|s| s.sku.as_str()).collect();
-                Problem::new(StatusCode::CONFLICT, "out_of_stock", "Not enough stock")
-                    .with_detail(format!("not enough stock of {}", skus.join(", ")))
-                    .with_extension(
-                        "short",
-                        serde_json::to_value(short).unwrap_or(serde_json::Value::Null),
-                    )
-            }
-            Self::ReservationConflict(id) => conflict(
-                "reservation_conflict",
-                "A reservation with this id has other lines",
-                format!("reservation {id} exists with different lines; use a new id"),
-            ),
-            Self::ReservationExpired(id) => conflict(
-                "reservation_expired",
-                "The reservation expired",
-                format!("reservation {id} ran out of time and its stock was returned"),
-            ),
-            Self::ReservationReleased(id) => conflict(
-                "reservation_released",
-                "The reservation was released",
-                format!("reservation {id} no longer holds stock"),
-            ),
-            Self::ReservationCommitted(id) => conflict(
-                "reservation_committed",
-                "The reservation is committed",
-                format!("reservation {id} is sold; return it instead"),
-            ),
-            Self::ReservationNotCommitted(id) => conflict(
-                "reservation_not_committed",
-                "The reservation is not committed",
-                format!("only committed reservations can be returned; {id} is not"),
-            ),
-            Self::InsufficientStock { available } => conflict(
-                "insufficient_stock",
-                "Not enough available stock",
-                format!("only {available} units are available"),
-            )
-            .with_extension("available", *available),
-            Self::Unavailable(source) => {
-                tracing::error!(error = %problem::error_chain(source), "storage unavailable");
-                Problem::unavailable("the inventory store is not answering; try again shortly")
-            }
-            Self::Unexpected(error) => problem::log_internal(error.as_ref()),
-        }
-    }
-}
-
-impl ResponseError for InventoryError {
-    fn status_code(&self) -> StatusCode {
+impl ServiceError for InventoryError {
+    fn status(&self) -> StatusCode {
         match self {
             Self::StockNotFound(_) | Self::ReservationNotFound(_) => StatusCode::NOT_FOUND,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -139,7 +69,79 @@ impl ResponseError for InventoryError {
         }
     }
 
+    fn problem(&self) -> Problem {
+        let status = self.status();
+        let problem = |code, title: &str, detail: String| {
+            Problem::new(status, code, title).with_detail(detail)
+        };
+        match self {
+            Self::StockNotFound(sku) => problem(
+                ProblemCode::StockNotFound,
+                "No stock record for this SKU",
+                format!("there is no stock record for {sku}"),
+            ),
+            Self::ReservationNotFound(id) => problem(
+                ProblemCode::ReservationNotFound,
+                "No such reservation",
+                format!("there is no reservation {id}"),
+            ),
+            Self::Validation(errors) => Problem::validation(errors.clone()),
+            Self::InvalidQuery(detail) => Problem::invalid_query(detail.clone()),
+            Self::InvalidCursor => Problem::invalid_cursor(),
+            Self::OutOfStock(short) => {
+                let skus: Vec<&str> = short.iter().map(|s| s.sku.as_str()).collect();
+                problem(
+                    ProblemCode::OutOfStock,
+                    "Not enough stock",
+                    format!("not enough stock of {}", skus.join(", ")),
+                )
+                .with_short(short)
+            }
+            Self::ReservationConflict(id) => problem(
+                ProblemCode::ReservationConflict,
+                "A reservation with this id has other lines",
+                format!("reservation {id} exists with different lines; use a new id"),
+            ),
+            Self::ReservationExpired(id) => problem(
+                ProblemCode::ReservationExpired,
+                "The reservation expired",
+                format!("reservation {id} ran out of time and its stock was returned"),
+            ),
+            Self::ReservationReleased(id) => problem(
+                ProblemCode::ReservationReleased,
+                "The reservation was released",
+                format!("reservation {id} no longer holds stock"),
+            ),
+            Self::ReservationCommitted(id) => problem(
+                ProblemCode::ReservationCommitted,
+                "The reservation is committed",
+                format!("reservation {id} is sold; return it instead"),
+            ),
+            Self::ReservationNotCommitted(id) => problem(
+                ProblemCode::ReservationNotCommitted,
+                "The reservation is not committed",
+                format!("only committed reservations can be returned; {id} is not"),
+            ),
+            Self::InsufficientStock { available } => problem(
+                ProblemCode::InsufficientStock,
+                "Not enough available stock",
+                format!("only {available} units are available"),
+            )
+            .with_available(*available),
+            Self::Unavailable(_) => {
+                Problem::unavailable("the inventory store is not answering; try again shortly")
+            }
+            Self::Unexpected(_) => Problem::internal(),
+        }
+    }
+}
+
+impl ResponseError for InventoryError {
+    fn status_code(&self) -> StatusCode {
+        ServiceError::status(self)
+    }
+
     fn error_response(&self) -> HttpResponse {
-        self.problem().to_response()
+        problem::respond(self)
     }
 }

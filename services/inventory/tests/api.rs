@@ -759,7 +759,7 @@ async fn reservations_are_for_the_shops_services_only_and_a_stranger_holds_nothi
             let response = attempt.send().await.expect("send");
             assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
             let problem: Problem = response.json().await.expect("problem");
-            assert_eq!(problem.code, "gateway_required");
+            assert_eq!(problem.code.as_str(), "gateway_required");
         }
     }
     // Nothing was held, and no fence was written: the shop's own reservation goes through.

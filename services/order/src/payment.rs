@@ -12,6 +12,8 @@
 //! Any other number that passes the checks (length, Luhn, expiry, CVC) is approved.
 //! Authorisations are keyed by order id, so authorising an order twice gives one authorisation.
 
+use emporium_api::order::DeclineCode;
+
 use crate::domain::ValidCard;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +22,7 @@ pub enum Decision {
         authorization_id: String,
     },
     Declined {
-        code: &'static str,
+        code: DeclineCode,
         message: &'static str,
     },
 }
@@ -31,10 +33,13 @@ pub struct SimulatedProvider;
 impl SimulatedProvider {
     pub fn authorize(&self, order_id: &str, card: &ValidCard) -> Decision {
         let decline = match card.number.as_str() {
-            "4000000000000002" => Some(("card_declined", "the card was declined")),
-            "4000000000009995" => Some(("insufficient_funds", "the card has insufficient funds")),
+            "4000000000000002" => Some((DeclineCode::CardDeclined, "the card was declined")),
+            "4000000000009995" => Some((
+                DeclineCode::InsufficientFunds,
+                "the card has insufficient funds",
+            )),
             "4000000000000119" => Some((
-                "processing_error",
+                DeclineCode::ProcessingError,
                 "the card could not be processed; try again",
             )),
             _ => None,
@@ -72,14 +77,14 @@ mod tests {
         assert!(matches!(
             provider.authorize("o1", &card("4000000000009995")),
             Decision::Declined {
-                code: "insufficient_funds",
+                code: DeclineCode::InsufficientFunds,
                 ..
             }
         ));
         assert!(matches!(
             provider.authorize("o1", &card("4000000000000002")),
             Decision::Declined {
-                code: "card_declined",
+                code: DeclineCode::CardDeclined,
                 ..
             }
         ));

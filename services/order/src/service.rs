@@ -37,13 +37,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use emporium_api::Money;
 use emporium_api::client::{CartClient, CatalogClient, ClientError, InventoryClient};
 use emporium_api::inventory::{NewReservation, ReservationLine, ReservationStatus};
 use emporium_api::order::{
     Order, OrderFailure, OrderLine, OrderPage, OrderStatus, PaymentStatus, PaymentSummary,
     PlaceOrder,
 };
+use emporium_api::{Money, ProblemCode, ProblemMembers};
 use emporium_platform::request_id::past_deadline;
 use emporium_ports::storage::{Storage, cursor_from_token, page_token};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -161,7 +161,7 @@ impl Outcome {
         let reason = order
             .failure
             .as_ref()
-            .map_or_else(|| "none".to_owned(), |failure| failure.code.clone());
+            .map_or_else(|| "none".to_owned(), |failure| failure.code.to_string());
         Self { by, status, reason }
     }
 }
@@ -186,9 +186,9 @@ fn unavailable(service: &'static str, error: ClientError) -> OrderError {
     OrderError::DependencyUnavailable(service, error.into())
 }
 
-fn failure(code: &str, message: &str) -> OrderFailure {
+fn failure(code: ProblemCode, message: &str) -> OrderFailure {
     OrderFailure {
-        code: code.to_owned(),
+        code,
         message: message.to_owned(),
         skus: Vec::new(),
         decline_code: None,
@@ -202,10 +202,6 @@ fn moved(stored: &StoredOrder, step: Step, change: impl FnOnce(&mut Order)) -> S
     change(&mut next.order);
     next.order.updated_at = OffsetDateTime::now_utc();
     next
-}
-
-fn code_is(error: &ClientError, codes: &[&str]) -> bool {
-    error.code().is_some_and(|code| codes.contains(&code))
 }
 
 impl Orders {
@@ -493,7 +489,7 @@ impl Orders {
                         other => other,
                     };
                     order.failure = Some(failure(
-                        "injected_fault",
+                        ProblemCode::InjectedFault,
                         "a fault was injected into the checkout",
                     ));
                 });
@@ -577,7 +573,7 @@ impl Orders {
 
     /// Claims the cart at the version this order priced, so no other checkout of it runs.
     async fn claim_cart(&self, stored: &StoredOrder) -> StoredOrder {
-        let refused = |code: &str, message: &str| {
+        let refused = |code: ProblemCode, message: &str| {
             moved(stored, Step::Done, |order| {
                 order.status = OrderStatus::Failed;
                 order.failure = Some(failure(code, message));
@@ -590,20 +586,20 @@ impl Orders {
         {
             Ok(_) => moved(stored, Step::Reserve, |_| {}),
             // Nothing was claimed in these cases, so nothing is left to release.
-            Err(error) if code_is(&error, &["cart_in_checkout"]) => refused(
-                "cart_in_checkout",
+            Err(error) if error.is(&ProblemCode::CartInCheckout) => refused(
+                ProblemCode::CartInCheckout,
                 "this cart is already being checked out; nothing was charged, see your orders",
             ),
-            Err(error) if code_is(&error, &["cart_changed"]) => refused(
-                "cart_changed",
+            Err(error) if error.is(&ProblemCode::CartChanged) => refused(
+                ProblemCode::CartChanged,
                 "the cart changed during checkout; nothing was charged, review it and try again",
             ),
-            Err(error) if code_is(&error, &["cart_busy"]) => refused(
-                "cart_busy",
+            Err(error) if error.is(&ProblemCode::CartBusy) => refused(
+                ProblemCode::CartBusy,
                 "the cart was changing during checkout; nothing was charged, try again",
             ),
             Err(error) if error.is_not_found() => refused(
-                "cart_not_found",
+                ProblemCode::CartNotFound,
                 "the cart does not exist or expired; nothing was charged",
             ),
             Err(error) => {
@@ -612,7 +608,7 @@ impl Orders {
                 moved(stored, Step::ReleaseCart, |order| {
                     order.status = OrderStatus::Failed;
                     order.failure = Some(failure(
-                        "cart_unavailable",
+                        ProblemCode::CartUnavailable,
                         "the cart could not be read; nothing was charged, try again shortly",
                     ));
                 })
@@ -665,27 +661,20 @@ impl Orders {
             Ok(_) => moved(stored, Step::Release, |order| {
                 order.status = OrderStatus::Failed;
                 order.failure = Some(failure(
-                    "inventory_unavailable",
+                    ProblemCode::InventoryUnavailable,
                     "the stock hold ended before payment",
                 ));
             }),
-            Err(error) if code_is(&error, &["out_of_stock"]) => {
+            Err(error) if error.is(&ProblemCode::OutOfStock) => {
                 let skus = error
                     .problem()
-                    .and_then(|p| p.extensions.get("short"))
-                    .and_then(|short| short.as_array())
-                    .map(|short| {
-                        short
-                            .iter()
-                            .filter_map(|s| s["sku"].as_str().map(str::to_owned))
-                            .collect()
-                    })
+                    .map(|problem| problem.short().into_iter().map(|s| s.sku).collect())
                     .unwrap_or_default();
                 moved(stored, Step::ReleaseCart, |order| {
                     order.status = OrderStatus::Failed;
                     order.failure = Some(OrderFailure {
                         skus,
-                        ..failure("out_of_stock", "some items are out of stock")
+                        ..failure(ProblemCode::OutOfStock, "some items are out of stock")
                     });
                 })
             }
@@ -695,7 +684,7 @@ impl Orders {
                 moved(stored, Step::Release, |order| {
                     order.status = OrderStatus::Failed;
                     order.failure = Some(failure(
-                        "inventory_unavailable",
+                        ProblemCode::InventoryUnavailable,
                         "stock could not be checked; nothing was charged, try again shortly",
                     ));
                 })
@@ -719,8 +708,8 @@ impl Orders {
                 order.status = OrderStatus::Failed;
                 order.payment.status = PaymentStatus::Declined;
                 order.failure = Some(OrderFailure {
-                    decline_code: Some(code.to_owned()),
-                    ..failure("payment_declined", message)
+                    decline_code: Some(code),
+                    ..failure(ProblemCode::PaymentDeclined, message)
                 });
             }),
         }
@@ -730,7 +719,8 @@ impl Orders {
         match self.inventory.commit(stored.id()).await {
             Ok(_) => Some(moved(stored, Step::ClearCart, |_| {})),
             Err(error)
-                if code_is(&error, &["reservation_expired", "reservation_released"])
+                if error.is(&ProblemCode::ReservationExpired)
+                    || error.is(&ProblemCode::ReservationReleased)
                     || error.is_not_found() =>
             {
                 tracing::error!(order_id = stored.id(), %error, "the stock hold of a confirmed order is gone; cancelling it");
@@ -738,7 +728,7 @@ impl Orders {
                     order.status = OrderStatus::Cancelled;
                     order.payment.status = PaymentStatus::Voided;
                     order.failure = Some(failure(
-                        "stock_lost",
+                        ProblemCode::StockLost,
                         "the stock hold expired before the order was completed; nothing was charged",
                     ));
                 }))
@@ -778,11 +768,12 @@ impl Orders {
             Ok(_) => Some(moved(stored, after, |_| {})),
             Err(error)
                 if error.is_not_found()
-                    || code_is(&error, &["reservation_released", "reservation_expired"]) =>
+                    || error.is(&ProblemCode::ReservationReleased)
+                    || error.is(&ProblemCode::ReservationExpired) =>
             {
                 Some(moved(stored, after, |_| {}))
             }
-            Err(error) if code_is(&error, &["reservation_committed"]) => {
+            Err(error) if error.is(&ProblemCode::ReservationCommitted) => {
                 Some(moved(stored, Step::Return, |_| {}))
             }
             Err(error) => {
@@ -805,7 +796,7 @@ impl Orders {
             Ok(_) => Some(moved(stored, after, |_| {})),
             Err(error) if error.is_not_found() => Some(moved(stored, after, |_| {})),
             // Cancelled before its stock was sold: the hold is released instead.
-            Err(error) if code_is(&error, &["reservation_not_committed"]) => {
+            Err(error) if error.is(&ProblemCode::ReservationNotCommitted) => {
                 Some(moved(stored, Step::Release, |_| {}))
             }
             Err(error) => {
@@ -919,7 +910,7 @@ impl Orders {
                 order.status = OrderStatus::Cancelled;
                 order.payment.status = PaymentStatus::Voided;
                 order.failure = Some(failure(
-                    "cancelled_by_customer",
+                    ProblemCode::CancelledByCustomer,
                     "the customer cancelled the order",
                 ));
             });
@@ -952,7 +943,7 @@ fn abandon(stored: &StoredOrder) -> StoredOrder {
     moved(stored, Step::Release, |order| {
         order.status = OrderStatus::Cancelled;
         order.failure = Some(failure(
-            "checkout_interrupted",
+            ProblemCode::CheckoutInterrupted,
             "the checkout stopped before payment; nothing was charged",
         ));
     })

@@ -6,18 +6,18 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use emporium_api::Money;
 use emporium_api::cart::{AddCartLine, Cart, CartLine, SetQuantity};
 use emporium_api::catalog::{Category, Product, ProductPage, ProductQuery, ProductSort};
 use emporium_api::order::{
     Address, CustomerDetails, IDEMPOTENCY_HEADER, Order, OrderFailure, OrderLine, OrderPage,
     OrderQuery, OrderStatus, PaymentCard, PaymentStatus, PaymentSummary, PlaceOrder, Totals,
 };
+use emporium_api::{Money, ProblemCode, ProblemMembers};
 use emporium_platform::{FieldError, Problem, id};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::error::api_problem;
+use crate::error::ApiError;
 use crate::session::{self, Visitor};
 use crate::shop::Shop;
 use crate::view::Availability;
@@ -130,7 +130,7 @@ fn same_site(request: &HttpRequest) -> Result<(), Problem> {
     } else {
         Err(Problem::new(
             StatusCode::FORBIDDEN,
-            "cross_site_request",
+            ProblemCode::CrossSiteRequest,
             "Cross-site requests cannot change the cart or place orders",
         ))
     }
@@ -139,8 +139,8 @@ fn same_site(request: &HttpRequest) -> Result<(), Problem> {
 /// Categories in display order.
 #[utoipa::path(get, path = "/api/v1/categories", tag = "browse",
     responses((status = 200, body = Vec<Category>)))]
-pub async fn categories(shop: web::Data<Shop>) -> Result<HttpResponse, Problem> {
-    let mut categories = shop.catalog.categories().await.map_err(api_problem)?;
+pub async fn categories(shop: web::Data<Shop>) -> Result<HttpResponse, ApiError> {
+    let mut categories = shop.catalog.categories().await?;
     categories.sort_by_key(|c| (c.position, c.name.clone()));
     Ok(HttpResponse::Ok().json(categories))
 }
@@ -153,15 +153,15 @@ pub async fn categories(shop: web::Data<Shop>) -> Result<HttpResponse, Problem> 
 pub async fn products(
     shop: web::Data<Shop>,
     query: web::Query<ProductQuery>,
-) -> Result<HttpResponse, Problem> {
-    let page = shop.products(&query).await.map_err(api_problem)?;
+) -> Result<HttpResponse, ApiError> {
+    let page = shop.products(&query).await?;
     Ok(HttpResponse::Ok().json(&*page))
 }
 
 fn product_not_found() -> Problem {
     Problem::new(
         StatusCode::NOT_FOUND,
-        "product_not_found",
+        ProblemCode::ProductNotFound,
         "No such product",
     )
 }
@@ -173,11 +173,11 @@ fn product_not_found() -> Problem {
 pub async fn product(
     shop: web::Data<Shop>,
     id: web::Path<String>,
-) -> Result<HttpResponse, Problem> {
+) -> Result<HttpResponse, ApiError> {
     if !id::is_valid(&id) {
-        return Err(product_not_found());
+        return Err(product_not_found().into());
     }
-    let product = shop.product(&id).await.map_err(api_problem)?;
+    let product = shop.product(&id).await?;
     let level = shop.stock_of(&[&product.sku]).await.remove(&product.sku);
     let availability = Availability::of(level.as_ref(), shop.max_quantity);
     Ok(HttpResponse::Ok().json(ProductView {
@@ -189,8 +189,8 @@ pub async fn product(
 /// The session's cart.
 #[utoipa::path(get, path = "/api/v1/cart", tag = "cart",
     responses((status = 200, body = CartView)))]
-pub async fn cart(shop: web::Data<Shop>, visitor: Visitor) -> Result<HttpResponse, Problem> {
-    let cart = shop.cart(&visitor).await.map_err(api_problem)?;
+pub async fn cart(shop: web::Data<Shop>, visitor: Visitor) -> Result<HttpResponse, ApiError> {
+    let cart = shop.cart(&visitor).await?;
     Ok(HttpResponse::Ok().json(CartView::from(cart)))
 }
 
@@ -205,12 +205,9 @@ pub async fn add_line(
     shop: web::Data<Shop>,
     visitor: Visitor,
     line: web::Json<AddCartLine>,
-) -> Result<HttpResponse, Problem> {
+) -> Result<HttpResponse, ApiError> {
     same_site(&request)?;
-    let cart = shop
-        .add(&visitor, &line.product_id, line.quantity)
-        .await
-        .map_err(api_problem)?;
+    let cart = shop.add(&visitor, &line.product_id, line.quantity).await?;
     Ok(HttpResponse::Ok().json(CartView::from(Some(cart))))
 }
 
@@ -226,13 +223,12 @@ pub async fn set_quantity(
     visitor: Visitor,
     product_id: web::Path<String>,
     body: web::Json<SetQuantity>,
-) -> Result<HttpResponse, Problem> {
+) -> Result<HttpResponse, ApiError> {
     valid_product_id(&product_id)?;
     same_site(&request)?;
     let cart = shop
         .set_quantity(&visitor, &product_id, body.quantity)
-        .await
-        .map_err(api_problem)?;
+        .await?;
     Ok(HttpResponse::Ok().json(CartView::from(cart)))
 }
 
@@ -245,13 +241,10 @@ pub async fn remove_line(
     shop: web::Data<Shop>,
     visitor: Visitor,
     product_id: web::Path<String>,
-) -> Result<HttpResponse, Problem> {
+) -> Result<HttpResponse, ApiError> {
     same_site(&request)?;
     valid_product_id(&product_id)?;
-    let cart = shop
-        .remove(&visitor, &product_id)
-        .await
-        .map_err(api_problem)?;
+    let cart = shop.remove(&visitor, &product_id).await?;
     Ok(HttpResponse::Ok().json(CartView::from(cart)))
 }
 
@@ -285,7 +278,7 @@ pub async fn checkout(
     shop: web::Data<Shop>,
     visitor: Visitor,
     body: web::Json<Checkout>,
-) -> Result<HttpResponse, Problem> {
+) -> Result<HttpResponse, ApiError> {
     same_site(&request)?;
     let key = request
         .headers()
@@ -293,7 +286,7 @@ pub async fn checkout(
         .ok_or_else(|| {
             Problem::new(
                 StatusCode::BAD_REQUEST,
-                "idempotency_key_missing",
+                ProblemCode::IdempotencyKeyMissing,
                 "The Idempotency-Key header is required",
             )
             .with_detail("send a fresh random key with each checkout; repeat it to retry safely")
@@ -304,7 +297,7 @@ pub async fn checkout(
         .ok_or_else(|| {
             Problem::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_idempotency_key",
+                ProblemCode::InvalidIdempotencyKey,
                 "The Idempotency-Key header is not valid",
             )
             .with_detail("use 1 to 128 visible ASCII characters")
@@ -314,8 +307,12 @@ pub async fn checkout(
     // checkout, and answered a retry of a placed order (its cart now empty) with `cart_empty`
     // instead of the order its key promises.
     let cart_empty = || {
-        Problem::new(StatusCode::CONFLICT, "cart_empty", "The cart is empty")
-            .with_detail("add products to the cart before checking out")
+        Problem::new(
+            StatusCode::CONFLICT,
+            ProblemCode::CartEmpty,
+            "The cart is empty",
+        )
+        .with_detail("add products to the cart before checking out")
     };
     let cart_id = visitor.cart_id();
     let body = body.into_inner();
@@ -339,18 +336,16 @@ pub async fn checkout(
             Ok(HttpResponse::build(status).json(order))
         }
         Err(error) => {
-            if let Some("cart_not_found" | "cart_empty") = error.code() {
-                return Err(cart_empty());
+            if let Some(ProblemCode::CartNotFound | ProblemCode::CartEmpty) = error.code() {
+                return Err(cart_empty().into());
             }
             // A refused checkout leaves the stock as it was (a hold it made is given back); the
             // levels it found short are worth reading again.
-            if let Some(problem) = error.problem()
-                && let Some(serde_json::Value::Array(skus)) = problem.extensions.get("skus")
-            {
-                shop.forget_stock(skus.iter().filter_map(|s| s.as_str()))
-                    .await;
+            if let Some(problem) = error.problem() {
+                let skus = problem.skus();
+                shop.forget_stock(skus.iter().map(String::as_str)).await;
             }
-            Err(api_problem(error))
+            Err(error.into())
         }
     }
 }
@@ -362,12 +357,11 @@ pub async fn orders(
     shop: web::Data<Shop>,
     visitor: Visitor,
     query: web::Query<OrderQuery>,
-) -> Result<HttpResponse, Problem> {
+) -> Result<HttpResponse, ApiError> {
     let page = shop
         .orders
         .orders(&visitor.customer_id(), query.limit, query.cursor.as_deref())
-        .await
-        .map_err(api_problem)?;
+        .await?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -379,12 +373,8 @@ pub async fn order(
     shop: web::Data<Shop>,
     visitor: Visitor,
     id: web::Path<String>,
-) -> Result<HttpResponse, Problem> {
-    let order = shop
-        .orders
-        .order(&visitor.customer_id(), &id)
-        .await
-        .map_err(api_problem)?;
+) -> Result<HttpResponse, ApiError> {
+    let order = shop.orders.order(&visitor.customer_id(), &id).await?;
     Ok(HttpResponse::Ok().json(order))
 }
 

@@ -141,7 +141,7 @@ async fn serve(
     let not_found = || {
         Problem::new(
             actix_web::http::StatusCode::NOT_FOUND,
-            "asset_not_found",
+            emporium_platform::ProblemCode::AssetNotFound,
             "No such asset",
         )
     };

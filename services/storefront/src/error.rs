@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpResponse, ResponseError};
 use emporium_api::client::ClientError;
-use emporium_platform::Problem;
+use emporium_platform::problem::{self, Problem, ServiceError};
 
 use crate::pages::{self, ErrorPage};
 
@@ -52,7 +52,7 @@ impl PageError {
         }
     }
 
-    /// The page that says what happened; logs what failed on the way, once per answer.
+    /// The page that says what happened. Logs nothing: the answer logs a server-side failure.
     fn page(&self, status: StatusCode) -> ErrorPage {
         let unavailable = |service: &str| {
             ErrorPage::new(
@@ -67,15 +67,11 @@ impl PageError {
                 "The form was sent from another site, or your session changed since the page was loaded. Go back, reload the page and try again.",
             ),
             Self::BadRequest(why) => ErrorPage::new("That request did not make sense", why),
-            Self::Service(ClientError::Unavailable { service, source }) => {
-                tracing::warn!(service, error = %format!("{source:#}"), "service unavailable");
-                unavailable(service)
-            }
+            Self::Service(ClientError::Unavailable { service, .. }) => unavailable(service),
             Self::Service(ClientError::Problem { service, problem }) => {
                 if status == StatusCode::NOT_FOUND {
                     ErrorPage::not_found()
                 } else if status.is_server_error() {
-                    tracing::warn!(service, code = %problem.code, "service failed");
                     unavailable(service)
                 } else {
                     let detail = problem.detail.as_deref().unwrap_or(problem.title.as_str());
@@ -93,6 +89,7 @@ impl ResponseError for PageError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status();
+        problem::log_failure(status, self);
         let mut response = pages::render(status, &self.page(status));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
@@ -104,26 +101,51 @@ impl ResponseError for PageError {
     }
 }
 
-/// The API's answer for a failed service call: the service's own problem (its codes are part
-/// of the public API), or 503 naming what is unavailable.
-pub fn api_problem(error: ClientError) -> Problem {
-    let text = error_text(&error);
-    match error {
-        ClientError::Problem { problem, .. } if problem.status < 500 => *problem,
-        ClientError::Problem { service, .. } | ClientError::Unavailable { service, .. } => {
-            tracing::warn!(service, error = %text, "service unavailable");
-            Problem::unavailable(&format!(
+/// A failed `/api/v1` request: a problem of the storefront's own, or a service call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Problem(#[from] Problem),
+    #[error(transparent)]
+    Service(#[from] ClientError),
+}
+
+impl ServiceError for ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Problem(problem) => problem.status(),
+            Self::Service(ClientError::Problem { problem, .. }) if problem.status < 500 => {
+                problem.status()
+            }
+            Self::Service(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The storefront's own problem, the service's own problem when it is the client's fault
+    /// (its codes are part of the public API), or 503 naming what is unavailable.
+    fn problem(&self) -> Problem {
+        match self {
+            Self::Problem(problem) => problem.clone(),
+            Self::Service(ClientError::Problem { problem, .. }) if problem.status < 500 => {
+                (**problem).clone()
+            }
+            Self::Service(
+                ClientError::Problem { service, .. } | ClientError::Unavailable { service, .. },
+            ) => Problem::unavailable(&format!(
                 "{} is temporarily unavailable; try again in a few seconds",
                 feature_of(service)
             ))
-            .with_extension("retry_after_secs", RETRY_AFTER_SECS)
+            .with_retry_after_secs(RETRY_AFTER_SECS.into()),
         }
     }
 }
 
-fn error_text(error: &ClientError) -> String {
-    match error {
-        ClientError::Unavailable { source, .. } => format!("{source:#}"),
-        ClientError::Problem { problem, .. } => problem.code.clone(),
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        ServiceError::status(self)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        problem::respond(self)
     }
 }

@@ -235,11 +235,11 @@ pub async fn middleware(
         let seconds = seconds.max(1);
         let problem = Problem::new(
             actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            emporium_platform::ProblemCode::RateLimited,
             "Too many requests",
         )
         .with_detail(format!("slow down; try again in {seconds} s"))
-        .with_extension("retry_after_secs", seconds);
+        .with_retry_after_secs(seconds);
         let mut response = problem.to_response();
         response
             .headers_mut()

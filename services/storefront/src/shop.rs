@@ -18,6 +18,7 @@ use emporium_api::catalog::{Category, Product, ProductPage, ProductQuery};
 use emporium_api::client::{CartClient, CatalogClient, ClientError, InventoryClient, OrderClient};
 use emporium_api::inventory::StockLevel;
 use emporium_api::order::Pricing;
+use emporium_api::{ProblemCode, ProblemMembers};
 
 use crate::session::Visitor;
 
@@ -278,7 +279,7 @@ impl Shop {
         if visitor.cart_made() {
             match self.carts.add_line(&id, &line).await {
                 // Expired: made again below, at the same id.
-                Err(error) if error.code() == Some("cart_not_found") => {}
+                Err(error) if error.is(&ProblemCode::CartNotFound) => {}
                 outcome => return self.noting_shortage(outcome).await,
             }
         }
@@ -296,11 +297,11 @@ impl Shop {
     ) -> Result<Cart, ClientError> {
         if let Err(error) = &outcome
             && let Some(problem) = error.problem()
-            && problem.code == "out_of_stock"
-            && let Some(serde_json::Value::Array(short)) = problem.extensions.get("short")
+            && problem.is(&ProblemCode::OutOfStock)
         {
-            let skus = short.iter().filter_map(|s| s.get("sku")?.as_str());
-            self.forget_stock(skus).await;
+            let short = problem.short();
+            self.forget_stock(short.iter().map(|s| s.sku.as_str()))
+                .await;
         }
         outcome
     }
@@ -329,7 +330,7 @@ impl Shop {
     ) -> Result<Option<Cart>, ClientError> {
         match self.carts.remove_line(&visitor.cart_id(), product_id).await {
             // Removing what is not there leaves the cart as the visitor wants it.
-            Err(error) if error.code() == Some("line_not_found") => self.cart(visitor).await,
+            Err(error) if error.is(&ProblemCode::LineNotFound) => self.cart(visitor).await,
             outcome => no_cart_is_none(outcome),
         }
     }
@@ -339,7 +340,7 @@ impl Shop {
 fn no_cart_is_none(outcome: Result<Cart, ClientError>) -> Result<Option<Cart>, ClientError> {
     match outcome {
         Ok(cart) => Ok(Some(cart)),
-        Err(error) if error.code() == Some("cart_not_found") => Ok(None),
+        Err(error) if error.is(&ProblemCode::CartNotFound) => Ok(None),
         Err(error) => Err(error),
     }
 }

@@ -28,10 +28,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use emporium_platform::Problem;
 use emporium_platform::client::ServiceClient;
 use emporium_platform::faults::{Dependency, FaultSwitches};
 use emporium_platform::request_id;
+use emporium_platform::{Problem, ProblemCode};
 use failsafe::failure_policy::{ConsecutiveFailures, consecutive_failures};
 use failsafe::futures::CircuitBreaker as _;
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -202,11 +202,16 @@ pub enum ClientError {
 
 impl ClientError {
     /// The problem code, when the service answered with one.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<&ProblemCode> {
         match self {
-            Self::Problem { problem, .. } => Some(problem.code.as_str()),
+            Self::Problem { problem, .. } => Some(&problem.code),
             Self::Unavailable { .. } => None,
         }
+    }
+
+    /// Whether the service answered with a problem of this code.
+    pub fn is(&self, code: &ProblemCode) -> bool {
+        self.code() == Some(code)
     }
 
     pub fn problem(&self) -> Option<&Problem> {
@@ -236,8 +241,7 @@ impl ClientError {
             // An attempt not made because no time was left says nothing about the callee.
             Self::Unavailable { source, .. } => !source.is::<DeadlineExceeded>(),
             Self::Problem { problem, .. } => {
-                problem.status == 500
-                    || matches!(problem.code.as_str(), "overloaded" | "fault_injected")
+                problem.status == 500 || problem.code.is_service_failure()
             }
         }
     }

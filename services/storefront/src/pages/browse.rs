@@ -3,6 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
+use emporium_api::ProblemCode;
 use emporium_api::catalog::{
     Category, MAX_QUERY_CHARS, MAX_QUERY_WORDS, Product, ProductQuery, ProductSort,
 };
@@ -176,7 +177,7 @@ async fn listing(
     let page = match shop.products(&query).await {
         Ok(page) => page,
         // A cursor from another listing or an old link: start the listing again.
-        Err(error) if error.code() == Some("invalid_cursor") => {
+        Err(error) if error.is(&ProblemCode::InvalidCursor) => {
             return Ok(super::see_other(&listing_url(
                 &listing.path,
                 listing.q,

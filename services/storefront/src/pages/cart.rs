@@ -3,6 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
+use emporium_api::ProblemCode;
 use emporium_api::cart::Cart;
 use emporium_api::client::ClientError;
 use serde::Deserialize;
@@ -142,14 +143,14 @@ fn cart_problem(error: ClientError) -> Result<(StatusCode, Notice), PageError> {
     match &error {
         ClientError::Problem { problem, .. } if problem.status < 500 => {
             let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
-            let text = match problem.code.as_str() {
-                "out_of_stock" => format!(
+            let text = match problem.code {
+                ProblemCode::OutOfStock => format!(
                     "Sorry, we don’t have that many: {}.",
                     problem.detail.as_deref().unwrap_or("not enough stock")
                 ),
-                "cart_in_checkout" => "Your order is being placed with these items; they can be changed once it is through.".to_owned(),
-                "cart_busy" => "Your cart is busy with another change; please try again.".to_owned(),
-                "validation_failed" => problem.errors.first().map_or_else(
+                ProblemCode::CartInCheckout => "Your order is being placed with these items; they can be changed once it is through.".to_owned(),
+                ProblemCode::CartBusy => "Your cart is busy with another change; please try again.".to_owned(),
+                ProblemCode::ValidationFailed => problem.errors.first().map_or_else(
                     || problem.title.clone(),
                     |e| format!("Quantity {}.", e.message),
                 ),
@@ -174,7 +175,7 @@ async fn add(
     let quantity = form.quantity()?;
     match shop.add(&visitor, &form.product_id, quantity).await {
         Ok(_) => Ok(see_other("/cart?notice=added")),
-        Err(error) if error.code() == Some("unknown_product") => Err(PageError::NotFound),
+        Err(error) if error.is(&ProblemCode::UnknownProduct) => Err(PageError::NotFound),
         Err(error) => {
             let (status, notice) = cart_problem(error)?;
             product_page(&shop, &visitor, &form.product_id, Some(notice), status).await

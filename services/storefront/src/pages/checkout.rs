@@ -12,7 +12,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use emporium_api::cart::Cart;
 use emporium_api::client::ClientError;
-use emporium_api::order::{Address, CustomerDetails, PaymentCard, PlaceOrder};
+use emporium_api::order::{Address, CustomerDetails, DeclineCode, PaymentCard, PlaceOrder};
+use emporium_api::{ProblemCode, ProblemMembers};
 use emporium_platform::id;
 use serde::Deserialize;
 
@@ -346,17 +347,13 @@ fn failure(error: ClientError, cart: &Cart) -> Failure {
     };
     let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
     let mut errors = FieldErrors::default();
-    let text = match problem.code.as_str() {
-        "cart_empty" | "cart_not_found" => return Failure::EmptyCart,
-        "payment_declined" => {
-            let reason = problem
-                .extensions
-                .get("decline_code")
-                .and_then(|v| v.as_str())
-                .unwrap_or("card_declined");
+    let text = match problem.code {
+        ProblemCode::CartEmpty | ProblemCode::CartNotFound => return Failure::EmptyCart,
+        ProblemCode::PaymentDeclined => {
+            let reason = problem.decline_code().unwrap_or(DeclineCode::CardDeclined);
             let why = match reason {
-                "insufficient_funds" => "the card has insufficient funds",
-                "processing_error" => "the card could not be processed",
+                DeclineCode::InsufficientFunds => "the card has insufficient funds",
+                DeclineCode::ProcessingError => "the card could not be processed",
                 _ => "the card was declined",
             };
             errors.add("card_number", "try another card");
@@ -364,17 +361,8 @@ fn failure(error: ClientError, cart: &Cart) -> Failure {
                 "Your payment was declined: {why} ({reason}). Nothing was charged and your cart is unchanged; try another card."
             )
         }
-        "out_of_stock" => {
-            let skus: Vec<String> = problem
-                .extensions
-                .get("skus")
-                .and_then(|v| v.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
+        ProblemCode::OutOfStock => {
+            let skus = problem.skus();
             let names: Vec<&str> = cart
                 .lines
                 .iter()
@@ -390,17 +378,17 @@ fn failure(error: ClientError, cart: &Cart) -> Failure {
                 )
             }
         }
-        "validation_failed" => {
+        ProblemCode::ValidationFailed => {
             for field in &problem.errors {
                 errors.add(form_field(&field.field), &field.message);
             }
             "Please check the highlighted fields.".to_owned()
         }
-        "cart_in_checkout" => "This cart is already being checked out, perhaps in another window. Nothing was charged twice; look at your orders in a moment.".to_owned(),
-        "cart_changed" | "cart_busy" => {
+        ProblemCode::CartInCheckout => "This cart is already being checked out, perhaps in another window. Nothing was charged twice; look at your orders in a moment.".to_owned(),
+        ProblemCode::CartChanged | ProblemCode::CartBusy => {
             "Your cart changed while the order was being placed. Nothing was charged; please check it and place the order again.".to_owned()
         }
-        "product_unavailable" => {
+        ProblemCode::ProductUnavailable => {
             "An item in your cart is no longer sold. Please remove it from your cart.".to_owned()
         }
         _ => problem

@@ -4,6 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
+use emporium_api::ProblemCode;
 use emporium_api::order::{Order, OrderStatus, PaymentStatus};
 use emporium_platform::id;
 use serde::Deserialize;
@@ -99,7 +100,7 @@ async fn history(
     );
     let page = match page {
         Ok(page) => page,
-        Err(error) if error.code() == Some("invalid_cursor") => return Ok(see_other("/orders")),
+        Err(error) if error.is(&ProblemCode::InvalidCursor) => return Ok(see_other("/orders")),
         Err(error) => return Err(error.into()),
     };
     let body = HistoryPage {
