@@ -190,7 +190,7 @@ impl TestPlatform {
         let plan = Plan {
             services: Service::ALL.to_vec(),
             seed_when_empty: true,
-            order_faults: faults,
+            order_faults: Some(faults),
         };
         let platform = Platform::start(&settings, &plan)
             .await

@@ -15,9 +15,9 @@ use emporium_cart::CartLimits;
 use emporium_cart::startup::{self as cart_startup, CartConfig, CartPorts};
 use emporium_catalog::startup::{self as catalog_startup, CatalogConfig, CatalogPorts};
 use emporium_inventory::startup::{self as inventory_startup, InventoryConfig};
-use emporium_order::Faults;
 use emporium_order::domain::Pricing;
 use emporium_order::startup::{self as order_startup, OrderConfig};
+use emporium_order::{CheckoutHooks, Faults, NoFaults};
 use emporium_platform::server::{HttpSettings, RunningServer};
 use emporium_platform::settings::CommonSettings;
 use emporium_ports::blob::Blobs;
@@ -57,8 +57,8 @@ pub struct Plan {
     pub services: Vec<Service>,
     /// Load the demo shop into empty stores.
     pub seed_when_empty: bool,
-    /// Fault switches of the order service's checkout (off unless set).
-    pub order_faults: Faults,
+    /// Fault switches of the order service's checkout, for tests and drills (none unless set).
+    pub order_faults: Option<Faults>,
 }
 
 /// Running services.
@@ -246,6 +246,14 @@ impl<'a> Starter<'a> {
             admin_key: Some(AdminKey::new(&self.platform.admin_key)),
             gateway_key: self.platform.gateway_key.as_deref().map(GatewayKey::new),
             trust_trace_context: self.settings.common.trust_trace_context,
+        }
+    }
+
+    /// The order service's checkout hooks: the plan's switches, or none.
+    fn checkout_hooks(&self) -> Arc<dyn CheckoutHooks> {
+        match &self.plan.order_faults {
+            Some(faults) => Arc::new(faults.clone()),
+            None => Arc::new(NoFaults),
         }
     }
 
@@ -504,8 +512,7 @@ impl<'a> Starter<'a> {
             reconcile_interval: Duration::from_secs(order.reconcile_interval_secs.max(1)),
             reconcile_grace: Duration::from_secs(order.reconcile_grace_secs),
         };
-        let orders =
-            order_startup::orders(&config, storage.clone(), self.plan.order_faults.clone())?;
+        let orders = order_startup::orders(&config, storage.clone(), self.checkout_hooks())?;
         let server = order_startup::start(&config, orders, storage);
         self.listening(Service::Order, server)
     }

@@ -60,23 +60,18 @@ fn idempotency_key(customer_id: &str, key: &str) -> Key {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
-    /// Pending: claim the cart, so no other checkout of it runs at the same time. Carried in
-    /// memory to the next written step (a stored order here may hold its claim, and stock).
+    /// Pending: claim the cart, so no other checkout of it runs at the same time. Written with
+    /// the new order; a stored order here may hold its claim, and stock (the moves to Reserve
+    /// and Authorize are carried in memory).
     ClaimCart,
-    /// Pending, cart claimed: reserve the stock. Carried in memory by this version (a stored
-    /// order at Reserve, written by earlier versions, may hold stock).
+    /// Pending, cart claimed: reserve the stock. Never stored (carried in memory).
     Reserve,
-    /// Pending, stock held: authorise the payment. Carried in memory, not written, by this
-    /// version (a stored order at Reserve may hold stock); earlier versions wrote it.
+    /// Pending, stock held: authorise the payment. Never stored (carried in memory).
     Authorize,
-    /// Pending, paid: mark confirmed. No longer entered (an authorized payment confirms the
-    /// order in the same write); kept so orders stored at this step by earlier versions finish.
-    Confirm,
     /// Confirmed: sell the held stock.
     Commit,
-    /// Confirmed, stock sold: take the ordered units out of the cart and end the claim. Carried
-    /// in memory, not written, by this version (committing again changes nothing); earlier
-    /// versions wrote it.
+    /// Confirmed, stock sold: take the ordered units out of the cart and end the claim. Never
+    /// stored (carried in memory: committing again changes nothing).
     ClearCart,
     /// Failed or cancelled while stock was held: give it back.
     Release,

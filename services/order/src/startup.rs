@@ -13,8 +13,9 @@ use emporium_ports::health;
 use emporium_ports::storage::Storage;
 
 use crate::domain::Pricing;
+use crate::hooks::CheckoutHooks;
 use crate::routes;
-use crate::service::{Dependencies, Faults, Orders};
+use crate::service::{Dependencies, Orders};
 
 #[derive(Debug, Clone)]
 pub struct OrderConfig {
@@ -34,7 +35,7 @@ pub struct OrderConfig {
 pub fn orders(
     config: &OrderConfig,
     storage: Arc<dyn Storage>,
-    faults: Faults,
+    hooks: Arc<dyn CheckoutHooks>,
 ) -> anyhow::Result<Arc<Orders>> {
     let http = emporium_platform::client::build_client(&config.client)?;
     let dependencies = Dependencies {
@@ -51,7 +52,7 @@ pub fn orders(
         config.pricing,
         &config.currency,
         config.reservation_ttl_secs,
-        faults,
+        hooks,
     )))
 }
 
@@ -75,21 +76,10 @@ pub fn start(
         cfg.app_data(data.clone());
         routes::configure(cfg);
     })?;
-    server.spawn(reconcile(
+    server.spawn(crate::reconciler::run(
         orders,
         config.reconcile_interval,
         config.reconcile_grace,
     ));
     Ok(server)
-}
-
-async fn reconcile(orders: Arc<Orders>, interval: Duration, grace: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        if let Err(error) = orders.reconcile(grace).await {
-            tracing::warn!(%error, "reconciling unfinished checkouts failed");
-        }
-    }
 }
