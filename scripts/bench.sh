@@ -10,10 +10,13 @@
 # Prints a table and writes it to target/bench/results.md.
 #
 # Usage: scripts/bench.sh [seconds per measurement, default 10]
+# EMPORIUM_BIN=<path> measures another build of `emporium` (an A/B of two builds in one session)
+# against the same baseline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_EACH="${1:-10}"
+EMPORIUM="${EMPORIUM_BIN:-target/release/emporium}"
 CONNECTIONS=64
 OUT=target/bench
 mkdir -p "$OUT"
@@ -46,7 +49,7 @@ ADMIN_KEY="bench-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 start_up() {
   local started
   started=$(date +%s%N)
-  target/release/emporium up --data-dir "$DATA" --log warn --storefront-port "$STOREFRONT" \
+  "$EMPORIUM" up --data-dir "$DATA" --log warn --storefront-port "$STOREFRONT" \
     --catalog-port "$CATALOG" --inventory-port "$INVENTORY" --cart-port 0 --order-port 0 \
     --admin-key "$ADMIN_KEY" \
     >"$OUT/up.log" 2>&1 &
@@ -124,7 +127,7 @@ while True:
 PY
 
 echo "==> checkout mix, $CONNECTIONS shoppers"
-target/release/emporium load --target "http://127.0.0.1:$STOREFRONT" --users "$CONNECTIONS" \
+"$EMPORIUM" load --target "http://127.0.0.1:$STOREFRONT" --users "$CONNECTIONS" \
   --duration "$((SECONDS_EACH * 3))s" --ramp-up 2s --quiet \
   --out "$OUT/load.json" --html "$OUT/load.html" >"$OUT/load.txt"
 read -r mix_p99 mix_rps mix_errors mix_orders < <(python3 -c "

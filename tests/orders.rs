@@ -19,6 +19,7 @@ emporium_tests::on_every_backend!(
     one_idempotency_key_sent_twice_at_once_places_one_order,
     declined_cards_leave_stock_and_cart_exactly_as_before,
     a_failure_after_the_reservation_returns_the_stock,
+    a_repeat_after_a_failure_that_may_pass_tries_again_once,
     a_crash_before_payment_is_undone_by_the_reconciler_after_restart,
     a_crash_after_payment_is_finished_by_the_reconciler_after_restart,
     a_reservation_arriving_after_the_reconciler_closed_the_order_is_given_back,
@@ -278,6 +279,106 @@ async fn a_failure_after_the_reservation_returns_the_stock(backend: Backend) {
     assert!(failed.extensions.contains_key("order_id"));
     assert_eq!(counts(&shop.stock("APP-005").await), counts(&before));
     assert_eq!(shop.cart(&cart.id).await.item_count, 2);
+}
+
+/// A checkout that failed without charging, for a reason that may pass, is tried again by a
+/// repeat of its request (the same key): once, whatever the number of repeats at once, and only
+/// once it has given back what it held, which the repeat finishes itself when a dependency kept
+/// that from happening.
+async fn a_repeat_after_a_failure_that_may_pass_tries_again_once(backend: Backend) {
+    let faults = Faults::default();
+    let shop = TestPlatform::start_with(backend, &[], faults.clone()).await;
+    let mug = shop.product_with_sku("KIT-001").await;
+    let before = shop.stock("KIT-001").await;
+    let buyer = customer();
+
+    // A fault after the reservation: the stock goes back at once.
+    let cart = shop.cart_with(&[(&mug, 2)]).await;
+    let body = order_body(&cart.id, CARD_OK);
+    let key = key();
+    faults.after_reserve(Some(FaultAction::Fail));
+    let failed = problem(shop.place(&buyer, &key, &body).await, 503, "injected_fault").await;
+    let first_id = failed.extensions["order_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    faults.after_reserve(None);
+    let (one, two, three) = tokio::join!(
+        shop.place(&buyer, &key, &body),
+        shop.place(&buyer, &key, &body),
+        shop.place(&buyer, &key, &body)
+    );
+    let mut ids = BTreeSet::new();
+    let mut created = 0;
+    for response in [one, two, three] {
+        created += usize::from(response.status() == StatusCode::CREATED);
+        assert!(response.status().is_success(), "{}", response.status());
+        let order: Order = response.json().await.expect("order");
+        assert_eq!(order.status, OrderStatus::Confirmed);
+        ids.insert(order.id);
+    }
+    assert_eq!(ids.len(), 1, "one new try for three repeats at once");
+    assert_eq!(created, 1, "one answer made it, the others repeat it");
+    assert!(!ids.contains(&first_id));
+    let first: Order = shop
+        .order(&buyer, &first_id)
+        .await
+        .json()
+        .await
+        .expect("order");
+    assert_eq!(
+        first.status,
+        OrderStatus::Failed,
+        "the first try stays failed"
+    );
+    let sold = shop.stock("KIT-001").await;
+    assert_eq!(sold.sold, before.sold + 2, "sold once");
+    assert_eq!(sold.reserved, before.reserved);
+    // Now that it went through, a repeat answers that order again.
+    let again = shop.place(&buyer, &key, &body).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert!(ids.contains(&again.json::<Order>().await.expect("order").id));
+
+    // The order service cut off from the inventory: the try fails and cannot give back what
+    // it may hold until the inventory answers again; the repeat does that, then tries again.
+    let cart = shop.cart_with(&[(&mug, 1)]).await;
+    let body = order_body(&cart.id, CARD_OK);
+    let key = emporium_tests::key();
+    let cut = shop
+        .switch_faults(Service::Order, Some(json!({"outage": ["inventory"]})))
+        .await;
+    assert!(cut.status().is_success());
+    problem(
+        shop.place(&buyer, &key, &body).await,
+        503,
+        "inventory_unavailable",
+    )
+    .await;
+    // While it lasts, a repeat gets the same answer and starts nothing.
+    problem(
+        shop.place(&buyer, &key, &body).await,
+        503,
+        "inventory_unavailable",
+    )
+    .await;
+    shop.switch_faults(Service::Order, None).await;
+    let mut placed = None;
+    for _ in 0..100 {
+        let response = shop.place(&buyer, &key, &body).await;
+        if response.status() == StatusCode::CREATED {
+            placed = Some(response.json::<Order>().await.expect("order"));
+            break;
+        }
+        // The circuit to the inventory closes a moment after the switch.
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let placed = placed.expect("the repeat went through once the inventory answered");
+    assert_eq!(placed.status, OrderStatus::Confirmed);
+    let after = shop.stock("KIT-001").await;
+    assert_eq!(after.sold, before.sold + 3);
+    assert_eq!(after.reserved, before.reserved, "nothing left held");
+    assert_eq!(shop.history(&buyer).await.len(), 2);
 }
 
 async fn a_crash_before_payment_is_undone_by_the_reconciler_after_restart(backend: Backend) {

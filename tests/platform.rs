@@ -1074,21 +1074,30 @@ async fn faults_set_in_the_settings_are_on_from_the_start_and_checked_against_ea
         .expect("send");
     assert_eq!(healed.status(), 200);
 
-    // The catalog calls no other service: asked to start without the inventory, it refuses.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let settings = emporium_tests::settings(dir.path(), &["--fault-outage", "storage,inventory"]);
-    let plan = emporium::run::Plan {
-        services: vec![Service::Catalog],
-        ..emporium::run::Plan::default()
+    // The catalog calls no other service: asked to start without the inventory, it refuses;
+    // and a name of nothing is refused as clearly.
+    let refusal = |outage: &'static str| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = emporium_tests::settings(dir.path(), &["--fault-outage", outage]);
+        let plan = emporium::run::Plan {
+            services: vec![Service::Catalog],
+            ..emporium::run::Plan::default()
+        };
+        let error = emporium::run::Platform::start(&settings, &plan)
+            .await
+            .err()
+            .expect("refused");
+        format!("{error:#}")
     };
-    let error = emporium::run::Platform::start(&settings, &plan)
-        .await
-        .err()
-        .expect("refused");
-    let said = format!("{error:#}");
+    let said = refusal("storage,inventory").await;
     assert!(
         said.contains("the catalog service cannot start with these fault settings")
             && said.contains("does not use inventory; it uses: storage, cache, blobs"),
+        "{said}"
+    );
+    let said = refusal("database").await;
+    assert!(
+        said.contains("\"database\" is neither a port (storage, cache, blobs) nor a service"),
         "{said}"
     );
     // A value out of range is refused as the flag is read.

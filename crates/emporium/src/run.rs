@@ -399,11 +399,14 @@ impl<'a> Starter<'a> {
             .faults(service)
             .set_checked(configured)
             .map_err(|problem| {
-                let why: Vec<String> = problem
+                let mut why: Vec<String> = problem
                     .errors
                     .iter()
                     .map(|error| format!("{}: {}", error.field, error.message))
                     .collect();
+                if why.is_empty() {
+                    why.extend(problem.detail.clone());
+                }
                 anyhow::anyhow!(
                     "the {} service cannot start with these fault settings ({})",
                     service.name(),

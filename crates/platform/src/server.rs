@@ -200,10 +200,11 @@ where
             // Inside the request span, so injected latency and errors show in traces and logs.
             .wrap(from_fn(crate::faults::middleware))
             .wrap(TracingLogger::<RequestSpan>::new())
-            .wrap(from_fn(crate::request_id::middleware))
             .wrap(from_fn(shed))
             .wrap(from_fn(read_body))
             .wrap(from_fn(header_limit))
+            // Outside the checks of heads and bodies, so their refusals carry the request id.
+            .wrap(from_fn(crate::request_id::middleware))
             .wrap(from_fn(metrics::middleware))
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))

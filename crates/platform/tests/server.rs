@@ -209,6 +209,13 @@ async fn errors_are_problems_with_stable_codes_and_the_request_id() {
             "payload_too_large",
         ),
         (http.get(format!("{url}/boom")), 500, "internal_error"),
+        // Refused before any handler, and still with the request's id.
+        (
+            http.get(format!("{url}/things"))
+                .header("x-big", "a".repeat(20 * 1024)),
+            431,
+            "headers_too_large",
+        ),
     ];
     for (request, status, code) in cases {
         let response = request.send().await.expect("send");
@@ -573,6 +580,10 @@ async fn trickle(
     sender.abort();
     let text = String::from_utf8_lossy(&answer);
     let status = text.lines().next().unwrap_or_default().to_owned();
+    assert!(
+        !status.contains("408") || text.contains("\"request_id\""),
+        "a 408 carries the request id: {text}"
+    );
     (status, started.elapsed())
 }
 

@@ -204,6 +204,34 @@ impl Repository {
         request_hash: &str,
         now: OffsetDateTime,
     ) -> Result<(), WriteError> {
+        self.claim_key(stored, key, request_hash, Condition::NotExists, now)
+            .await
+    }
+
+    /// Records a new pending order for a key whose order `previous` ended without charging,
+    /// moving the key to it, if the key still names `previous`: a repeat of a checkout that
+    /// failed for a reason that may pass. A concurrent repeat that moved it first wins.
+    pub async fn retake(
+        &self,
+        stored: &StoredOrder,
+        key: &str,
+        request_hash: &str,
+        previous: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), WriteError> {
+        let condition = Condition::equals("order_id", previous);
+        self.claim_key(stored, key, request_hash, condition, now)
+            .await
+    }
+
+    async fn claim_key(
+        &self,
+        stored: &StoredOrder,
+        key: &str,
+        request_hash: &str,
+        condition: Condition,
+        now: OffsetDateTime,
+    ) -> Result<(), WriteError> {
         let record = IdempotencyRecord {
             order_id: stored.order.id.clone(),
             request_hash: request_hash.to_owned(),
@@ -217,7 +245,7 @@ impl Repository {
             TxOp::Put {
                 table: TABLE.name,
                 item: claim,
-                condition: Some(Condition::NotExists),
+                condition: Some(condition),
             },
             TxOp::Put {
                 table: TABLE.name,

@@ -312,6 +312,20 @@ fn failure(code: ProblemCode, message: &str) -> OrderFailure {
     }
 }
 
+/// Whether a checkout that ended for `code` charged nothing and failed for a reason that may
+/// pass (a dependency that did not answer, a cart that kept changing, a fault, a crash before
+/// payment), so that repeating its request may go through.
+pub fn may_pass(code: &ProblemCode) -> bool {
+    matches!(
+        code,
+        ProblemCode::InventoryUnavailable
+            | ProblemCode::CartUnavailable
+            | ProblemCode::CartBusy
+            | ProblemCode::InjectedFault
+            | ProblemCode::CheckoutInterrupted
+    )
+}
+
 /// Whether the move from `from` to `to` stays in memory, written only with the step after it.
 /// Each is safe to redo after a crash: a crash before the next write leaves the order at
 /// ClaimCart (which the reconciler cancels, releasing a hold and a claim that may exist) or at

@@ -35,7 +35,7 @@ use crate::hooks::CheckoutHooks;
 use crate::metrics::Outcome;
 use crate::payment::SimulatedProvider;
 use crate::repository::{Repository, Step, StoredOrder, WriteError};
-use crate::saga::StepOutcome;
+use crate::saga::{self, StepOutcome};
 
 const DEFAULT_PAGE: u32 = 10;
 const MAX_PAGE: u32 = 50;
@@ -138,10 +138,17 @@ impl Orders {
         let request_hash = hex::encode(Sha256::digest(
             serde_json::to_vec(input).map_err(anyhow::Error::from)?,
         ));
+        let mut previous = None;
         if let Some(record) = self.repository.idempotency(customer_id, key).await? {
-            return self
+            let first = self
                 .replay(&record.order_id, &record.request_hash, &request_hash)
-                .await;
+                .await?;
+            if !self.may_try_again(&first.order).await? {
+                return Ok(first);
+            }
+            // The first try charged nothing and failed for a reason that may have passed:
+            // this repeat is a new try under the same key.
+            previous = Some(first.order.id);
         }
         let now = OffsetDateTime::now_utc();
         let valid = ValidOrder::parse(input, now).map_err(OrderError::Validation)?;
@@ -186,11 +193,19 @@ impl Orders {
             cart_id: valid.cart_id.clone(),
             cart_version: cart.version,
         };
-        match self
-            .repository
-            .create(&stored, key, &request_hash, now)
-            .await
-        {
+        let recorded = match &previous {
+            None => {
+                self.repository
+                    .create(&stored, key, &request_hash, now)
+                    .await
+            }
+            Some(previous) => {
+                self.repository
+                    .retake(&stored, key, &request_hash, previous, now)
+                    .await
+            }
+        };
+        match recorded {
             Ok(()) => {}
             Err(WriteError::KeyTaken) => {
                 // A concurrent request with this key won; answer as its repeat.
@@ -280,6 +295,28 @@ impl Orders {
         } else {
             Err(OrderError::ProductUnavailable(gone))
         }
+    }
+
+    /// Whether a repeat of the request that made `order` is a new try: the order ended without
+    /// charging, for a reason that may pass (`saga::may_pass`), and has given back all it held
+    /// (tidied now if a dependency kept that from happening before), so a new try finds the
+    /// stock and the cart free.
+    async fn may_try_again(&self, order: &Order) -> Result<bool, OrderError> {
+        let passing = order
+            .failure
+            .as_ref()
+            .is_some_and(|failure| saga::may_pass(&failure.code));
+        if !passing || order.payment.status == PaymentStatus::Authorized {
+            return Ok(false);
+        }
+        let Some(stored) = self.repository.order(&order.id).await? else {
+            return Ok(false);
+        };
+        let tidied = match stored.step {
+            Step::Done => stored,
+            _ => self.drive(stored, None).await?,
+        };
+        Ok(tidied.step == Step::Done)
     }
 
     /// The answer to a repeated request: the first request's order, once its checkout is over.
