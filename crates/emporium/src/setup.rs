@@ -8,6 +8,7 @@
 //! Both are idempotent: running them again changes nothing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use emporium_adapters::connect;
@@ -28,21 +29,35 @@ pub struct InitReport {
     pub tables: Vec<(&'static str, Vec<&'static str>)>,
 }
 
+/// How long `init` keeps trying to reach the backends unless told otherwise: long enough for a
+/// LocalStack or DynamoDB Local started beside it to come up, so a deployment's setup job does
+/// not fail into the kubelet's back-off.
+pub const DEFAULT_SETUP_WAIT: Duration = Duration::from_secs(60);
+
 /// Creates what every service needs in the configured storage and blob store.
 pub async fn init(settings: &Settings) -> anyhow::Result<InitReport> {
+    init_within(settings, DEFAULT_SETUP_WAIT).await
+}
+
+/// [`init`], trying again for up to `wait` while a backend does not answer (or refuses).
+pub async fn init_within(settings: &Settings, wait: Duration) -> anyhow::Result<InitReport> {
     let storage = settings.common.storage_uri();
     let blobs = settings.common.blobs_uri();
     let mut tables = Vec::new();
     for service in Service::ALL {
-        connect::init_storage(&storage, service.name(), service.tables())
-            .await
-            .with_context(|| format!("creating the {} service's tables", service.name()))?;
+        patiently(
+            wait,
+            &format!("the {} service's tables", service.name()),
+            || connect::init_storage(&storage, service.name(), service.tables()),
+        )
+        .await
+        .with_context(|| format!("creating the {} service's tables", service.name()))?;
         tables.push((
             service.name(),
             service.tables().iter().map(|table| table.name).collect(),
         ));
     }
-    connect::init_blobs(&blobs)
+    patiently(wait, "the blob store", || connect::init_blobs(&blobs))
         .await
         .context("creating the blob store")?;
     Ok(InitReport {
@@ -50,6 +65,26 @@ pub async fn init(settings: &Settings) -> anyhow::Result<InitReport> {
         blobs,
         tables,
     })
+}
+
+/// Runs `work` (idempotent) until it succeeds or `wait` has passed, saying what it waits for.
+async fn patiently<F, Fut>(wait: Duration, what: &str, work: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    use backon::{ExponentialBuilder, Retryable as _};
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(5))
+        .with_total_delay(Some(wait))
+        .without_max_times();
+    work.retry(backoff)
+        .when(|_| !wait.is_zero())
+        .notify(|error, next| {
+            tracing::warn!(error = %format!("{error:#}"), retry_in = ?next, "waiting for {what}");
+        })
+        .await
 }
 
 /// Loads the demo catalog, its images and its stock into the configured backends, reporting
@@ -65,8 +100,25 @@ pub async fn seed(settings: &Settings, progress: demo::Progress<'_>) -> anyhow::
     report.stock = demo::seed_stock(inventory, progress)
         .await
         .context("stocking the demo catalog")?;
+    retire_cached_listings(catalog).await?;
     shop.close().await?;
     Ok(report)
+}
+
+/// Tells the shared cache that the catalog changed, retrying a while (a cache that is still
+/// starting), and fails when it cannot: a running catalog would otherwise serve listings it
+/// cached before the seed until they expire.
+async fn retire_cached_listings(catalog: &Catalog) -> anyhow::Result<()> {
+    use backon::{ExponentialBuilder, Retryable as _};
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(200))
+        .with_max_delay(std::time::Duration::from_secs(2))
+        .with_max_times(5);
+    (|| catalog.retire_listings())
+        .retry(backoff)
+        .notify(|error, wait| tracing::warn!(%error, ?wait, "the cache did not take the seed's invalidation; retrying"))
+        .await
+        .context("the demo shop is seeded, but the cache could not be told: running catalogs may serve listings cached before the seed until they expire (is the cache reachable?)")
 }
 
 /// The catalog and inventory services over the configured storage and blobs, outside any

@@ -244,6 +244,32 @@ fn help_lists_the_settings_and_bad_settings_fail_clearly() {
     assert!(String::from_utf8_lossy(&typo.stderr).contains("catalog-prot"));
 }
 
+#[test]
+fn seed_fails_loudly_when_it_cannot_tell_the_cache() {
+    // A port nothing listens on: bound, then let go.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = Command::new(env!("CARGO_BIN_EXE_emporium"))
+        .args([
+            "seed",
+            "--data-dir",
+            &dir.path().display().to_string(),
+            "--cache",
+            &format!("redis://127.0.0.1:{closed}"),
+            "--log",
+            "error",
+        ])
+        .output()
+        .expect("run");
+    let said = String::from_utf8_lossy(&seed.stderr);
+    assert!(!seed.status.success(), "seed succeeded: {said}");
+    assert!(said.contains("the cache could not be told"), "{said}");
+}
+
 /// A minimal OTLP/HTTP collector: accepts every POST, remembers path, content type and size.
 fn collector() -> (String, std::sync::mpsc::Receiver<(String, String, usize)>) {
     use std::io::{Read, Write};
@@ -781,6 +807,49 @@ fn run_ok(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// `init` started before its storage waits for it (as a deployment's setup job does for a
+/// LocalStack still starting) and then creates everything.
+#[test]
+fn init_waits_for_a_storage_that_is_not_up_yet() {
+    emporium_adapters::testing::aws_stand_in();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let name = emporium_adapters::testing::unique("late");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let init = Command::new(env!("CARGO_BIN_EXE_emporium"))
+        .args([
+            "init",
+            "--wait-secs",
+            "60",
+            "--storage",
+            &format!("dynamodb://{name}?endpoint={endpoint}"),
+            "--blobs",
+            &format!("s3://{name}?endpoint={endpoint}"),
+            "--log",
+            "warn",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("init starts");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _moto = emporium_adapters::testing::MotoServer::start_on(port);
+    let output = init.wait_with_output().expect("init ends");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("waiting for"),
+        "it said it waited: {stderr}"
+    );
+    assert!(stdout.contains("Blob store ready"), "{stdout}");
 }
 
 /// LocalStack's ready hook creates the tables and bucket by running `emporium init` (here

@@ -12,7 +12,7 @@ use futures::future::{BoxFuture, join_all};
 use serde::Serialize;
 
 /// How long one dependency check may take before it counts as down.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 

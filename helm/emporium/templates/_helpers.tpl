@@ -76,7 +76,8 @@ the cache, and which one is the way in. Ports, replicas and resources are values
 {{- end }}
 {{- end }}
 
-{{/* Services that use the cache. */}}
+{{/* What uses the cache: the services that do, and the setup job, whose `seed` retires the
+catalog's cached listings. */}}
 {{- define "emporium.cached" -}}
 {{- $cached := list }}
 {{- range (include "emporium.services" . | fromYamlArray) }}
@@ -84,7 +85,7 @@ the cache, and which one is the way in. Ports, replicas and resources are values
 {{- $cached = append $cached .name }}
 {{- end }}
 {{- end }}
-{{- $cached | toJson }}
+{{- append $cached "setup" | toJson }}
 {{- end }}
 
 {{/* Restricted pod security: non-root, RuntimeDefault seccomp. */}}

@@ -89,6 +89,17 @@ impl Catalog {
         }
     }
 
+    /// Retires every listing and the categories in the cache, and says whether the cache took
+    /// it. A write's own retiring shrugs off a cache outage (the entry expires by its TTL);
+    /// `seed` must not, or a catalog that cached an empty listing before the seed keeps
+    /// serving it.
+    pub async fn retire_listings(&self) -> Result<(), emporium_ports::cache::CacheError> {
+        let cache = self.cache.cache();
+        cache.bump_generation(PRODUCTS_GROUP).await?;
+        cache.bump_generation(CATEGORIES_GROUP).await?;
+        Ok(())
+    }
+
     pub fn cache_stats(&self) -> &Arc<CacheStats> {
         self.cache.stats()
     }

@@ -108,7 +108,8 @@ pub fn check_available(available: i64) -> Result<(), Vec<FieldError>> {
 
 /// Checks a stock adjustment.
 pub fn check_delta(delta: i64) -> Result<(), Vec<FieldError>> {
-    if delta != 0 && delta.abs() <= MAX_STOCK {
+    // A range, not `abs()`: the absolute value of i64::MIN does not fit in an i64.
+    if delta != 0 && (-MAX_STOCK..=MAX_STOCK).contains(&delta) {
         Ok(())
     } else {
         Err(vec![FieldError::new(
@@ -121,6 +122,14 @@ pub fn check_delta(delta: i64) -> Result<(), Vec<FieldError>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deltas_beyond_the_stock_limit_are_refused_even_at_the_ends_of_i64() {
+        assert!(check_delta(1).is_ok() && check_delta(-MAX_STOCK).is_ok());
+        for wrong in [0, MAX_STOCK + 1, -MAX_STOCK - 1, i64::MAX, i64::MIN] {
+            assert!(check_delta(wrong).is_err(), "{wrong}");
+        }
+    }
 
     fn line(sku: &str, quantity: i64) -> ReservationLine {
         ReservationLine {

@@ -293,6 +293,19 @@ async fn bad_stock_requests_are_client_errors_and_change_nothing() {
             422,
             "validation_failed",
         ),
+        // The ends of i64, whose absolute value overflowed the check once.
+        (
+            app.admin(Method::POST, "/v1/stock/KIT-1/adjustments")
+                .json(&json!({"delta": i64::MIN})),
+            422,
+            "validation_failed",
+        ),
+        (
+            app.admin(Method::POST, "/v1/stock/KIT-1/adjustments")
+                .json(&json!({"delta": i64::MAX})),
+            422,
+            "validation_failed",
+        ),
         (
             app.admin(Method::POST, "/v1/stock/NOPE/adjustments")
                 .json(&json!({"delta": 1})),
