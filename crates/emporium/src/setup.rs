@@ -34,6 +34,9 @@ pub struct InitReport {
 /// not fail into the kubelet's back-off.
 pub const DEFAULT_SETUP_WAIT: Duration = Duration::from_secs(60);
 
+/// How long `seed` keeps trying to tell the cache that the catalog changed.
+const SEED_CACHE_WAIT: Duration = Duration::from_secs(5);
+
 /// Creates what every service needs in the configured storage and blob store.
 pub async fn init(settings: &Settings) -> anyhow::Result<InitReport> {
     init_within(settings, DEFAULT_SETUP_WAIT).await
@@ -109,16 +112,11 @@ pub async fn seed(settings: &Settings, progress: demo::Progress<'_>) -> anyhow::
 /// starting), and fails when it cannot: a running catalog would otherwise serve listings it
 /// cached before the seed until they expire.
 async fn retire_cached_listings(catalog: &Catalog) -> anyhow::Result<()> {
-    use backon::{ExponentialBuilder, Retryable as _};
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(std::time::Duration::from_millis(200))
-        .with_max_delay(std::time::Duration::from_secs(2))
-        .with_max_times(5);
-    (|| catalog.retire_listings())
-        .retry(backoff)
-        .notify(|error, wait| tracing::warn!(%error, ?wait, "the cache did not take the seed's invalidation; retrying"))
-        .await
-        .context("the demo shop is seeded, but the cache could not be told: running catalogs may serve listings cached before the seed until they expire (is the cache reachable?)")
+    patiently(SEED_CACHE_WAIT, "the cache to take the seed's invalidation", || async {
+        catalog.retire_listings().await.map_err(anyhow::Error::from)
+    })
+    .await
+    .context("the demo shop is seeded, but the cache could not be told: running catalogs may serve listings cached before the seed until they expire (is the cache reachable?)")
 }
 
 /// The catalog and inventory services over the configured storage and blobs, outside any
