@@ -1,4 +1,5 @@
-"""moto server (DynamoDB and S3 on one port) with one request inside moto at a time.
+"""moto server (DynamoDB and S3 on one port) with one request inside moto at a time, answering
+LocalStack's health path as LocalStack does, so it can stand in for it.
 
 moto's DynamoDB backend is not thread-safe: two TransactWriteItems on one table at once can fail
 inside moto with "dictionary changed size during iteration" (an HTTP 500 page). DynamoDB and
@@ -25,6 +26,10 @@ def main() -> None:
     lock = threading.Lock()
 
     def one_at_a_time(environ, start_response):
+        if environ.get("PATH_INFO") == "/_localstack/health":
+            # What LocalStack's probes (and the manifests') ask: the services it runs.
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [b'{"services": {"dynamodb": "running", "s3": "running"}}']
         with lock:
             # The whole body is produced under the lock: moto builds it from shared state.
             return list(app(environ, start_response))

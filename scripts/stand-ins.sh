@@ -30,6 +30,10 @@
 #   EMPORIUM_TEST_REDIS_SERVER    (the redis-server binary, for tests that run and kill their own)
 #   EMPORIUM_TEST_MOTO_PYTHON, EMPORIUM_TEST_MOTO_SCRIPT   (for tests that run a moto of their own)
 #   EMPORIUM_TEST_CHROMIUM, EMPORIUM_TEST_CHROMEDRIVER                     (the browser test)
+#   install_podman, prepare_pod_images
+#                                # podman, runc and debootstrap, and the images of the pods test
+#                                # (cached in target/pods and podman's store)
+#   build_whole_image            # the whole Dockerfile, with a local stand-in for the Rust image
 # and install_validators exports EMPORIUM_TEST_KUBECTL, EMPORIUM_TEST_HELM, EMPORIUM_TEST_HELM3 (Helm 3),
 # EMPORIUM_TEST_KUBERNETES_VALIDATE, EMPORIUM_TEST_HADOLINT, EMPORIUM_TEST_SHELLCHECK and
 # EMPORIUM_TEST_SCHEMATHESIS.
@@ -133,6 +137,97 @@ install_validators() {
   EMPORIUM_TEST_SCHEMATHESIS="$(cd "$VENV/bin" && pwd)/schemathesis"
   export EMPORIUM_TEST_KUBECTL EMPORIUM_TEST_HELM EMPORIUM_TEST_HELM3 EMPORIUM_TEST_KUBERNETES_VALIDATE \
     EMPORIUM_TEST_HADOLINT EMPORIUM_TEST_SHELLCHECK EMPORIUM_TEST_SCHEMATHESIS
+}
+
+# install_podman: podman (with runc: crun refuses this kind of machine's hybrid cgroup layout)
+# and debootstrap, and a containers.conf for the pods test (exported as CONTAINERS_CONF; root
+# here cannot raise rlimits, so the containers' limits are set below the machine's).
+install_podman() {
+  if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 \
+    || ! command -v debootstrap >/dev/null 2>&1; then
+    stand_in_log "installing podman, runc and debootstrap (Debian)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null
+  fi
+  PODS_DIR="$(pwd)/target/pods"
+  mkdir -p "$PODS_DIR"
+  cat >"$PODS_DIR/containers.conf" <<'CONF'
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+CONF
+  CONTAINERS_CONF="$PODS_DIR/containers.conf"
+  EMPORIUM_TEST_PODMAN="$(command -v podman)"
+  export CONTAINERS_CONF EMPORIUM_TEST_PODMAN
+}
+
+# prepare_pod_images: the images the pods test runs, none of which can be pulled here, made once
+# per machine and kept: a Debian base (debootstrap) standing for the Dockerfile's
+# debian:bookworm-slim, and stand-ins for the LocalStack and Redis images the manifests name.
+prepare_pod_images() {
+  local podman="$EMPORIUM_TEST_PODMAN" rootfs="$PODS_DIR/rootfs"
+  if ! "$podman" image exists localhost/emporium-base:bookworm; then
+    if [ ! -x "$rootfs/bin/bash" ]; then
+      stand_in_log "making a Debian base image (debootstrap)"
+      rm -rf "$rootfs"
+      as_root debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
+    fi
+    tar -C "$rootfs" -c . | "$podman" import --quiet \
+      --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      --change 'CMD ["bash"]' - localhost/emporium-base:bookworm >/dev/null
+  fi
+  "$podman" tag localhost/emporium-base:bookworm docker.io/library/debian:bookworm-slim
+  local localstack redis
+  localstack="docker.io/$(awk '/image: localstack/ {print $2; exit}' k8s/base/localstack.yaml)"
+  redis="docker.io/library/$(awk '/image: redis/ {print $2; exit}' k8s/base/redis.yaml)"
+  build_stand_in "$localstack" scripts/pods/localstack.Containerfile scripts scripts/moto_server.py \
+    --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt --build-arg MOTO_VERSION="$MOTO_VERSION"
+  build_stand_in "$redis" scripts/pods/redis.Containerfile scripts
+}
+
+# build_whole_image: the whole Dockerfile, every stage, as `docker build .` runs it, to the tag
+# localhost/emporium:whole. Its build stages start from the official Rust image, which cannot be
+# pulled here: a stand-in is made from the Debian base and this machine's toolchain when that
+# is the Dockerfile's Rust version, and the build is skipped (saying so) when it is not.
+build_whole_image() {
+  local podman="$EMPORIUM_TEST_PODMAN" rust release sysroot context="$PODS_DIR/rust"
+  rust="$(sed -n 's/^ARG RUST_VERSION=//p' Dockerfile)"
+  release="$(sed -n 's/^ARG DEBIAN_RELEASE=//p' Dockerfile)"
+  if ! rustc --version | grep -q "^rustc ${rust}[. ]"; then
+    stand_in_log "not building the whole image: the Dockerfile wants Rust $rust, this machine has $(rustc --version)"
+    return 0
+  fi
+  sysroot="$(rustc --print sysroot)"
+  mkdir -p "$context"
+  cp /etc/ssl/certs/ca-certificates.crt "$context/"
+  build_stand_in "docker.io/library/rust:$rust-$release" scripts/pods/rust.Containerfile "$context" \
+    "$context/ca-certificates.crt" --volume "$sysroot:/toolchain:ro" --build-arg RUSTC="$(rustc --version)"
+  stand_in_log "building the whole Dockerfile (every stage; cached layers are reused)"
+  local started=$SECONDS log="$PODS_DIR/whole-image.log"
+  if ! "$podman" build --tag localhost/emporium:whole . >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    stand_in_log "the whole Dockerfile did not build: its log is $log"
+    return 1
+  fi
+  stand_in_log "the whole image built in $((SECONDS - started)) s: $("$podman" run --rm localhost/emporium:whole --version)"
+}
+
+# build_stand_in <tag> <Containerfile> <context> [input files...] [--podman build options...]:
+# builds the image unless one made from the same recipe (the files' and options' digest, kept as
+# a label) is there already.
+build_stand_in() {
+  local tag="$1" containerfile="$2" context="$3" recipe inputs=("$2")
+  shift 3
+  while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do
+    inputs+=("$1")
+    shift
+  done
+  recipe="$( (cat "${inputs[@]}"; echo "$*") | sha256sum | cut -c1-16)"
+  if [ "$("$EMPORIUM_TEST_PODMAN" image inspect --format '{{index .Labels "emporium.recipe"}}' "$tag" 2>/dev/null)" != "$recipe" ]; then
+    stand_in_log "building the stand-in $tag"
+    "$EMPORIUM_TEST_PODMAN" build --quiet --label "emporium.recipe=$recipe" "$@" --tag "$tag" \
+      --file "$containerfile" "$context" >/dev/null
+  fi
 }
 
 free_port() {

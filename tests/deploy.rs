@@ -3,36 +3,20 @@
 //! every rendered object passes `kubernetes-validate --strict` for two Kubernetes versions; the
 //! chart lints strictly and its schema refuses wrong values; the chart and the kind overlay
 //! declare the same workloads; the NetworkPolicies allow exactly the calls the design makes;
-//! the Dockerfile passes hadolint and every script shellcheck.
+//! the Dockerfile and the test's Containerfiles pass hadolint and every script shellcheck.
 //!
 //! The tools come from `scripts/test.sh` (`install_validators`), through `EMPORIUM_TEST_*`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use emporium::services::Service;
 use emporium_ports::faulty::Port;
+use emporium_tests::manifests::{kind_of, must, name_of, objects, root, run, tool};
 use serde_norway::Value;
 
 /// Kubernetes versions every rendering is validated against.
 const KUBERNETES_VERSIONS: &[&str] = &["1.31.0", "1.34.0"];
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace")
-        .to_path_buf()
-}
-
-fn tool(variable: &str) -> String {
-    match std::env::var(variable) {
-        Ok(path) if !path.is_empty() => path,
-        _ => {
-            panic!("{variable} is not set: run the tests with scripts/test.sh (install_validators)")
-        }
-    }
-}
 
 /// The services of the table, by name: the manifests and the chart must deploy each.
 fn services() -> impl Iterator<Item = &'static str> {
@@ -64,26 +48,6 @@ fn designed_calls() -> BTreeSet<(String, String, u64)> {
     calls.insert(("setup".into(), "localstack".into(), 4566));
     calls.insert(("setup".into(), "redis".into(), 6379));
     calls
-}
-
-/// Runs a command in the workspace; its output, or a panic with what it said.
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    if output.status.success() {
-        Ok(stdout)
-    } else {
-        Err(format!("{program} {args:?} failed:\n{stdout}\n{stderr}"))
-    }
-}
-
-fn must(program: &str, args: &[&str]) -> String {
-    run(program, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn kustomize(dir: &str) -> String {
@@ -127,27 +91,6 @@ fn validate(name: &str, rendered: &str) {
             &["--strict", "-k", version, "--quiet", &path],
         );
     }
-}
-
-fn objects(rendered: &str) -> Vec<Value> {
-    serde_norway::Deserializer::from_str(rendered)
-        .map(|document| {
-            use serde::Deserialize as _;
-            Value::deserialize(document).expect("YAML")
-        })
-        .filter(|value| !value.is_null())
-        .collect()
-}
-
-fn kind_of(object: &Value) -> &str {
-    object["kind"].as_str().unwrap_or_default()
-}
-
-fn name_of(object: &Value) -> String {
-    object["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
@@ -1427,10 +1370,21 @@ fn every_setting_the_manifests_give_is_one_the_binary_knows() {
 
 #[test]
 fn the_dockerfile_passes_hadolint_and_every_script_shellcheck() {
-    must(
-        &tool("EMPORIUM_TEST_HADOLINT"),
-        &["--failure-threshold", "warning", "Dockerfile"],
-    );
+    // The Dockerfile, and the stand-in images the pods test and the test script build.
+    let mut containerfiles = vec!["Dockerfile".to_owned()];
+    for entry in std::fs::read_dir(root().join("scripts/pods")).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "Containerfile") {
+            containerfiles.push(format!(
+                "scripts/pods/{}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ));
+        }
+    }
+    assert!(containerfiles.len() > 1, "{containerfiles:?}");
+    let mut args = vec!["--failure-threshold", "warning"];
+    args.extend(containerfiles.iter().map(String::as_str));
+    must(&tool("EMPORIUM_TEST_HADOLINT"), &args);
     let mut scripts: Vec<String> = Vec::new();
     for dir in ["scripts", "localstack/init/ready.d"] {
         for entry in std::fs::read_dir(root().join(dir)).expect("read dir") {

@@ -5,6 +5,8 @@
 //! [`on_every_backend!`] runs a test body once per backend. [`Shopper`] visits the storefront as
 //! a browser would, keeping its session cookie.
 
+pub mod manifests;
+
 use clap::Parser as _;
 use emporium::run::{Plan, Platform, Service, Settings};
 use emporium_api::cart::Cart;

@@ -185,8 +185,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         &settings.common.log_filter,
         traces_page.as_ref().map(|(_, traces)| traces),
     )?;
-    let platform = Platform::start(&settings, &plan).await?;
+    // Listening for SIGTERM before the servers start: in a container the process is PID 1,
+    // whose signals without a handler are dropped, so a pod stopped while it starts (a rolling
+    // update) would otherwise sit out its grace period and be killed.
     let stop = emporium_platform::shutdown::terminated();
+    let platform = Platform::start(&settings, &plan).await?;
     let mut traces_server = None;
     if let Some((listener, traces)) = traces_page {
         let address = listener.local_addr()?;

@@ -810,9 +810,12 @@ fn run_ok(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
 }
 
 /// `init` started before its storage waits for it (as a deployment's setup job does for a
-/// LocalStack still starting) and then creates everything.
+/// LocalStack still starting) and then creates everything. The stand-in starts only once `init`
+/// has said it is waiting: a fixed head start would race the SDK's own retries, which on a busy
+/// machine can outlast it and hide the wait.
 #[test]
 fn init_waits_for_a_storage_that_is_not_up_yet() {
+    use std::io::BufRead as _;
     emporium_adapters::testing::aws_stand_in();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -821,7 +824,7 @@ fn init_waits_for_a_storage_that_is_not_up_yet() {
         .port();
     let name = emporium_adapters::testing::unique("late");
     let endpoint = format!("http://127.0.0.1:{port}");
-    let init = Command::new(env!("CARGO_BIN_EXE_emporium"))
+    let mut init = Command::new(env!("CARGO_BIN_EXE_emporium"))
         .args([
             "init",
             "--wait-secs",
@@ -837,18 +840,35 @@ fn init_waits_for_a_storage_that_is_not_up_yet() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("init starts");
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    let stderr = init.stderr.take().expect("piped stderr");
+    let (lines, said) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // The receiver is gone once the wait was seen; the rest is only kept.
+            let _ = lines.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match said.recv_timeout(left) {
+            Ok(line) if line.contains("waiting for") => break,
+            Ok(_) => {}
+            Err(_) => panic!("init never said it was waiting for its storage"),
+        }
+    }
     let _moto = emporium_adapters::testing::MotoServer::start_on(port);
     let output = init.wait_with_output().expect("init ends");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
+    let stderr = reader.join().expect("stderr read");
+    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(
-        stderr.contains("waiting for"),
-        "it said it waited: {stderr}"
-    );
     assert!(stdout.contains("Blob store ready"), "{stdout}");
 }
 
