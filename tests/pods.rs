@@ -305,7 +305,9 @@ fn runnable(
 /// by its component), which aardvark then resolves by that name on the network as a cluster's
 /// DNS resolves the Service. Dropped with the workload: replicas, selectors, strategies (one pod
 /// of each is run), and the service account (there is no API server, and none mounts a token).
-/// A Job's pod runs once: `restartPolicy: Never`, so its exit code is the job's outcome.
+/// Every pod runs once (`restartPolicy: Never`): a Job's exit code is the job's outcome, and a
+/// Deployment's pod, which the kubelet would restart, would be restarted by podman within a
+/// fraction of a second of exiting, hiding the exit code the SIGTERM check reads (and a crash).
 fn bare_pod(
     workload: &Value,
     sources: &BTreeMap<String, BTreeMap<String, String>>,
@@ -329,9 +331,7 @@ fn bare_pod(
     if let Value::Mapping(fields) = &mut spec {
         fields.remove("serviceAccountName");
         fields.remove("automountServiceAccountToken");
-        if kind_of(workload) == "Job" {
-            fields.insert("restartPolicy".into(), "Never".into());
-        }
+        fields.insert("restartPolicy".into(), "Never".into());
     }
     let mut metadata = Mapping::new();
     metadata.insert("name".into(), name.into());
