@@ -1,4 +1,4 @@
-//! The AWS SDK configuration shared by the DynamoDB and S3 adapters.
+//! The AWS SDK configuration shared by the DynamoDB, S3, SNS and SQS adapters.
 //!
 //! It follows the standard AWS configuration: region, credentials chain (environment, profile,
 //! web identity for IAM roles for service accounts, instance metadata), and `AWS_ENDPOINT_URL`
@@ -71,4 +71,34 @@ pub async fn s3_at(endpoint: Option<&str>) -> aws_sdk_s3::Client {
     }
     // Local stand-ins do not resolve bucket subdomains.
     aws_sdk_s3::Client::from_conf(s3.force_path_style(custom_endpoint).build())
+}
+
+/// An SNS client, at `endpoint` when one is given.
+pub async fn sns_at(endpoint: Option<&str>) -> aws_sdk_sns::Client {
+    let config = sdk_config().await;
+    match endpoint {
+        None => aws_sdk_sns::Client::new(config),
+        Some(url) => aws_sdk_sns::Client::from_conf(
+            aws_sdk_sns::config::Builder::from(config)
+                .endpoint_url(url)
+                .build(),
+        ),
+    }
+}
+
+/// An SQS client, at `endpoint` when one is given. Its operation timeout outlasts the longest
+/// receive (20 s of long polling), which the shared configuration's would cut short.
+pub async fn sqs_at(endpoint: Option<&str>) -> aws_sdk_sqs::Client {
+    let config = sdk_config().await;
+    let mut sqs = aws_sdk_sqs::config::Builder::from(config).timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .operation_attempt_timeout(Duration::from_secs(25))
+            .operation_timeout(Duration::from_secs(30))
+            .build(),
+    );
+    if let Some(url) = endpoint {
+        sqs = sqs.endpoint_url(url);
+    }
+    aws_sdk_sqs::Client::from_conf(sqs.build())
 }

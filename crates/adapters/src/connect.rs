@@ -8,6 +8,8 @@
 //! | cache   | `redis://host:port[/db][?prefix=..&pool_size=..&timeout_ms=..]` (or `rediss://`) | Redis / ElastiCache |
 //! | blobs   | `file:///<dir>`                       | files under `<dir>`                            |
 //! | blobs   | `s3://<bucket>[/<prefix>]`            | objects in an S3 bucket                        |
+//! | events  | `embedded:///<dir>`                   | `events.redb` in `<dir>`, woken in-process     |
+//! | events  | `sns://<prefix>`                      | SNS topics `<prefix>-<aggregate>`, SQS queues `<prefix>-<group>` (and `-dlq`) |
 //!
 //! The AWS adapters take region, credentials and endpoint from the standard AWS configuration
 //! (see `aws`).
@@ -21,6 +23,8 @@ use emporium_ports::blob::Blobs;
 use emporium_ports::blob::local::LocalBlobs;
 use emporium_ports::cache::Cache;
 use emporium_ports::cache::memory::MemoryCache;
+use emporium_ports::events::stored::StoredEvents;
+use emporium_ports::events::{Events, GroupDef};
 use emporium_ports::storage::embedded::EmbeddedStorage;
 use emporium_ports::storage::{Storage, TableDef};
 use emporium_ports::traced::{TracedBlobs, TracedCache, TracedStorage};
@@ -28,6 +32,7 @@ use emporium_ports::traced::{TracedBlobs, TracedCache, TracedStorage};
 use crate::dynamodb::DynamoStorage;
 use crate::redis::{RedisCache, RedisOptions};
 use crate::s3::S3Blobs;
+use crate::sqs::{Names, SnsSqsEvents, ensure_bus};
 
 /// Scheme, the part after `://`, and the query of a URI.
 fn split(uri: &str) -> anyhow::Result<(&str, &str, Option<&str>)> {
@@ -239,6 +244,56 @@ pub async fn init_blobs(uri: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The names of an `sns://<prefix>` bus: the prefix is the first part of every topic and queue.
+fn bus_names(uri: &str, rest: &str) -> anyhow::Result<Names> {
+    let prefix = table_prefix(uri, rest)?;
+    if prefix.is_empty() || prefix.len() > 30 {
+        bail!("{uri:?} names no prefix for its topics and queues (1 to 30 characters)");
+    }
+    Ok(Names::new(&prefix))
+}
+
+/// Opens the events bus for `groups` (every consumer group of the platform: publishing fans out
+/// to each of them). An embedded bus is one file that one process opens at a time.
+pub async fn events(uri: &str, groups: &[GroupDef]) -> anyhow::Result<Arc<dyn Events>> {
+    let (scheme, rest, query) = split(uri)?;
+    match scheme {
+        "embedded" => {
+            let path = directory(uri, rest)?.join("events.redb");
+            let storage = EmbeddedStorage::open(&path, &[emporium_ports::events::stored::TABLE])
+                .with_context(|| format!("opening the embedded events {}", path.display()))?;
+            let events =
+                StoredEvents::new(Arc::new(storage), groups).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(Arc::new(events))
+        }
+        "sns" => {
+            let names = bus_names(uri, rest)?;
+            let at = endpoint(uri, query)?;
+            let (sns, sqs) = (crate::aws::sns_at(at).await, crate::aws::sqs_at(at).await);
+            let events = SnsSqsEvents::open(sns, sqs, &names, groups).await?;
+            Ok(Arc::new(events))
+        }
+        other => {
+            bail!("unknown events scheme {other:?} in {uri:?} (expected embedded:// or sns://)")
+        }
+    }
+}
+
+/// Creates what the bus needs for `groups`: topics, queues, dead-letter queues, queue policies
+/// and subscriptions, or the embedded file.
+pub async fn init_events(uri: &str, groups: &[GroupDef]) -> anyhow::Result<()> {
+    let (scheme, rest, query) = split(uri)?;
+    match scheme {
+        "sns" => {
+            let names = bus_names(uri, rest)?;
+            let at = endpoint(uri, query)?;
+            let (sns, sqs) = (crate::aws::sns_at(at).await, crate::aws::sqs_at(at).await);
+            ensure_bus(&sns, &sqs, &names, groups).await
+        }
+        _ => events(uri, groups).await.map(drop),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +327,12 @@ mod tests {
         assert!(blobs("no-scheme").await.is_err());
         assert!(blobs("file://").await.is_err());
         assert!(blobs("s3://x").await.is_err());
+        assert!(events(&uri, &[]).await.is_ok());
+        assert!(dir.path().join("events.redb").exists());
+        assert!(events("kafka://x", &[]).await.is_err());
+        assert!(events("sns://", &[]).await.is_err());
+        assert!(events("sns://bad prefix", &[]).await.is_err());
+        assert!(events("sns://p?endpoint=ftp://x", &[]).await.is_err());
         assert!(
             storage(
                 "dynamodb://p?endpoint=http://127.0.0.1:4566",

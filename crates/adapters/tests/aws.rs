@@ -1,5 +1,5 @@
 //! The AWS-API adapters against the ports' conformance suites, on the local stand-ins that
-//! `scripts/test.sh` starts (moto server for DynamoDB and S3, redis-server for Redis), plus
+//! `scripts/test.sh` starts (moto server for DynamoDB, S3, SNS and SQS, redis-server for Redis), plus
 //! what only these adapters have: table and bucket creation, and Redis outages.
 
 use std::sync::Arc;
@@ -56,6 +56,30 @@ async fn redis_cache() -> emporium_ports::cache::conformance::Fixture {
         namespace: "n".into(),
         guard: Box::new(()),
     }
+}
+
+async fn sns_sqs_events(
+    groups: &'static [emporium_ports::events::GroupDef],
+) -> emporium_ports::events::conformance::Fixture {
+    use emporium_adapters::sqs::{Names, SnsSqsEvents, ensure_bus};
+    testing::aws_stand_in();
+    let names = Names::new(&testing::unique("conf"));
+    let (sns, sqs) = (aws::sns_at(None).await, aws::sqs_at(None).await);
+    ensure_bus(&sns, &sqs, &names, groups)
+        .await
+        .expect("create topics and queues");
+    let events = SnsSqsEvents::open(sns, sqs, &names, groups)
+        .await
+        .expect("open");
+    emporium_ports::events::conformance::Fixture {
+        events: Arc::new(events),
+        guard: Box::new(()),
+    }
+}
+
+mod sns_sqs_suite {
+    use super::*;
+    emporium_ports::events_conformance!(sns_sqs_events);
 }
 
 mod dynamodb_suite {
@@ -218,6 +242,110 @@ async fn init_through_uris_is_idempotent() {
         .await
         .expect("storage");
     storage.ping().await.expect("tables reachable");
+}
+
+/// Publishes `published`; what the `billing` group then receives (acknowledged).
+async fn billed(
+    events: &dyn emporium_ports::events::Events,
+    published: &[emporium_ports::events::Event],
+) -> Vec<emporium_ports::events::Event> {
+    events.publish(published).await.expect("publish");
+    let got = events
+        .receive("billing", 10, Duration::from_secs(2))
+        .await
+        .expect("receive");
+    let receipts: Vec<_> = got.iter().map(|d| d.receipt.clone()).collect();
+    events.ack("billing", &receipts).await.expect("ack");
+    got.into_iter().map(|d| d.event).collect()
+}
+
+/// `init` makes the bus from the groups' declarations, twice without harm, and a changed
+/// declaration (a new type, a new attempt limit) changes the subscription and queue it made.
+#[tokio::test]
+async fn init_events_makes_the_bus_and_follows_a_changed_declaration() {
+    use emporium_ports::events::{Event, GroupDef};
+    testing::aws_stand_in();
+    let prefix = testing::unique("bus");
+    let uri = format!("sns://{prefix}");
+    const BEFORE: &[GroupDef] = &[GroupDef {
+        name: "billing",
+        types: &["emporium.order.confirmed.v1"],
+        visibility: Duration::from_secs(30),
+        max_attempts: 5,
+    }];
+    const AFTER: &[GroupDef] = &[GroupDef {
+        name: "billing",
+        types: &["emporium.order.confirmed.v1", "emporium.stock.changed.v1"],
+        visibility: Duration::from_secs(45),
+        max_attempts: 2,
+    }];
+    for _ in 0..2 {
+        connect::init_events(&uri, BEFORE).await.expect("bus");
+    }
+    let event = |kind: &str| Event {
+        id: testing::unique("e"),
+        kind: kind.into(),
+        body: "{}".into(),
+    };
+    let events = connect::events(&uri, BEFORE).await.expect("events");
+    let (confirmed, stock) = (
+        event("emporium.order.confirmed.v1"),
+        event("emporium.stock.changed.v1"),
+    );
+    assert_eq!(
+        billed(&*events, &[confirmed.clone(), stock]).await,
+        vec![confirmed]
+    );
+
+    connect::init_events(&uri, AFTER)
+        .await
+        .expect("bus changed");
+    let events = connect::events(&uri, AFTER).await.expect("events");
+    let stock = event("emporium.stock.changed.v1");
+    assert_eq!(
+        billed(&*events, std::slice::from_ref(&stock)).await,
+        vec![stock]
+    );
+    let sqs = aws::sqs_at(None).await;
+    let url = sqs
+        .get_queue_url()
+        .queue_name(format!("{prefix}-billing"))
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .expect("url")
+        .to_owned();
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .expect("attributes");
+    let attributes = attributes.attributes().expect("attributes");
+    let get = |name: aws_sdk_sqs::types::QueueAttributeName| {
+        attributes.get(&name).cloned().unwrap_or_default()
+    };
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    assert_eq!(get(A::VisibilityTimeout), "45");
+    let redrive: serde_json::Value = serde_json::from_str(&get(A::RedrivePolicy)).expect("json");
+    assert_eq!(
+        redrive["maxReceiveCount"].to_string().trim_matches('"'),
+        "2"
+    );
+    assert!(
+        redrive["deadLetterTargetArn"]
+            .as_str()
+            .is_some_and(|arn| arn.ends_with(&format!("{prefix}-billing-dlq")))
+    );
+    let policy: serde_json::Value = serde_json::from_str(&get(A::Policy)).expect("json");
+    let sources = policy["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"].to_string();
+    assert!(
+        sources.contains(&format!("{prefix}-order"))
+            && sources.contains(&format!("{prefix}-stock")),
+        "{policy}"
+    );
 }
 
 /// A port nothing listens on: Redis "down".

@@ -6,6 +6,7 @@
 pub mod cart;
 pub mod catalog;
 pub mod client;
+pub mod events;
 pub mod inventory;
 pub mod money;
 pub mod order;

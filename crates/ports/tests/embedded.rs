@@ -1,5 +1,6 @@
-//! The embedded adapters against their ports' conformance suites, plus what only a local file
-//! can show: durability across reopen and across a killed process.
+//! The embedded adapters against their ports' conformance suites (events in the embedded store
+//! among them), plus what only a local file can show: durability across reopen and across a
+//! killed process.
 
 use std::sync::Arc;
 
@@ -32,6 +33,24 @@ async fn local_blobs() -> emporium_ports::blob::conformance::Fixture {
         blobs: Arc::new(LocalBlobs::open(dir.path()).expect("open")),
         guard: Box::new(dir),
     }
+}
+
+async fn embedded_events(
+    groups: &'static [emporium_ports::events::GroupDef],
+) -> emporium_ports::events::conformance::Fixture {
+    use emporium_ports::events::stored::{StoredEvents, TABLE};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = EmbeddedStorage::open(&dir.path().join("events.redb"), &[TABLE]).expect("open");
+    let events = StoredEvents::new(Arc::new(storage), groups).expect("groups");
+    emporium_ports::events::conformance::Fixture {
+        events: Arc::new(events),
+        guard: Box::new(dir),
+    }
+}
+
+mod events_suite {
+    use super::*;
+    emporium_ports::events_conformance!(embedded_events);
 }
 
 mod storage_suite {

@@ -1,0 +1,347 @@
+//! The transactional outbox: a producer records its events in its own table, in the same
+//! storage transaction as the change that causes them, so a change that fails publishes nothing
+//! and a change that commits is never lost; a relay publishes what is recorded and deletes it.
+//!
+//! Two paths publish, so that an event goes out at once and still goes out after a crash:
+//!
+//! - the **fast path**: once the transaction has committed, the producer hands the recorded
+//!   events to [`Outbox::committed`], and a task of this process publishes and deletes them
+//!   (milliseconds after the commit, off the request's path);
+//! - the **sweeper**: one replica at a time (the holder of a lease item in the same table,
+//!   taken by conditional write and renewed each round) publishes what has stayed recorded for
+//!   longer than [`SWEEP_AFTER`]: events of a process that crashed between its commit and its
+//!   publish, or whose publish failed.
+//!
+//! The duplicate window: an event is published twice only when the fast path has not deleted it
+//! [`SWEEP_AFTER`] after its commit (a publish that slow, or a process paused that long), or when
+//! a sweeper paused for longer than its lease ([`LEASE_FOR`]) wakes up while another has taken
+//! over. Delivery is at least once anyway, and consumers deduplicate by event id.
+//!
+//! | item   | pk             | sk                      | notes                               |
+//! |--------|----------------|-------------------------|-------------------------------------|
+//! | event  | `outbox`       | `<epoch ms, 16>#<id>`   | `id`, `kind`, `body`                |
+//! | lease  | `outbox-lease` | `lease`                 | `owner`, `until` (epoch ms)         |
+//!
+//! All of a service's recorded events share one partition, in commit order: a sweeper reads
+//! the oldest first. DynamoDB takes about 1,000 writes a second on one partition, far above
+//! what one service's changes produce here.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::{Event, Events};
+use crate::storage::{Condition, Item, Key, Query, Storage, StorageError, TxOp};
+
+/// How long a recorded event is left to the fast path before the sweeper takes it.
+pub const SWEEP_AFTER: Duration = Duration::from_secs(5);
+/// How long a sweeper's lease lasts without renewal.
+pub const LEASE_FOR: Duration = Duration::from_secs(10);
+/// How often the sweeper looks (and renews its lease).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Events the fast path holds for publishing before it leaves the rest to the sweeper.
+const FAST_PATH_QUEUE: usize = 10_000;
+/// Events one publish call carries.
+const PUBLISH_BATCH: usize = 10;
+
+const PARTITION: &str = "outbox";
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+fn lease_key() -> Key {
+    Key::new("outbox-lease", "lease")
+}
+
+/// Recorded events with the keys of their records.
+type Entries = Vec<(Key, Event)>;
+
+/// Events recorded in a transaction that has not committed yet.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    table: &'static str,
+    entries: Entries,
+}
+
+impl Pending {
+    /// The writes that record the events: add them to the change's transaction.
+    pub fn ops(&self) -> impl Iterator<Item = TxOp> + '_ {
+        self.entries.iter().map(|(key, event)| {
+            let mut item = Item::new();
+            item.insert("id".into(), event.id.clone().into());
+            item.insert("kind".into(), event.kind.clone().into());
+            item.insert("body".into(), event.body.clone().into());
+            TxOp::Put {
+                table: self.table,
+                item: key.stamp(item),
+                condition: Some(Condition::NotExists),
+            }
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// One service's outbox, in its table.
+pub struct Outbox {
+    storage: Arc<dyn Storage>,
+    events: Arc<dyn Events>,
+    table: &'static str,
+    /// This replica, as the sweeper lease names its holder.
+    owner: String,
+    fast_path: mpsc::Sender<Entries>,
+    /// The fast path's end, until [`Outbox::start`] takes it.
+    receiver: std::sync::Mutex<Option<mpsc::Receiver<Entries>>>,
+}
+
+/// The outbox's tasks; [`RelayHandle::stop`] publishes what the fast path holds, then ends them.
+pub struct RelayHandle {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RelayHandle {
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+fn event_of(item: &Item) -> Option<(Key, Event)> {
+    let text = |name: &str| item.get(name).and_then(Value::as_str).map(str::to_owned);
+    Some((
+        Key::of(item).ok()?,
+        Event {
+            id: text("id")?,
+            kind: text("kind")?,
+            body: text("body")?,
+        },
+    ))
+}
+
+impl Outbox {
+    /// The outbox in `table` of `storage`, publishing to `events`.
+    pub fn new(storage: Arc<dyn Storage>, events: Arc<dyn Events>, table: &'static str) -> Self {
+        let (sender, receiver) = mpsc::channel(FAST_PATH_QUEUE);
+        Self {
+            storage,
+            events,
+            table,
+            owner: uuid::Uuid::new_v4().simple().to_string(),
+            fast_path: sender,
+            receiver: std::sync::Mutex::new(Some(receiver)),
+        }
+    }
+
+    /// Records `events` for a transaction: put [`Pending::ops`] in it, and once it has
+    /// committed, hand the `Pending` to [`Outbox::committed`].
+    pub fn record(&self, events: Vec<Event>) -> Pending {
+        let now = epoch_ms();
+        Pending {
+            table: self.table,
+            entries: events
+                .into_iter()
+                .map(|event| {
+                    let key = Key::new(PARTITION, format!("{now:016}#{}", event.id));
+                    (key, event)
+                })
+                .collect(),
+        }
+    }
+
+    /// The transaction that recorded `pending` committed: publish it now.
+    pub fn committed(&self, pending: Pending) {
+        if pending.is_empty() {
+            return;
+        }
+        // A full queue (the bus far behind) leaves the events to the sweeper: they are
+        // recorded, so nothing is lost, only later.
+        if self.fast_path.try_send(pending.entries).is_err() {
+            tracing::warn!(
+                table = self.table,
+                "outbox fast path full; the sweeper publishes these events"
+            );
+        }
+    }
+
+    /// Starts the fast path and the sweeper. Call once per outbox.
+    pub fn start(self: &Arc<Self>) -> RelayHandle {
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let receiver = self.receiver.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(receiver) = receiver {
+            let outbox = self.clone();
+            let stopped = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                outbox.fast_path(receiver, stopped).await
+            }));
+        }
+        let outbox = self.clone();
+        tasks.push(tokio::spawn(async move { outbox.sweeper(stopped).await }));
+        RelayHandle { stop, tasks }
+    }
+
+    /// Publishes `entries` and deletes them from the table; false when the publish failed (they
+    /// stay recorded for the sweeper).
+    async fn publish(&self, entries: &[(Key, Event)]) -> bool {
+        for chunk in entries.chunks(PUBLISH_BATCH) {
+            let events: Vec<Event> = chunk.iter().map(|(_, event)| event.clone()).collect();
+            if let Err(error) = self.events.publish(&events).await {
+                tracing::warn!(table = self.table, %error, "publishing recorded events failed; the sweeper retries");
+                return false;
+            }
+            for (key, event) in chunk {
+                if let Err(error) = self.storage.delete(self.table, key, None).await {
+                    // Published but still recorded: the sweeper publishes it again, which the
+                    // consumers' deduplication absorbs.
+                    tracing::warn!(table = self.table, event_id = %event.id, %error, "deleting a published event failed");
+                }
+            }
+        }
+        true
+    }
+
+    async fn fast_path(
+        &self,
+        mut receiver: mpsc::Receiver<Entries>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        loop {
+            let batch = tokio::select! {
+                batch = receiver.recv() => batch,
+                _ = stopped.changed() => {
+                    // Stopping: publish what is queued already, then end.
+                    receiver.close();
+                    let mut rest = Vec::new();
+                    while let Some(batch) = receiver.recv().await {
+                        rest.extend(batch);
+                    }
+                    if !rest.is_empty() {
+                        self.publish(&rest).await;
+                    }
+                    return;
+                }
+            };
+            let Some(mut batch) = batch else { return };
+            // Whatever else is queued goes in the same round.
+            while batch.len() < 100 {
+                match receiver.try_recv() {
+                    Ok(more) => batch.extend(more),
+                    Err(_) => break,
+                }
+            }
+            self.publish(&batch).await;
+        }
+    }
+
+    /// Takes or renews the sweeper lease; whether this replica holds it.
+    async fn hold_lease(&self) -> Result<bool, StorageError> {
+        let now = epoch_ms();
+        let until = now.saturating_add(u64::try_from(LEASE_FOR.as_millis()).unwrap_or(0));
+        let current = self.storage.get(self.table, &lease_key()).await?;
+        let condition = match &current {
+            None => Condition::NotExists,
+            Some(lease) => {
+                let owner = lease.get("owner").and_then(Value::as_str).unwrap_or("");
+                let held_until = lease.get("until").and_then(Value::as_u64).unwrap_or(0);
+                if owner != self.owner && held_until > now {
+                    return Ok(false);
+                }
+                // Taken over or renewed only if nobody else did so since it was read.
+                Condition::equals("until", held_until)
+            }
+        };
+        let mut lease = Item::new();
+        lease.insert("owner".into(), self.owner.clone().into());
+        lease.insert("until".into(), until.into());
+        match self
+            .storage
+            .put(self.table, lease_key().stamp(lease), Some(condition))
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(StorageError::ConditionFailed) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// One round of the sweeper: if this replica holds the lease, publish what the fast path
+    /// left behind. How many events it published.
+    pub async fn sweep(&self) -> Result<usize, StorageError> {
+        if !self.hold_lease().await? {
+            return Ok(0);
+        }
+        let older_than =
+            epoch_ms().saturating_sub(u64::try_from(SWEEP_AFTER.as_millis()).unwrap_or(0));
+        let mut published = 0;
+        loop {
+            let page = self
+                .storage
+                .query(self.table, Query::partition(PARTITION).limit(50))
+                .await?;
+            let due: Vec<(Key, Event)> = page
+                .items
+                .iter()
+                .filter_map(event_of)
+                .take_while(|(key, _)| {
+                    key.sk
+                        .split_once('#')
+                        .and_then(|(ms, _)| ms.parse::<u64>().ok())
+                        .is_some_and(|ms| ms < older_than)
+                })
+                .collect();
+            if due.is_empty() || !self.publish(&due).await {
+                return Ok(published);
+            }
+            published += due.len();
+            tracing::info!(
+                table = self.table,
+                published = due.len(),
+                "sweeper published events the fast path left"
+            );
+            if due.len() < page.items.len() || page.next.is_none() {
+                return Ok(published);
+            }
+        }
+    }
+
+    async fn sweeper(&self, mut stopped: watch::Receiver<bool>) {
+        loop {
+            if let Err(error) = self.sweep().await {
+                tracing::warn!(table = self.table, %error, "outbox sweep failed");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(SWEEP_EVERY) => {}
+                _ = stopped.changed() => return,
+            }
+        }
+    }
+
+    /// Events recorded and not yet published, and the age of the oldest (for metrics and the
+    /// readiness check).
+    pub async fn backlog(&self) -> Result<(usize, Option<Duration>), StorageError> {
+        let page = self
+            .storage
+            .query(self.table, Query::partition(PARTITION).limit(1000))
+            .await?;
+        let oldest = page.items.first().and_then(|item| {
+            let (key, _) = event_of(item)?;
+            let (ms, _) = key.sk.split_once('#')?;
+            let ms: u64 = ms.parse().ok()?;
+            Some(Duration::from_millis(epoch_ms().saturating_sub(ms)))
+        });
+        Ok((page.items.len(), oldest))
+    }
+}

@@ -1,0 +1,443 @@
+//! The events port kept in a table of the storage port: the embedded adapter (over the embedded
+//! store, so events survive a restart as the rest of the shop's state does), woken in-process.
+//!
+//! Each group's queue is a partition, an event per item; the `visible` index orders a queue by
+//! when each event may next be delivered, so a receive reads only the front of it. Every move of
+//! an event is a conditional write on what the mover read, so any number of receivers, in this
+//! process or sharing the table, deliver each event to one of them at a time:
+//!
+//! | item        | pk             | sk                    | notes                                    |
+//! |-------------|----------------|-----------------------|------------------------------------------|
+//! | queued      | `q#<group>`    | `<event id>`          | `queue`, `visible_at` (index), `claim`, `attempts` |
+//! | dead letter | `dl#<group>`   | `<moved at>#<id>`     | the event and its attempts               |
+//!
+//! `visible_at` is `<epoch ms, 16 digits>#<event id>`: a sort key that is unique and in time
+//! order. A delivery sets it to the end of the visibility timeout and sets a new `claim` token;
+//! the receipt is the event id and that token, so a receipt from an earlier delivery no longer
+//! acknowledges or extends the event. Publishing writes one item per receiving group, on the
+//! condition that none is queued with that id, so a relay that publishes an event twice while
+//! it is queued queues it once. Items expire after [`RETENTION`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use super::{
+    Delivery, Event, Events, EventsError, GroupDef, RETENTION, Receipt, Result, validate_extension,
+    validate_groups, validate_receive,
+};
+use crate::storage::{
+    Condition, IndexDef, Item, Key, MAX_TRANSACTION_OPS, Query, Storage, StorageError, TableDef,
+    TxOp, Update,
+};
+
+/// The table that holds every group's queue and dead letters.
+pub const TABLE: TableDef = TableDef {
+    name: "events",
+    indexes: &[IndexDef {
+        name: "visible",
+        pk: "queue",
+        sk: "visible_at",
+    }],
+    ttl_attribute: Some("expires_at"),
+};
+
+/// Events in a [`Storage`] table, for a fixed set of groups.
+pub struct StoredEvents {
+    storage: Arc<dyn Storage>,
+    groups: HashMap<&'static str, Group>,
+}
+
+struct Group {
+    def: GroupDef,
+    /// Woken when something is queued for the group in this process.
+    queued: Notify,
+}
+
+fn epoch_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+fn visible_at(ms: u64, id: &str) -> String {
+    format!("{ms:016}#{id}")
+}
+
+/// The epoch milliseconds at the front of a `visible_at`.
+fn visible_ms(value: &str) -> u64 {
+    value
+        .split_once('#')
+        .and_then(|(ms, _)| ms.parse().ok())
+        .unwrap_or(0)
+}
+
+fn expires_at() -> Value {
+    let now = crate::storage::now_epoch_seconds();
+    Value::from(now.saturating_add(i64::try_from(RETENTION.as_secs()).unwrap_or(i64::MAX)))
+}
+
+fn text<'a>(item: &'a Item, attribute: &str) -> &'a str {
+    item.get(attribute)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+fn count(item: &Item, attribute: &str) -> u32 {
+    item.get(attribute)
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0)
+}
+
+fn event_of(item: &Item) -> Event {
+    Event {
+        id: text(item, "id").to_owned(),
+        kind: text(item, "kind").to_owned(),
+        body: text(item, "body").to_owned(),
+    }
+}
+
+fn backend(error: StorageError) -> EventsError {
+    EventsError::Backend(error.into())
+}
+
+impl StoredEvents {
+    /// Events in `storage`, which must hold [`TABLE`], for `groups`.
+    pub fn new(storage: Arc<dyn Storage>, groups: &[GroupDef]) -> Result<Self> {
+        validate_groups(groups)?;
+        Ok(Self {
+            storage,
+            groups: groups
+                .iter()
+                .map(|def| {
+                    (
+                        def.name,
+                        Group {
+                            def: *def,
+                            queued: Notify::new(),
+                        },
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    fn group(&self, name: &str) -> Result<&Group> {
+        self.groups
+            .get(name)
+            .ok_or_else(|| EventsError::UnknownGroup(name.to_owned()))
+    }
+
+    fn queue_key(group: &str, id: &str) -> Key {
+        Key::new(format!("q#{group}"), id)
+    }
+
+    fn queued_item(group: &str, event: &Event, visible: u64, attempts: u32) -> Item {
+        let mut item = Item::new();
+        let key = Self::queue_key(group, &event.id);
+        item.insert("queue".into(), group.into());
+        item.insert("visible_at".into(), visible_at(visible, &event.id).into());
+        item.insert("claim".into(), "".into());
+        item.insert("attempts".into(), attempts.into());
+        item.insert("id".into(), event.id.clone().into());
+        item.insert("kind".into(), event.kind.clone().into());
+        item.insert("body".into(), event.body.clone().into());
+        item.insert("expires_at".into(), expires_at());
+        key.stamp(item)
+    }
+
+    /// Takes the queued `item` for this receiver, or moves it to the dead letters when it has
+    /// had its attempts; `None` when another receiver moved it first.
+    async fn claim(&self, group: &Group, item: &Item, now: u64) -> Result<Option<Delivery>> {
+        let name = group.def.name;
+        let event = event_of(item);
+        let key = Self::queue_key(name, &event.id);
+        let seen = Condition::equals("visible_at", text(item, "visible_at"));
+        let attempts = count(item, "attempts");
+        if attempts >= group.def.max_attempts {
+            let mut dead = Item::new();
+            dead.insert("id".into(), event.id.clone().into());
+            dead.insert("kind".into(), event.kind.clone().into());
+            dead.insert("body".into(), event.body.clone().into());
+            dead.insert("attempts".into(), attempts.into());
+            dead.insert("expires_at".into(), expires_at());
+            let dead = Key::new(format!("dl#{name}"), visible_at(now, &event.id)).stamp(dead);
+            let moved = self
+                .storage
+                .transact(vec![
+                    TxOp::Delete {
+                        table: TABLE.name,
+                        key,
+                        condition: Some(seen),
+                    },
+                    TxOp::Put {
+                        table: TABLE.name,
+                        item: dead,
+                        condition: Some(Condition::NotExists),
+                    },
+                ])
+                .await;
+            return match moved {
+                Ok(()) => {
+                    tracing::warn!(group = name, event_id = %event.id, kind = %event.kind, attempts, "event moved to the dead letters");
+                    Ok(None)
+                }
+                Err(StorageError::TransactionCanceled { .. }) => Ok(None),
+                Err(error) => Err(backend(error)),
+            };
+        }
+        let claim = uuid::Uuid::new_v4().simple().to_string();
+        let hidden_until =
+            now.saturating_add(u64::try_from(group.def.visibility.as_millis()).unwrap_or(u64::MAX));
+        let update = Update::new()
+            .set("visible_at", visible_at(hidden_until, &event.id))
+            .set("claim", claim.as_str())
+            .add("attempts", 1);
+        match self
+            .storage
+            .update(TABLE.name, &key, update, Some(seen))
+            .await
+        {
+            Ok(_) => Ok(Some(Delivery {
+                receipt: Receipt(format!("{} {claim}", event.id)),
+                attempt: attempts + 1,
+                event,
+            })),
+            Err(StorageError::ConditionFailed) => Ok(None),
+            Err(error) => Err(backend(error)),
+        }
+    }
+
+    /// One look at the front of the group's queue: what could be claimed, and when the next
+    /// hidden event becomes visible.
+    async fn take(&self, group: &Group, max: usize) -> Result<(Vec<Delivery>, Option<u64>)> {
+        let now = epoch_ms(SystemTime::now());
+        // Read a little past `max`: some of the front may be claimed by others meanwhile.
+        let page = self
+            .storage
+            .query_index(
+                TABLE.name,
+                "visible",
+                Query::partition(group.def.name).limit(max * 2),
+            )
+            .await
+            .map_err(backend)?;
+        let mut taken = Vec::new();
+        for item in &page.items {
+            let at = visible_ms(text(item, "visible_at"));
+            if at > now {
+                return Ok((taken, Some(at)));
+            }
+            if taken.len() == max {
+                break;
+            }
+            if let Some(delivery) = self.claim(group, item, now).await? {
+                taken.push(delivery);
+            }
+        }
+        Ok((taken, None))
+    }
+
+    fn parse_receipt(receipt: &Receipt) -> Result<(&str, &str)> {
+        receipt
+            .0
+            .split_once(' ')
+            .filter(|(id, claim)| !id.is_empty() && !claim.is_empty())
+            .ok_or_else(|| EventsError::Invalid("not a receipt of this adapter".into()))
+    }
+}
+
+#[async_trait]
+impl Events for StoredEvents {
+    async fn publish(&self, events: &[Event]) -> Result<()> {
+        for event in events {
+            event.validate()?;
+        }
+        let now = epoch_ms(SystemTime::now());
+        let mut writes = Vec::new();
+        for event in events {
+            for group in self.groups.values().filter(|g| g.def.wants(&event.kind)) {
+                writes.push((group, Self::queued_item(group.def.name, event, now, 0)));
+            }
+        }
+        for chunk in writes.chunks(MAX_TRANSACTION_OPS) {
+            let mut ops: Vec<TxOp> = chunk
+                .iter()
+                .map(|(_, item)| TxOp::Put {
+                    table: TABLE.name,
+                    item: item.clone(),
+                    condition: Some(Condition::NotExists),
+                })
+                .collect();
+            // An event queued already (published before, not yet delivered) stays as it is;
+            // the rest of the chunk is written without it.
+            loop {
+                match self.storage.transact(ops.clone()).await {
+                    Ok(()) => break,
+                    Err(StorageError::TransactionCanceled { failed }) if !failed.is_empty() => {
+                        let mut index = 0;
+                        ops.retain(|_| {
+                            let keep = !failed.contains(&index);
+                            index += 1;
+                            keep
+                        });
+                        if ops.is_empty() {
+                            break;
+                        }
+                    }
+                    Err(error) => return Err(backend(error)),
+                }
+            }
+            for (group, _) in chunk {
+                group.queued.notify_waiters();
+            }
+        }
+        Ok(())
+    }
+
+    async fn receive(&self, group: &str, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        validate_receive(max, wait)?;
+        let group = self.group(group)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Listening before looking, so an event queued between the look and the wait
+            // still wakes this receiver.
+            let queued = group.queued.notified();
+            tokio::pin!(queued);
+            queued.as_mut().enable();
+            let (taken, next) = self.take(group, max).await?;
+            let now = tokio::time::Instant::now();
+            if !taken.is_empty() || now >= deadline {
+                return Ok(taken);
+            }
+            // Wake for a publish here, for the next hidden event's time, or at the deadline;
+            // at least once a second for events queued by another process sharing the table.
+            let mut until = deadline.min(now + Duration::from_secs(1));
+            if let Some(next) = next {
+                let in_ms = next.saturating_sub(epoch_ms(SystemTime::now()));
+                until = until.min(now + Duration::from_millis(in_ms));
+            }
+            tokio::select! {
+                () = &mut queued => {}
+                () = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, group: &str, receipts: &[Receipt]) -> Result<()> {
+        let name = self.group(group)?.def.name;
+        for receipt in receipts {
+            let (id, claim) = Self::parse_receipt(receipt)?;
+            match self
+                .storage
+                .delete(
+                    TABLE.name,
+                    &Self::queue_key(name, id),
+                    Some(Condition::equals("claim", claim)),
+                )
+                .await
+            {
+                Ok(_) | Err(StorageError::ConditionFailed) => {}
+                Err(error) => return Err(backend(error)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn extend(&self, group: &str, receipt: &Receipt, hidden_for: Duration) -> Result<()> {
+        validate_extension(hidden_for)?;
+        let name = self.group(group)?.def.name;
+        let (id, claim) = Self::parse_receipt(receipt)?;
+        let until = epoch_ms(SystemTime::now())
+            .saturating_add(u64::try_from(hidden_for.as_millis()).unwrap_or(u64::MAX));
+        match self
+            .storage
+            .update(
+                TABLE.name,
+                &Self::queue_key(name, id),
+                Update::new().set("visible_at", visible_at(until, id)),
+                Some(Condition::equals("claim", claim)),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StorageError::ConditionFailed) => Err(EventsError::StaleReceipt),
+            Err(error) => Err(backend(error)),
+        }
+    }
+
+    async fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<Event>> {
+        let name = self.group(group)?.def.name;
+        let page = self
+            .storage
+            .query(
+                TABLE.name,
+                Query::partition(format!("dl#{name}")).limit(max.clamp(1, 1000)),
+            )
+            .await
+            .map_err(backend)?;
+        Ok(page.items.iter().map(event_of).collect())
+    }
+
+    async fn redrive(&self, group: &str) -> Result<usize> {
+        let group = self.group(group)?;
+        let name = group.def.name;
+        let mut moved = 0;
+        loop {
+            let page = self
+                .storage
+                .query(TABLE.name, Query::partition(format!("dl#{name}")).limit(50))
+                .await
+                .map_err(backend)?;
+            if page.items.is_empty() {
+                break;
+            }
+            let now = epoch_ms(SystemTime::now());
+            for item in &page.items {
+                let event = event_of(item);
+                let dead = Key::of(item).map_err(backend)?;
+                // Into the queue as new, unless the same event is queued again already (then
+                // the dead letter only goes).
+                let queued = Self::queued_item(name, &event, now, 0);
+                let back = self
+                    .storage
+                    .transact(vec![
+                        TxOp::Delete {
+                            table: TABLE.name,
+                            key: dead.clone(),
+                            condition: Some(Condition::Exists),
+                        },
+                        TxOp::Put {
+                            table: TABLE.name,
+                            item: queued,
+                            condition: Some(Condition::NotExists),
+                        },
+                    ])
+                    .await;
+                match back {
+                    Ok(()) => moved += 1,
+                    Err(StorageError::TransactionCanceled { failed }) if failed == [1] => {
+                        self.storage
+                            .delete(TABLE.name, &dead, None)
+                            .await
+                            .map_err(backend)?;
+                    }
+                    // Another operator's redrive took it first.
+                    Err(StorageError::TransactionCanceled { .. }) => {}
+                    Err(error) => return Err(backend(error)),
+                }
+            }
+            group.queued.notify_waiters();
+        }
+        Ok(moved)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.storage.ping().await.map_err(backend)
+    }
+}

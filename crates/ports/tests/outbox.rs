@@ -1,0 +1,283 @@
+//! The transactional outbox over the embedded store and the embedded bus: what commits is
+//! published at once, what fails is never published, what a crashed process recorded is
+//! published by whichever replica's sweeper holds the lease (once, with three sweepers racing),
+//! and what a failing bus could not take stays recorded until it can.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use emporium_ports::events::outbox::{Outbox, SWEEP_AFTER};
+use emporium_ports::events::stored::StoredEvents;
+use emporium_ports::events::{Delivery, Event, Events, EventsError, GroupDef, Receipt};
+use emporium_ports::storage::embedded::EmbeddedStorage;
+use emporium_ports::storage::{Condition, Key, Storage, TableDef, TxOp};
+
+const SHOP: TableDef = TableDef {
+    name: "shop",
+    indexes: &[],
+    ttl_attribute: None,
+};
+
+const GROUP: GroupDef = GroupDef {
+    name: "listener",
+    types: &["emporium.order.placed.v1"],
+    visibility: Duration::from_secs(60),
+    max_attempts: 5,
+};
+
+struct Shop {
+    storage: Arc<dyn Storage>,
+    bus: Arc<dyn Events>,
+    _dir: tempfile::TempDir,
+}
+
+fn shop() -> Shop {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage =
+        EmbeddedStorage::open(&dir.path().join("shop.redb"), &[SHOP]).expect("open the shop");
+    let events = EmbeddedStorage::open(
+        &dir.path().join("events.redb"),
+        &[emporium_ports::events::stored::TABLE],
+    )
+    .expect("open the bus");
+    let bus = StoredEvents::new(Arc::new(events), &[GROUP]).expect("bus");
+    Shop {
+        storage: Arc::new(storage),
+        bus: Arc::new(bus),
+        _dir: dir,
+    }
+}
+
+fn placed(n: usize) -> Event {
+    let id = format!("event-{n}-{}", uuid::Uuid::new_v4().simple());
+    Event {
+        body: format!(r#"{{"id":"{id}","n":{n}}}"#),
+        id,
+        kind: "emporium.order.placed.v1".into(),
+    }
+}
+
+/// The change (an order item) and its event, in one transaction.
+async fn place(
+    storage: &dyn Storage,
+    outbox: &Outbox,
+    order: &str,
+    event: Event,
+) -> Result<emporium_ports::events::outbox::Pending, emporium_ports::storage::StorageError> {
+    let pending = outbox.record(vec![event]);
+    let mut item = emporium_ports::storage::Item::new();
+    item.insert("status".into(), "placed".into());
+    let mut ops = vec![TxOp::Put {
+        table: SHOP.name,
+        item: Key::new(format!("order#{order}"), "order").stamp(item),
+        condition: Some(Condition::NotExists),
+    }];
+    ops.extend(pending.ops());
+    storage.transact(ops).await?;
+    Ok(pending)
+}
+
+/// Everything the group receives within `within`, acknowledged, counted by event id.
+async fn received(bus: &dyn Events, within: Duration) -> BTreeMap<String, usize> {
+    let started = Instant::now();
+    let mut seen = BTreeMap::new();
+    while started.elapsed() < within {
+        let batch = bus
+            .receive(GROUP.name, 10, Duration::from_secs(1))
+            .await
+            .expect("receive");
+        let receipts: Vec<Receipt> = batch.iter().map(|d| d.receipt.clone()).collect();
+        if !receipts.is_empty() {
+            bus.ack(GROUP.name, &receipts).await.expect("ack");
+        }
+        for delivery in batch {
+            *seen.entry(delivery.event.id).or_default() += 1;
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_committed_change_is_published_at_once_and_a_failed_one_never() {
+    let shop = shop();
+    let outbox = Arc::new(Outbox::new(
+        shop.storage.clone(),
+        shop.bus.clone(),
+        SHOP.name,
+    ));
+    let relay = outbox.start();
+    let event = placed(1);
+    let committed_at = Instant::now();
+    let pending = place(&*shop.storage, &outbox, "a", event.clone())
+        .await
+        .expect("placed");
+    outbox.committed(pending);
+    let got = shop
+        .bus
+        .receive(GROUP.name, 10, Duration::from_secs(5))
+        .await
+        .expect("receive");
+    assert_eq!(
+        got.iter().map(|d| &d.event).collect::<Vec<_>>(),
+        vec![&event]
+    );
+    // The fast path, not the sweeper (which waits for SWEEP_AFTER).
+    assert!(
+        committed_at.elapsed() < SWEEP_AFTER,
+        "{:?}",
+        committed_at.elapsed()
+    );
+    // A second order "a" fails its condition: its event is never recorded, never published.
+    let refused = place(&*shop.storage, &outbox, "a", placed(2)).await;
+    assert!(refused.is_err(), "{refused:?}");
+    let started = Instant::now();
+    while outbox.backlog().await.expect("backlog").0 > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the outbox never emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let more = received(&*shop.bus, SWEEP_AFTER + Duration::from_secs(2)).await;
+    assert!(more.is_empty(), "{more:?}");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_a_crashed_process_recorded_is_published_once_by_one_of_three_sweepers() {
+    let shop = shop();
+    // The process that dies: it commits 20 changes and their events, and never publishes.
+    let doomed = Outbox::new(shop.storage.clone(), shop.bus.clone(), SHOP.name);
+    let mut wanted = Vec::new();
+    for n in 0..20 {
+        let event = placed(n);
+        wanted.push(event.id.clone());
+        place(&*shop.storage, &doomed, &format!("o{n}"), event)
+            .await
+            .expect("placed");
+    }
+    drop(doomed);
+    assert_eq!(
+        Outbox::new(shop.storage.clone(), shop.bus.clone(), SHOP.name)
+            .backlog()
+            .await
+            .expect("backlog")
+            .0,
+        20
+    );
+    // Three replicas start, each with its sweeper.
+    let counted = Flaky::over(shop.bus.clone(), false);
+    let replicas: Vec<Arc<Outbox>> = (0..3)
+        .map(|_| {
+            Arc::new(Outbox::new(
+                shop.storage.clone(),
+                counted.clone(),
+                SHOP.name,
+            ))
+        })
+        .collect();
+    let relays: Vec<_> = replicas.iter().map(|outbox| outbox.start()).collect();
+    let seen = received(&*shop.bus, SWEEP_AFTER + Duration::from_secs(6)).await;
+    wanted.sort();
+    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), wanted);
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    let published = counted.published();
+    let twice: Vec<_> = published.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "published twice: {twice:?}");
+    assert_eq!(published.len(), 20);
+    assert_eq!(replicas[0].backlog().await.expect("backlog").0, 0);
+    for relay in relays {
+        relay.stop().await;
+    }
+}
+
+/// The embedded bus, refusing every publish while `down`, and counting what it is given: the
+/// embedded bus itself queues an event published twice once while it waits, which would hide a
+/// second publish from the receivers.
+struct Flaky {
+    inner: Arc<dyn Events>,
+    down: AtomicBool,
+    published: std::sync::Mutex<BTreeMap<String, usize>>,
+}
+
+impl Flaky {
+    fn over(inner: Arc<dyn Events>, down: bool) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            down: AtomicBool::new(down),
+            published: std::sync::Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn published(&self) -> BTreeMap<String, usize> {
+        self.published.lock().expect("lock").clone()
+    }
+}
+
+#[async_trait]
+impl Events for Flaky {
+    async fn publish(&self, events: &[Event]) -> Result<(), EventsError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(EventsError::Backend(anyhow::anyhow!("the bus is down")));
+        }
+        self.inner.publish(events).await?;
+        let mut published = self.published.lock().expect("lock");
+        for event in events {
+            *published.entry(event.id.clone()).or_default() += 1;
+        }
+        Ok(())
+    }
+    async fn receive(
+        &self,
+        group: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, EventsError> {
+        self.inner.receive(group, max, wait).await
+    }
+    async fn ack(&self, group: &str, receipts: &[Receipt]) -> Result<(), EventsError> {
+        self.inner.ack(group, receipts).await
+    }
+    async fn extend(
+        &self,
+        group: &str,
+        receipt: &Receipt,
+        hidden_for: Duration,
+    ) -> Result<(), EventsError> {
+        self.inner.extend(group, receipt, hidden_for).await
+    }
+    async fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<Event>, EventsError> {
+        self.inner.dead_letters(group, max).await
+    }
+    async fn redrive(&self, group: &str) -> Result<usize, EventsError> {
+        self.inner.redrive(group).await
+    }
+    async fn ping(&self) -> Result<(), EventsError> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_the_bus_refused_stay_recorded_until_it_takes_them() {
+    let shop = shop();
+    let flaky = Flaky::over(shop.bus.clone(), true);
+    let outbox = Arc::new(Outbox::new(shop.storage.clone(), flaky.clone(), SHOP.name));
+    let relay = outbox.start();
+    let event = placed(7);
+    let pending = place(&*shop.storage, &outbox, "b", event.clone())
+        .await
+        .expect("placed");
+    outbox.committed(pending);
+    let none = received(&*shop.bus, Duration::from_secs(2)).await;
+    assert!(none.is_empty(), "{none:?}");
+    assert_eq!(outbox.backlog().await.expect("backlog").0, 1);
+    flaky.down.store(false, Ordering::SeqCst);
+    let seen = received(&*shop.bus, SWEEP_AFTER + Duration::from_secs(3)).await;
+    assert_eq!(seen, BTreeMap::from([(event.id, 1)]));
+    assert_eq!(outbox.backlog().await.expect("backlog").0, 0);
+    relay.stop().await;
+}
