@@ -5,12 +5,17 @@ moto's DynamoDB backend is not thread-safe: two TransactWriteItems on one table 
 inside moto with "dictionary changed size during iteration" (an HTTP 500 page). DynamoDB and
 LocalStack isolate concurrent writes themselves; a lock around moto's application gives the test
 stand-in the same guarantee, while connections are still accepted and read concurrently. SNS and
-SQS requests stay outside the lock: an SQS receive may wait up to 20 s for a message (long
-polling) inside moto, and under the lock no publish could reach it meanwhile.
+SQS requests stay outside that lock: an SQS receive may wait up to 20 s for a message (long
+polling) inside moto, and under the lock no publish could reach it meanwhile. moto's SQS receive
+is not atomic either: two receivers at once can both take one message, which SQS hides from
+others the moment it hands it out. So the calls that take or settle a queue's messages (receive,
+delete, change visibility) hold a lock of that queue's own.
 
 Usage: python moto_server.py <host> <port>
 """
 
+import io
+import json
 import re
 import sys
 import threading
@@ -33,10 +38,47 @@ def service_of(environ) -> str:
     return found.group(1) if found else ""
 
 
+# The SQS calls (JSON protocol) that take or settle a queue's messages.
+QUEUE_CALLS = {
+    "AmazonSQS." + name
+    for name in (
+        "ReceiveMessage",
+        "DeleteMessage",
+        "DeleteMessageBatch",
+        "ChangeMessageVisibility",
+        "ChangeMessageVisibilityBatch",
+    )
+}
+
+
+class QueueLocks:
+    """One lock per queue URL, made when first asked for."""
+
+    def __init__(self) -> None:
+        self.guard = threading.Lock()
+        self.locks: dict[str, threading.Lock] = {}
+
+    def of(self, queue: str) -> threading.Lock:
+        with self.guard:
+            return self.locks.setdefault(queue, threading.Lock())
+
+
+def queue_of(environ) -> str:
+    """The QueueUrl of a JSON-protocol SQS call; the body is put back for moto to read."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    try:
+        return str(json.loads(body or b"{}").get("QueueUrl", ""))
+    except ValueError:
+        return ""
+
+
 def main() -> None:
     host, port = sys.argv[1], int(sys.argv[2])
     app = DomainDispatcherApplication(create_backend_app)
     lock = threading.Lock()
+    queues = QueueLocks()
 
     def one_at_a_time(environ, start_response):
         if environ.get("PATH_INFO") == "/_localstack/health":
@@ -47,6 +89,9 @@ def main() -> None:
                 b'"sns": "running", "sqs": "running"}}'
             ]
         if service_of(environ) in UNLOCKED:
+            if environ.get("HTTP_X_AMZ_TARGET") in QUEUE_CALLS:
+                with queues.of(queue_of(environ)):
+                    return list(app(environ, start_response))
             return list(app(environ, start_response))
         with lock:
             # The whole body is produced under the lock: moto builds it from shared state.

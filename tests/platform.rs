@@ -11,6 +11,7 @@ emporium_tests::on_every_backend!(
     init_and_seed_twice_leave_the_state_of_once,
     a_shopper_browses_fills_a_cart_checks_out_and_finds_the_order,
     every_service_serves_its_metrics_and_a_checkout_moves_them,
+    catalog_changes_reach_a_listener_through_the_bus,
 );
 
 async fn up_serves_the_seeded_demo_catalog_with_its_images(backend: Backend) {
@@ -1108,4 +1109,83 @@ async fn faults_set_in_the_settings_are_on_from_the_start_and_checked_against_ea
         "600000",
     ]);
     assert!(parsed.is_err());
+}
+
+/// A listener on the bus, as the search index will be: every catalog event.
+const LISTENER: emporium_ports::events::GroupDef = emporium_ports::events::GroupDef {
+    name: "test-listener",
+    types: &[
+        emporium_api::events::EventType::ProductCreated.as_str(),
+        emporium_api::events::EventType::CategoryChanged.as_str(),
+    ],
+    visibility: std::time::Duration::from_secs(30),
+    max_attempts: 3,
+};
+
+/// The catalog's admin writes come out of the bus as CloudEvents, on the embedded bus and on
+/// SNS and SQS (moto).
+async fn catalog_changes_reach_a_listener_through_the_bus(backend: Backend) {
+    use emporium_api::events::{Envelope, EventType};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stand = backend.stand();
+    let settings = emporium_tests::settings(dir.path(), &stand.flags());
+    if backend == Backend::Aws {
+        emporium::setup::init(&settings).await.expect("init");
+        emporium_adapters::connect::init_events(&settings.common.events_uri(), &[LISTENER])
+            .await
+            .expect("the listener's queue");
+    }
+    let plan = emporium::run::Plan {
+        services: vec![Service::Catalog],
+        listeners: vec![LISTENER],
+        ..Default::default()
+    };
+    let platform = emporium::run::Platform::start(&settings, &plan)
+        .await
+        .expect("starts");
+    let catalog = platform.url(Service::Catalog).expect("catalog");
+    let admin = reqwest::Client::new();
+    let created = admin
+        .post(format!("{catalog}/v1/categories"))
+        .bearer_auth(emporium_tests::ADMIN_KEY)
+        .json(&serde_json::json!({"slug": "tea", "name": "Tea"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(created.status(), 201);
+    let product: Value = admin
+        .post(format!("{catalog}/v1/products"))
+        .bearer_auth(emporium_tests::ADMIN_KEY)
+        .json(&serde_json::json!({
+            "sku": "TEA-1", "name": "Teapot", "description": "A teapot.", "category": "tea",
+            "price": {"amount": 2500, "currency": "USD"}
+        }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("product");
+
+    let heard: Vec<Envelope> = emporium_ports::events::conformance::collect(
+        &*platform.events(),
+        LISTENER.name,
+        2,
+        Duration::from_secs(30),
+        true,
+    )
+    .await
+    .iter()
+    .map(|d| Envelope::from_json(d.event.body.as_bytes()).expect("envelope"))
+    .collect();
+    let kinds: Vec<EventType> = heard.iter().map(|e| e.kind).collect();
+    assert!(kinds.contains(&EventType::CategoryChanged), "{heard:#?}");
+    let created = heard
+        .iter()
+        .find(|e| e.kind == EventType::ProductCreated)
+        .unwrap_or_else(|| panic!("no product.created in {heard:#?}"));
+    assert_eq!(created.subject, product["id"].as_str().expect("id"));
+    assert_eq!(created.data["product"], product);
+    platform.stop(true).await.expect("stops");
 }

@@ -939,7 +939,7 @@ async fn a_service_that_never_answers_times_out_into_a_clear_message() {
             Service::Storefront,
         ],
         seed_when_empty: true,
-        order_faults: None,
+        ..Plan::default()
     };
     let platform = Platform::start(&settings, &plan).await.expect("start");
     let mut shopper = Shopper::new(platform.url(Service::Storefront).expect("storefront"));
@@ -982,7 +982,7 @@ async fn a_storefront_started_before_its_bucket_exists_waits_for_it() {
     let plan = Plan {
         services: vec![Service::Storefront],
         seed_when_empty: false,
-        order_faults: None,
+        ..Plan::default()
     };
     let platform = Platform::start(&settings, &plan)
         .await

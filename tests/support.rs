@@ -193,6 +193,7 @@ impl TestPlatform {
             services: Service::ALL.to_vec(),
             seed_when_empty: true,
             order_faults: Some(faults),
+            ..Plan::default()
         };
         let platform = Platform::start(&settings, &plan)
             .await

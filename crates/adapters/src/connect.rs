@@ -260,10 +260,8 @@ pub async fn events(uri: &str, groups: &[GroupDef]) -> anyhow::Result<Arc<dyn Ev
     match scheme {
         "embedded" => {
             let path = directory(uri, rest)?.join("events.redb");
-            let storage = EmbeddedStorage::open(&path, &[emporium_ports::events::stored::TABLE])
-                .with_context(|| format!("opening the embedded events {}", path.display()))?;
             let events =
-                StoredEvents::new(Arc::new(storage), groups).map_err(|e| anyhow::anyhow!("{e}"))?;
+                StoredEvents::embedded(&path, groups).map_err(|e| anyhow::anyhow!("{e:#}"))?;
             Ok(Arc::new(events))
         }
         "sns" => {

@@ -185,6 +185,28 @@ impl Envelope {
         })
     }
 
+    /// [`Envelope::new`], carrying the trace context of the current span (or the not-sampled
+    /// `traceparent` of a request that is not traced).
+    pub fn traced<T: EventData>(
+        producer: &str,
+        kind: EventType,
+        data: &T,
+    ) -> Result<Self, serde_json::Error> {
+        let traceparent = emporium_platform::telemetry::propagation_headers()
+            .into_iter()
+            .find_map(|(name, value)| (name == "traceparent").then_some(value));
+        Self::new(producer, kind, data, traceparent)
+    }
+
+    /// The envelope as the events port carries it.
+    pub fn to_event(&self) -> emporium_ports::events::Event {
+        emporium_ports::events::Event {
+            id: self.id.clone(),
+            kind: self.kind.as_str().to_owned(),
+            body: self.to_json(),
+        }
+    }
+
     /// Reads an envelope from its JSON.
     pub fn from_json(body: &[u8]) -> Result<Self, DecodeError> {
         Ok(serde_json::from_slice(body)?)

@@ -238,6 +238,7 @@ async fn init(settings: Settings, wait: std::time::Duration) -> anyhow::Result<(
         println!("  {service:<10} {}", tables.join(", "));
     }
     println!("Blob store ready at {}.", report.blobs);
+    println!("Events bus ready at {}.", report.events);
     Ok(())
 }
 

@@ -22,6 +22,7 @@ use emporium_platform::server::{HttpSettings, RunningServer};
 use emporium_platform::settings::CommonSettings;
 use emporium_ports::blob::Blobs;
 use emporium_ports::cache::Cache;
+use emporium_ports::events::{Events, GroupDef};
 use emporium_ports::faulty::Port;
 use emporium_ports::storage::Storage;
 use emporium_storefront::session::SessionKey;
@@ -59,6 +60,9 @@ pub struct Plan {
     pub seed_when_empty: bool,
     /// Fault switches of the order service's checkout, for tests and drills (none unless set).
     pub order_faults: Option<Faults>,
+    /// Consumer groups beyond the services' own that the bus fans out to: a test's or an
+    /// operator's listener (on SNS and SQS, `init` must have made their queues).
+    pub listeners: Vec<GroupDef>,
 }
 
 /// Running services.
@@ -66,6 +70,9 @@ pub struct Platform {
     servers: Vec<RunningServer>,
     /// Each service's store, kept to close it once the service has let go of it.
     storages: Vec<(Service, Arc<dyn Storage>)>,
+    /// The events bus every service of this process publishes to (one embedded file is opened
+    /// once per process).
+    events: Arc<dyn Events>,
     /// The admin key in force, and whether it was generated because none was configured.
     pub admin_key: String,
     pub admin_key_generated: bool,
@@ -94,9 +101,15 @@ impl Platform {
             Some(key) => (key.expose_secret().to_owned(), false),
             None => (emporium_platform::auth::generate_admin_key(), true),
         };
+        let mut groups = Service::all_groups();
+        groups.extend(plan.listeners.iter().copied());
+        let events = connect::events(&common.events_uri(), &groups)
+            .await
+            .context("cannot open the events bus")?;
         let mut platform = Self {
             servers: Vec::new(),
             storages: Vec::new(),
+            events,
             admin_key,
             admin_key_generated,
             // One process running several services makes one up for them; a lone service
@@ -181,7 +194,16 @@ impl Platform {
         for outcome in futures::future::join_all(stops).await {
             outcome?;
         }
-        close(self.storages).await
+        close(self.storages).await?;
+        // The embedded bus's writer thread is joined when its last handle goes.
+        let events = self.events;
+        tokio::task::spawn_blocking(move || drop(events)).await?;
+        Ok(())
+    }
+
+    /// The events bus, for a test or an operator's tool to listen on.
+    pub fn events(&self) -> Arc<dyn Events> {
+        self.events.clone()
     }
 }
 
@@ -420,6 +442,7 @@ impl<'a> Starter<'a> {
             storage: self.storage(Service::Catalog).await?,
             cache: self.cache_for(Service::Catalog)?,
             blobs: self.blobs_for(Service::Catalog)?,
+            events: self.platform.events.clone(),
         };
         let config = CatalogConfig {
             http: self.http(Service::Catalog),

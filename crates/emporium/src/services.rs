@@ -1,5 +1,5 @@
 //! The one table of Emporium's services: each one's name, default port, the services it calls,
-//! the tables it owns, the ports (storage, cache, blobs) it uses, where its API is described,
+//! the tables it owns, the consumer groups it runs, the ports (storage, cache, blobs) it uses, where its API is described,
 //! its own settings and the function that wires it. Everything else that knows the services
 //! reads this table: `up` and `serve`, the ports and peer URLs on the command line and in
 //! `--help` ([`Peers`]), the start order (from the calls), the fault switches' dependencies,
@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
+use emporium_ports::events::GroupDef;
 use emporium_ports::faulty::Port;
 use emporium_ports::storage::TableDef;
 
@@ -28,6 +29,9 @@ pub struct Spec {
     pub calls: &'static [Service],
     /// The tables it owns, for opening its store and for `init`.
     pub tables: &'static [TableDef],
+    /// The consumer groups it runs (docs/EVENTS.md): `init` creates their queues, and every
+    /// publish fans out to them.
+    pub groups: &'static [GroupDef],
     /// The ports it is wired with, the only ones its fault switches can take away.
     pub ports: &'static [Port],
     /// Path of its OpenAPI document.
@@ -45,6 +49,7 @@ macro_rules! services {
             heading: $heading:literal,
             calls: [$($callee:ident),*],
             tables: $tables:expr,
+            groups: $groups:expr,
             ports: [$($uses:ident),*],
             api_doc: $api_doc:literal,
             settings: $field:ident: $settings:ty,
@@ -68,6 +73,7 @@ macro_rules! services {
                 heading: $heading,
                 calls: &[$(Service::$callee),*],
                 tables: $tables,
+                groups: $groups,
                 ports: &[$(Port::$uses),*],
                 api_doc: $api_doc,
             },
@@ -107,6 +113,7 @@ services! {
         heading: "Catalog service",
         calls: [],
         tables: emporium_catalog::TABLES,
+        groups: &[],
         ports: [Storage, Cache, Blobs],
         api_doc: "/openapi.json",
         settings: catalog: emporium_catalog::CatalogSettings,
@@ -119,6 +126,7 @@ services! {
         heading: "Inventory service",
         calls: [],
         tables: emporium_inventory::TABLES,
+        groups: &[],
         ports: [Storage],
         api_doc: "/openapi.json",
         settings: inventory: emporium_inventory::InventorySettings,
@@ -131,6 +139,7 @@ services! {
         heading: "Cart service",
         calls: [Catalog, Inventory],
         tables: emporium_cart::TABLES,
+        groups: &[],
         ports: [Storage, Cache],
         api_doc: "/openapi.json",
         settings: cart: emporium_cart::CartSettings,
@@ -143,6 +152,7 @@ services! {
         heading: "Order service",
         calls: [Catalog, Inventory, Cart],
         tables: emporium_order::TABLES,
+        groups: &[],
         ports: [Storage],
         api_doc: "/openapi.json",
         settings: order: emporium_order::OrderSettings,
@@ -155,6 +165,7 @@ services! {
         heading: "Storefront",
         calls: [Catalog, Inventory, Cart, Order],
         tables: &[],
+        groups: &[],
         ports: [Blobs],
         api_doc: "/api/v1/openapi.json",
         settings: storefront: emporium_storefront::StorefrontSettings,
@@ -174,6 +185,19 @@ impl Service {
     /// The tables the service owns.
     pub fn tables(self) -> &'static [TableDef] {
         self.spec().tables
+    }
+
+    /// The consumer groups it runs.
+    pub fn groups(self) -> &'static [GroupDef] {
+        self.spec().groups
+    }
+
+    /// Every consumer group of every service: what the bus fans out to.
+    pub fn all_groups() -> Vec<GroupDef> {
+        Self::ALL
+            .iter()
+            .flat_map(|service| service.groups().iter().copied())
+            .collect()
     }
 
     /// The services it calls.

@@ -25,6 +25,7 @@ use crate::run::{Service, Settings};
 pub struct InitReport {
     pub storage: String,
     pub blobs: String,
+    pub events: String,
     /// Each service with the tables it owns.
     pub tables: Vec<(&'static str, Vec<&'static str>)>,
 }
@@ -63,9 +64,17 @@ pub async fn init_within(settings: &Settings, wait: Duration) -> anyhow::Result<
     patiently(wait, "the blob store", || connect::init_blobs(&blobs))
         .await
         .context("creating the blob store")?;
+    let events = settings.common.events_uri();
+    let groups = Service::all_groups();
+    patiently(wait, "the events bus", || {
+        connect::init_events(&events, &groups)
+    })
+    .await
+    .context("creating the events bus")?;
     Ok(InitReport {
         storage,
         blobs,
+        events,
         tables,
     })
 }
@@ -125,7 +134,13 @@ pub struct DemoShop {
     pub catalog: Catalog,
     pub inventory: Inventory,
     pub blobs: Arc<dyn Blobs>,
+    /// Publishes the events of what is written (the catalog's outbox relay).
+    relay: tokio::task::JoinHandle<()>,
 }
+
+/// How long closing the demo shop waits for the events of what it wrote to be published; what
+/// is left is published by the catalog service's relay once it runs.
+const PUBLISH_WAIT: Duration = Duration::from_secs(10);
 
 impl DemoShop {
     /// Opens both services' stores and the blob store; `cache` is the catalog's cache.
@@ -136,13 +151,16 @@ impl DemoShop {
             async move { connect::storage(&uri, service.name(), service.tables()).await }
         };
         let blobs = connect::blobs(&common.blobs_uri()).await?;
+        let events = connect::events(&common.events_uri(), &Service::all_groups()).await?;
         let catalog = Catalog::new(
             storage(Service::Catalog).await?,
             cache,
             blobs.clone(),
             &common.currency,
             common.cache_ttl(),
+            events,
         );
+        let relay = tokio::spawn(catalog.outbox().run());
         let inventory = Inventory::new(
             storage(Service::Inventory).await?,
             settings.services.inventory.reservation_ttl_secs,
@@ -151,6 +169,7 @@ impl DemoShop {
             catalog,
             inventory,
             blobs,
+            relay,
         })
     }
 
@@ -158,7 +177,28 @@ impl DemoShop {
     /// and frees the file for the services: blocking work, done before returning so they can
     /// start right after.
     pub async fn close(self) -> anyhow::Result<()> {
-        tokio::task::spawn_blocking(move || drop(self)).await?;
+        let outbox = self.catalog.outbox();
+        let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            match outbox.backlog().await {
+                Ok((0, _)) => break,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot see what is left to publish");
+                    break;
+                }
+            }
+        }
+        let Self {
+            catalog,
+            inventory,
+            blobs,
+            relay,
+        } = self;
+        relay.abort();
+        // An aborted task reports its cancellation: the expected outcome.
+        let _ = relay.await;
+        tokio::task::spawn_blocking(move || drop((catalog, inventory, blobs))).await?;
         Ok(())
     }
 }

@@ -70,6 +70,14 @@ pub struct CommonSettings {
     #[arg(long = "blobs", env = "EMPORIUM_BLOBS", value_name = "URI")]
     pub blobs: Option<String>,
 
+    /// Events bus between the services (docs/EVENTS.md). `embedded:///<dir>` keeps it in
+    /// `<dir>/events.redb`, for the services of one process; `sns://<prefix>` is SNS topics and
+    /// SQS queues named from the prefix (with `?endpoint=<url>` for a stand-in).
+    /// [default: beside the storage: `embedded://` in the embedded store's directory, or
+    /// `sns://<prefix>` for `dynamodb://<prefix>`]
+    #[arg(long = "events", env = "EMPORIUM_EVENTS", value_name = "URI")]
+    pub events: Option<String>,
+
     /// Log line format: `pretty` for people, `json` for log collectors.
     #[arg(long = "log-format", env = "EMPORIUM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -245,6 +253,19 @@ impl CommonSettings {
                 absolute(&self.data_dir.join("storage")).display()
             )
         })
+    }
+
+    /// Events URI: the configured one, else beside the storage (the same directory for the
+    /// embedded store, the same prefix and endpoint on SNS and SQS for DynamoDB).
+    pub fn events_uri(&self) -> String {
+        if let Some(uri) = &self.events {
+            return uri.clone();
+        }
+        let storage = self.storage_uri();
+        if let Some(rest) = storage.strip_prefix("dynamodb://") {
+            return format!("sns://{rest}");
+        }
+        storage
     }
 
     /// Blob URI, resolving the default to a directory under the data directory.

@@ -82,20 +82,12 @@ async fn place(
 
 /// Everything the group receives within `within`, acknowledged, counted by event id.
 async fn received(bus: &dyn Events, within: Duration) -> BTreeMap<String, usize> {
-    let started = Instant::now();
     let mut seen = BTreeMap::new();
-    while started.elapsed() < within {
-        let batch = bus
-            .receive(GROUP.name, 10, Duration::from_secs(1))
+    for delivery in
+        emporium_ports::events::conformance::collect(bus, GROUP.name, usize::MAX, within, true)
             .await
-            .expect("receive");
-        let receipts: Vec<Receipt> = batch.iter().map(|d| d.receipt.clone()).collect();
-        if !receipts.is_empty() {
-            bus.ack(GROUP.name, &receipts).await.expect("ack");
-        }
-        for delivery in batch {
-            *seen.entry(delivery.event.id).or_default() += 1;
-        }
+    {
+        *seen.entry(delivery.event.id).or_default() += 1;
     }
     seen
 }
@@ -108,7 +100,7 @@ async fn a_committed_change_is_published_at_once_and_a_failed_one_never() {
         shop.bus.clone(),
         SHOP.name,
     ));
-    let relay = outbox.start();
+    let relay = tokio::spawn(outbox.clone().run());
     let event = placed(1);
     let committed_at = Instant::now();
     let pending = place(&*shop.storage, &outbox, "a", event.clone())
@@ -143,7 +135,7 @@ async fn a_committed_change_is_published_at_once_and_a_failed_one_never() {
     }
     let more = received(&*shop.bus, SWEEP_AFTER + Duration::from_secs(2)).await;
     assert!(more.is_empty(), "{more:?}");
-    relay.stop().await;
+    relay.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -179,7 +171,10 @@ async fn what_a_crashed_process_recorded_is_published_once_by_one_of_three_sweep
             ))
         })
         .collect();
-    let relays: Vec<_> = replicas.iter().map(|outbox| outbox.start()).collect();
+    let relays: Vec<_> = replicas
+        .iter()
+        .map(|outbox| tokio::spawn(outbox.clone().run()))
+        .collect();
     let seen = received(&*shop.bus, SWEEP_AFTER + Duration::from_secs(6)).await;
     wanted.sort();
     assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), wanted);
@@ -191,7 +186,7 @@ async fn what_a_crashed_process_recorded_is_published_once_by_one_of_three_sweep
     assert_eq!(published.len(), 20);
     assert_eq!(replicas[0].backlog().await.expect("backlog").0, 0);
     for relay in relays {
-        relay.stop().await;
+        relay.abort();
     }
 }
 
@@ -266,7 +261,7 @@ async fn events_the_bus_refused_stay_recorded_until_it_takes_them() {
     let shop = shop();
     let flaky = Flaky::over(shop.bus.clone(), true);
     let outbox = Arc::new(Outbox::new(shop.storage.clone(), flaky.clone(), SHOP.name));
-    let relay = outbox.start();
+    let relay = tokio::spawn(outbox.clone().run());
     let event = placed(7);
     let pending = place(&*shop.storage, &outbox, "b", event.clone())
         .await
@@ -279,5 +274,5 @@ async fn events_the_bus_refused_stay_recorded_until_it_takes_them() {
     let seen = received(&*shop.bus, SWEEP_AFTER + Duration::from_secs(3)).await;
     assert_eq!(seen, BTreeMap::from([(event.id, 1)]));
     assert_eq!(outbox.backlog().await.expect("backlog").0, 0);
-    relay.stop().await;
+    relay.abort();
 }

@@ -59,6 +59,13 @@ async fn spawn_shop(limits: CartLimits) -> Shop {
         ),
         cache: cache.clone(),
         blobs: Arc::new(LocalBlobs::open(&dir.path().join("blobs")).expect("blobs")),
+        events: Arc::new(
+            emporium_ports::events::stored::StoredEvents::embedded(
+                &dir.path().join("events.redb"),
+                &[],
+            )
+            .expect("events"),
+        ),
     };
     let catalog_config = CatalogConfig {
         http: http(),

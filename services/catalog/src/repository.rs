@@ -16,11 +16,14 @@
 //!
 //! Every write that touches more than one item is one transaction: creating a product claims its
 //! SKU and counts it in its category (which must exist); so nothing can leave a product without
-//! its claim or a count that is off.
+//! its claim or a count that is off. Every write also records its events (docs/EVENTS.md) in
+//! the same transaction, in the outbox's items of this table (`outbox`, `outbox-lease`), so a
+//! change is published exactly when it commits.
 
 use std::sync::Arc;
 
 use emporium_api::catalog::{Category, Product, ProductSort};
+use emporium_ports::events::outbox::Pending;
 use emporium_ports::storage::{
     Condition, Cursor, IndexDef, Item, Key, Query, Storage, StorageError, TableDef, TxOp, Update,
     from_item, to_item,
@@ -190,8 +193,12 @@ impl Repository {
         Cursor::after(&TABLE, Some(listing.index), &product_item(product)?)
     }
 
-    pub async fn insert_product(&self, product: &Product) -> Result<(), WriteError> {
-        let ops = vec![
+    pub async fn insert_product(
+        &self,
+        product: &Product,
+        events: &Pending,
+    ) -> Result<(), WriteError> {
+        let mut ops = vec![
             TxOp::Put {
                 table: TABLE.name,
                 item: product_item(product)?,
@@ -209,6 +216,7 @@ impl Repository {
                 condition: Some(Condition::Exists),
             },
         ];
+        ops.extend(events.ops());
         match self.storage.transact(ops).await {
             Ok(()) => Ok(()),
             Err(error) if canceled_at(&error, 1) => Err(WriteError::SkuTaken),
@@ -219,7 +227,12 @@ impl Repository {
     }
 
     /// Replaces `old` by `new`, only if `old` is still what is stored.
-    pub async fn replace_product(&self, old: &Product, new: &Product) -> Result<(), WriteError> {
+    pub async fn replace_product(
+        &self,
+        old: &Product,
+        new: &Product,
+        events: &Pending,
+    ) -> Result<(), WriteError> {
         let version = i64::try_from(old.version).unwrap_or(i64::MAX);
         let mut ops = vec![TxOp::Put {
             table: TABLE.name,
@@ -256,6 +269,7 @@ impl Repository {
                 condition: Some(Condition::Exists),
             });
         }
+        ops.extend(events.ops());
         match self.storage.transact(ops).await {
             Ok(()) => Ok(()),
             Err(error) if canceled_at(&error, 0) => Err(WriteError::Conflict),
@@ -271,9 +285,13 @@ impl Repository {
     }
 
     /// Deletes `product`, only if it is still what is stored.
-    pub async fn remove_product(&self, product: &Product) -> Result<(), WriteError> {
+    pub async fn remove_product(
+        &self,
+        product: &Product,
+        events: &Pending,
+    ) -> Result<(), WriteError> {
         let version = i64::try_from(product.version).unwrap_or(i64::MAX);
-        let ops = vec![
+        let mut ops = vec![
             TxOp::Delete {
                 table: TABLE.name,
                 key: product_key(&product.id),
@@ -291,6 +309,7 @@ impl Repository {
                 condition: Some(Condition::Exists),
             },
         ];
+        ops.extend(events.ops());
         match self.storage.transact(ops).await {
             Ok(()) => Ok(()),
             Err(StorageError::TransactionCanceled { .. }) => Err(WriteError::Conflict),
@@ -328,18 +347,20 @@ impl Repository {
         }
     }
 
-    pub async fn insert_category(&self, category: &Category) -> Result<(), WriteError> {
-        match self
-            .storage
-            .put(
-                TABLE.name,
-                category_item(category)?,
-                Some(Condition::NotExists),
-            )
-            .await
-        {
+    pub async fn insert_category(
+        &self,
+        category: &Category,
+        events: &Pending,
+    ) -> Result<(), WriteError> {
+        let mut ops = vec![TxOp::Put {
+            table: TABLE.name,
+            item: category_item(category)?,
+            condition: Some(Condition::NotExists),
+        }];
+        ops.extend(events.ops());
+        match self.storage.transact(ops).await {
             Ok(()) => Ok(()),
-            Err(StorageError::ConditionFailed) => Err(WriteError::CategoryExists),
+            Err(error) if canceled_at(&error, 0) => Err(WriteError::CategoryExists),
             Err(error) => Err(error.into()),
         }
     }
@@ -350,7 +371,8 @@ impl Repository {
         &self,
         old: &Category,
         new: &Category,
-    ) -> Result<Category, WriteError> {
+        events: &Pending,
+    ) -> Result<(), WriteError> {
         let version = i64::try_from(old.version).unwrap_or(i64::MAX);
         let updated_at = serde_json::to_value(new)
             .ok()
@@ -362,34 +384,39 @@ impl Repository {
             .set("position", new.position)
             .set("updated_at", updated_at)
             .add("version", 1);
-        match self
-            .storage
-            .update(
-                TABLE.name,
-                &category_key(&old.slug),
-                update,
-                Some(Condition::equals("version", version)),
-            )
-            .await
-        {
-            Ok(item) => Ok(from_item(item)?),
-            Err(StorageError::ConditionFailed) => Err(WriteError::Conflict),
+        let mut ops = vec![TxOp::Update {
+            table: TABLE.name,
+            key: category_key(&old.slug),
+            update,
+            condition: Some(Condition::equals("version", version)),
+        }];
+        ops.extend(events.ops());
+        match self.storage.transact(ops).await {
+            Ok(()) => Ok(()),
+            Err(error) if canceled_at(&error, 0) => Err(WriteError::Conflict),
             Err(error) => Err(error.into()),
         }
     }
 
     /// Deletes a category that still has version `version` and no products.
-    pub async fn remove_category(&self, slug: &str, version: u64) -> Result<(), WriteError> {
+    pub async fn remove_category(
+        &self,
+        slug: &str,
+        version: u64,
+        events: &Pending,
+    ) -> Result<(), WriteError> {
         let version = i64::try_from(version).unwrap_or(i64::MAX);
         let condition =
             Condition::equals("version", version).and(Condition::equals("product_count", 0));
-        match self
-            .storage
-            .delete(TABLE.name, &category_key(slug), Some(condition))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(StorageError::ConditionFailed) => Err(WriteError::Conflict),
+        let mut ops = vec![TxOp::Delete {
+            table: TABLE.name,
+            key: category_key(slug),
+            condition: Some(condition),
+        }];
+        ops.extend(events.ops());
+        match self.storage.transact(ops).await {
+            Ok(()) => Ok(()),
+            Err(error) if canceled_at(&error, 0) => Err(WriteError::Conflict),
             Err(error) => Err(error.into()),
         }
     }

@@ -1,5 +1,6 @@
 //! What the catalog does, independent of HTTP: reads through the cache, writes through the
-//! repository with the cache invalidated after every change.
+//! repository with the cache invalidated after every change, each write with its event
+//! (`emporium.product.*`, `emporium.category.changed`) recorded in the same transaction.
 //!
 //! Cache keys and the generation groups that retire them:
 //!
@@ -24,9 +25,14 @@ use emporium_api::catalog::{
     Category, CategoryPatch, NewCategory, NewProduct, Product, ProductPage, ProductPatch,
     ProductQuery, StoredImage,
 };
+use emporium_api::events::{
+    CategoryChanged, Envelope, EventData, EventType, ProductChanged, ProductDeleted,
+};
 use emporium_platform::FieldError;
 use emporium_ports::blob::{BlobKey, Blobs};
 use emporium_ports::cache::{Cache, CacheAside, CacheStats};
+use emporium_ports::events::Events;
+use emporium_ports::events::outbox::{Outbox, Pending};
 use emporium_ports::storage::{Cursor, Storage, cursor_from_token, page_token};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -57,9 +63,13 @@ fn product_group(id: &str) -> String {
     format!("catalog:product:{id}")
 }
 
+/// The name events give as their source.
+const PRODUCER: &str = "catalog";
+
 /// The catalog service.
 pub struct Catalog {
     repository: Repository,
+    outbox: Arc<Outbox>,
     cache: CacheAside,
     blobs: Arc<dyn Blobs>,
     currency: String,
@@ -80,13 +90,31 @@ impl Catalog {
         blobs: Arc<dyn Blobs>,
         currency: &str,
         cache_ttl: Duration,
+        events: Arc<dyn Events>,
     ) -> Self {
         Self {
+            outbox: Arc::new(Outbox::new(
+                storage.clone(),
+                events,
+                crate::repository::TABLE.name,
+            )),
             repository: Repository::new(storage),
             cache: CacheAside::new(cache, cache_ttl),
             blobs,
             currency: currency.to_owned(),
         }
+    }
+
+    /// The outbox the catalog's writes record their events in; its relay runs beside the
+    /// server (`Outbox::run`).
+    pub fn outbox(&self) -> Arc<Outbox> {
+        self.outbox.clone()
+    }
+
+    /// Records `data` as an event of `kind` for the transaction of the change that causes it.
+    fn record<T: EventData>(&self, kind: EventType, data: &T) -> Result<Pending, CatalogError> {
+        let envelope = Envelope::traced(PRODUCER, kind, data)?;
+        Ok(self.outbox.record(vec![envelope.to_event()]))
     }
 
     /// Retires every listing and the categories in the cache, and says whether the cache took
@@ -255,8 +283,14 @@ impl Catalog {
         self.check_images(&fields.images).await?;
         let now = OffsetDateTime::now_utc();
         let product = build_product(id, fields, now, now, 1);
-        match self.repository.insert_product(&product).await {
-            Ok(()) => {}
+        let events = self.record(
+            EventType::ProductCreated,
+            &ProductChanged {
+                product: product.clone(),
+            },
+        )?;
+        match self.repository.insert_product(&product, &events).await {
+            Ok(()) => self.outbox.committed(events),
             Err(WriteError::SkuTaken) => return Err(CatalogError::SkuTaken(product.sku)),
             Err(WriteError::UnknownCategory) => return Err(unknown_category()),
             Err(other) => return Err(other.into()),
@@ -290,8 +324,18 @@ impl Catalog {
             OffsetDateTime::now_utc(),
             current.version + 1,
         );
-        match self.repository.replace_product(&current, &next).await {
-            Ok(()) => {}
+        let events = self.record(
+            EventType::ProductUpdated,
+            &ProductChanged {
+                product: next.clone(),
+            },
+        )?;
+        match self
+            .repository
+            .replace_product(&current, &next, &events)
+            .await
+        {
+            Ok(()) => self.outbox.committed(events),
             Err(WriteError::SkuTaken) => return Err(CatalogError::SkuTaken(next.sku)),
             Err(WriteError::UnknownCategory) => return Err(unknown_category()),
             Err(WriteError::Conflict) => return Err(self.conflict(id, patch.version).await),
@@ -311,8 +355,17 @@ impl Catalog {
                 current: current.version,
             });
         }
-        match self.repository.remove_product(&current).await {
-            Ok(()) => {}
+        let events = self.record(
+            EventType::ProductDeleted,
+            &ProductDeleted {
+                id: current.id.clone(),
+                sku: current.sku.clone(),
+                category: current.category.clone(),
+                version: current.version,
+            },
+        )?;
+        match self.repository.remove_product(&current, &events).await {
+            Ok(()) => self.outbox.committed(events),
             Err(WriteError::Conflict) => {
                 return Err(self.conflict(id, version.unwrap_or(current.version)).await);
             }
@@ -409,8 +462,15 @@ impl Catalog {
             updated_at: now,
             version: 1,
         };
-        match self.repository.insert_category(&category).await {
-            Ok(()) => {}
+        let events = self.record(
+            EventType::CategoryChanged,
+            &CategoryChanged {
+                category: category.clone(),
+                deleted: false,
+            },
+        )?;
+        match self.repository.insert_category(&category, &events).await {
+            Ok(()) => self.outbox.committed(events),
             Err(WriteError::CategoryExists) => {
                 return Err(CatalogError::CategoryExists(category.slug));
             }
@@ -447,8 +507,25 @@ impl Catalog {
             updated_at: OffsetDateTime::now_utc(),
             ..current.clone()
         };
-        let stored = match self.repository.update_category(&current, &next).await {
-            Ok(stored) => stored,
+        // The version moves by one under the condition that it is still the current one; the
+        // product count is as read (product writes change it, and tell of it by their events).
+        let stored = Category {
+            version: current.version + 1,
+            ..next.clone()
+        };
+        let events = self.record(
+            EventType::CategoryChanged,
+            &CategoryChanged {
+                category: stored.clone(),
+                deleted: false,
+            },
+        )?;
+        match self
+            .repository
+            .update_category(&current, &next, &events)
+            .await
+        {
+            Ok(()) => self.outbox.committed(events),
             Err(WriteError::Conflict) => {
                 let now = self.current_category(slug).await?;
                 return Err(CatalogError::VersionConflict {
@@ -478,8 +555,19 @@ impl Catalog {
         if current.product_count > 0 {
             return Err(CatalogError::CategoryNotEmpty(current.product_count));
         }
-        match self.repository.remove_category(slug, expected).await {
-            Ok(()) => {}
+        let events = self.record(
+            EventType::CategoryChanged,
+            &CategoryChanged {
+                category: current.clone(),
+                deleted: true,
+            },
+        )?;
+        match self
+            .repository
+            .remove_category(slug, expected, &events)
+            .await
+        {
+            Ok(()) => self.outbox.committed(events),
             Err(WriteError::Conflict) => {
                 // Lost a race: a product arrived or the category changed.
                 let now = self.current_category(slug).await?;

@@ -10,6 +10,7 @@ use emporium_platform::metrics::Metrics;
 use emporium_platform::server::{self, HttpSettings, RunningServer};
 use emporium_ports::blob::Blobs;
 use emporium_ports::cache::Cache;
+use emporium_ports::events::Events;
 use emporium_ports::health;
 use emporium_ports::storage::Storage;
 
@@ -22,6 +23,8 @@ pub struct CatalogPorts {
     pub storage: Arc<dyn Storage>,
     pub cache: Arc<dyn Cache>,
     pub blobs: Arc<dyn Blobs>,
+    /// The bus the catalog's events go to, through its outbox.
+    pub events: Arc<dyn Events>,
 }
 
 /// Everything the catalog needs besides its ports.
@@ -43,10 +46,11 @@ pub fn catalog(config: &CatalogConfig, ports: &CatalogPorts) -> Arc<Catalog> {
         ports.blobs.clone(),
         &config.currency,
         config.cache_ttl,
+        ports.events.clone(),
     ))
 }
 
-/// Serves `catalog` over HTTP.
+/// Serves `catalog` over HTTP, with the relay of its outbox beside it.
 pub fn start(
     config: &CatalogConfig,
     catalog: Arc<Catalog>,
@@ -56,13 +60,17 @@ pub fn start(
     let metrics = Metrics::new("catalog");
     metrics.observe_cache(catalog.cache_stats());
     metrics.observe_cache_pool(&ports.cache);
+    let outbox = catalog.outbox();
     let catalog = web::Data::from(catalog);
     let admin_key = web::Data::new(config.admin_key.clone());
     let image_limit = config.image_limit_bytes;
-    server::start("catalog", &config.http, readiness, metrics, move |cfg| {
+    let mut server = server::start("catalog", &config.http, readiness, metrics, move |cfg| {
         cfg.app_data(catalog.clone()).app_data(admin_key.clone());
         routes::configure(cfg, image_limit);
-    })
+    })?;
+    // Publishes the events the catalog's writes record (docs/EVENTS.md, "The outbox").
+    server.spawn(outbox.run());
+    Ok(server)
 }
 
 fn readiness(ports: &CatalogPorts) -> Readiness {

@@ -7,10 +7,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use emporium_api::Money;
 use emporium_api::catalog::{Category, Product, ProductPage, StoredImage};
+use emporium_api::events::{Envelope, EventType};
 use emporium_catalog::startup::{self, CatalogConfig, CatalogPorts};
 use emporium_platform::testing::{self, Spawned, TestClient, expect_problem};
 use emporium_ports::blob::local::LocalBlobs;
 use emporium_ports::cache::memory::MemoryCache;
+use emporium_ports::events::stored::StoredEvents;
+use emporium_ports::events::{Events, GroupDef};
 use emporium_ports::storage::embedded::EmbeddedStorage;
 use emporium_ports::storage::{
     Condition, Item, Key, Page, Query, Result as StorageResult, Storage, TxOp, Update,
@@ -20,10 +23,24 @@ use serde_json::{Value, json};
 
 const ADMIN_KEY: &str = "test-admin-key";
 
+/// A consumer group of every catalog event, standing for the search index and the others.
+const LISTENER: GroupDef = GroupDef {
+    name: "listener",
+    types: &[
+        EventType::ProductCreated.as_str(),
+        EventType::ProductUpdated.as_str(),
+        EventType::ProductDeleted.as_str(),
+        EventType::CategoryChanged.as_str(),
+    ],
+    visibility: Duration::from_secs(30),
+    max_attempts: 3,
+};
+
 // === impl CountingStorage ===
 
-/// The embedded store, counting item reads and optionally slowing them, so tests can see how
-/// often the catalog reaches the store.
+/// The embedded store, counting reads of products and optionally slowing every read, so tests
+/// can see how often the catalog reaches the store for a product (the outbox's sweeper reads
+/// its lease once a second, which is not counted).
 struct CountingStorage {
     inner: EmbeddedStorage,
     gets: AtomicUsize,
@@ -33,7 +50,9 @@ struct CountingStorage {
 #[async_trait]
 impl Storage for CountingStorage {
     async fn get(&self, table: &'static str, key: &Key) -> StorageResult<Option<Item>> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
+        if key.pk.starts_with("product#") {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+        }
         let delay = self.get_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -78,6 +97,8 @@ impl Storage for CountingStorage {
 
 struct TestApp {
     client: TestClient,
+    /// The bus the catalog publishes to, with [`LISTENER`] on it.
+    events: Arc<dyn Events>,
     storage: Arc<CountingStorage>,
     _server: Spawned,
     _dir: tempfile::TempDir,
@@ -96,6 +117,9 @@ async fn spawn_app() -> TestApp {
         storage: storage.clone(),
         cache: Arc::new(MemoryCache::new(16 * 1024 * 1024)),
         blobs: Arc::new(LocalBlobs::open(&dir.path().join("blobs")).expect("blobs")),
+        events: Arc::new(
+            StoredEvents::embedded(&dir.path().join("events.redb"), &[LISTENER]).expect("events"),
+        ),
     };
     let config = CatalogConfig {
         http: testing::http_settings(),
@@ -108,6 +132,7 @@ async fn spawn_app() -> TestApp {
     let server = Spawned::new(startup::start(&config, catalog, &ports).expect("start catalog"));
     TestApp {
         client: TestClient::new(server.url()).with_admin_key(ADMIN_KEY),
+        events: ports.events.clone(),
         storage,
         _server: server,
         _dir: dir,
@@ -223,6 +248,121 @@ async fn seeded() -> (TestApp, Vec<Product>) {
         );
     }
     (app, products)
+}
+
+/// Every event [`LISTENER`] receives until `count` came or `within` passed, acknowledged and
+/// read back as envelopes.
+async fn heard(events: &dyn Events, count: usize, within: Duration) -> Vec<Envelope> {
+    emporium_ports::events::conformance::collect(events, LISTENER.name, count, within, true)
+        .await
+        .iter()
+        .map(|delivery| {
+            let envelope = Envelope::from_json(delivery.event.body.as_bytes()).expect("envelope");
+            assert_eq!(envelope.id, delivery.event.id);
+            assert_eq!(envelope.kind.as_str(), delivery.event.kind);
+            envelope
+        })
+        .collect()
+}
+
+// === Events ===
+
+/// Each product and category write publishes its event, with the state after the change, and a
+/// refused write publishes nothing.
+#[tokio::test]
+async fn every_change_publishes_its_event_and_a_refused_one_none() {
+    let app = spawn_app().await;
+    let kitchen = app.create_category("kitchen", "Kitchen").await;
+    let kettle = app
+        .create_product(product_body("KIT-1", "Copper kettle", "kitchen", 4500))
+        .await;
+    let taken = app
+        .admin(Method::POST, "/v1/products")
+        .json(&product_body("KIT-1", "Another kettle", "kitchen", 100))
+        .send()
+        .await
+        .expect("send");
+    expect_problem(taken, 409, "sku_taken").await;
+    let path = format!("/v1/products/{}", kettle.id);
+    let renamed: Product = app
+        .admin(Method::PATCH, &path)
+        .json(&json!({"version": 1, "name": "Copper kettle II"}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("product");
+    let gone = app
+        .admin(Method::DELETE, &format!("{path}?version=2"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
+    let patched = app
+        .admin(Method::PATCH, "/v1/categories/kitchen")
+        .json(&json!({"version": 1, "name": "Cookware"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(patched.status(), StatusCode::OK);
+    let removed = app
+        .admin(Method::DELETE, "/v1/categories/kitchen?version=2")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+
+    let mut got = heard(&*app.events, 6, Duration::from_secs(10)).await;
+    // Nothing more: the refused product published nothing.
+    got.extend(heard(&*app.events, 1, Duration::from_secs(2)).await);
+    assert_eq!(got.len(), 6, "{got:#?}");
+    let of =
+        |kind: EventType| -> Vec<&Envelope> { got.iter().filter(|e| e.kind == kind).collect() };
+    for envelope in &got {
+        assert_eq!(envelope.specversion, "1.0");
+        assert_eq!(envelope.source, "/emporium/catalog");
+        assert_eq!(envelope.datacontenttype, "application/json");
+    }
+    let created = of(EventType::ProductCreated);
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].subject, kettle.id);
+    assert_eq!(created[0].data["product"]["sku"], "KIT-1");
+    assert_eq!(created[0].data["product"]["name"], "Copper kettle");
+    assert_eq!(created[0].data["product"]["version"], 1);
+    let updated = of(EventType::ProductUpdated);
+    assert_eq!(updated.len(), 1);
+    assert_eq!(
+        serde_json::from_value::<Product>(updated[0].data["product"].clone()).expect("product"),
+        renamed
+    );
+    let deleted = of(EventType::ProductDeleted);
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(
+        deleted[0].data,
+        json!({"id": kettle.id, "sku": "KIT-1", "category": "kitchen", "version": 2})
+    );
+    let categories = of(EventType::CategoryChanged);
+    let states: Vec<(String, u64, bool)> = categories
+        .iter()
+        .map(|e| {
+            (
+                e.data["category"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                e.data["category"]["version"].as_u64().unwrap_or_default(),
+                e.data["deleted"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+    for state in [
+        ("Kitchen".to_owned(), kitchen.version, false),
+        ("Cookware".to_owned(), 2, false),
+        ("Cookware".to_owned(), 2, true),
+    ] {
+        assert!(states.contains(&state), "{state:?} in {states:?}");
+    }
 }
 
 // === Reading ===

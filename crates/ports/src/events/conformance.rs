@@ -84,8 +84,9 @@ fn event(kind: &str, body: &str) -> Event {
 }
 
 /// Receives from `group` until `count` deliveries came or `within` passed, acknowledging each
-/// when `ack` is set.
-async fn collect(
+/// when `ack` is set (as a consumer that handled it would). Also for other tests that listen on
+/// a bus.
+pub async fn collect(
     events: &dyn Events,
     group: &str,
     count: usize,

@@ -3,7 +3,9 @@
 //! The model is SNS fanning out to SQS queues, which is what the AWS adapter uses. Each consumer
 //! group declared with a [`GroupDef`] has a queue of its own that gets a copy of every published
 //! event whose type the group names, so groups never compete with each other; the replicas of
-//! one group do compete, and each event goes to one of them at a time. A received event stays
+//! one group do compete, and each event goes to one of them at a time (SQS standard queues may,
+//! rarely, hand one to two receivers at once: another duplicate that consumers' deduplication
+//! absorbs). A received event stays
 //! hidden from the group's other receivers for the group's visibility timeout: acknowledged
 //! within it, it is gone; not (the consumer crashed, or was slower than it said), it is delivered
 //! again, to any replica. An event delivered `max_attempts` times without an acknowledgement is

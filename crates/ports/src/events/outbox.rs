@@ -30,8 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
 use super::{Event, Events};
 use crate::storage::{Condition, Item, Key, Query, Storage, StorageError, TxOp};
@@ -104,21 +103,6 @@ pub struct Outbox {
     receiver: std::sync::Mutex<Option<mpsc::Receiver<Entries>>>,
 }
 
-/// The outbox's tasks; [`RelayHandle::stop`] publishes what the fast path holds, then ends them.
-pub struct RelayHandle {
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl RelayHandle {
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-    }
-}
-
 fn event_of(item: &Item) -> Option<(Key, Event)> {
     let text = |name: &str| item.get(name).and_then(Value::as_str).map(str::to_owned);
     Some((
@@ -176,21 +160,17 @@ impl Outbox {
         }
     }
 
-    /// Starts the fast path and the sweeper. Call once per outbox.
-    pub fn start(self: &Arc<Self>) -> RelayHandle {
-        let (stop, stopped) = watch::channel(false);
-        let mut tasks = Vec::new();
+    /// Runs the fast path and the sweeper until the future is dropped (a service runs it
+    /// beside its server, which aborts it on stop). Anything it had not published yet stays
+    /// recorded, for the sweeper of this or another replica. Run it once per outbox.
+    pub async fn run(self: Arc<Self>) {
         let receiver = self.receiver.lock().ok().and_then(|mut slot| slot.take());
-        if let Some(receiver) = receiver {
-            let outbox = self.clone();
-            let stopped = stopped.clone();
-            tasks.push(tokio::spawn(async move {
-                outbox.fast_path(receiver, stopped).await
-            }));
-        }
-        let outbox = self.clone();
-        tasks.push(tokio::spawn(async move { outbox.sweeper(stopped).await }));
-        RelayHandle { stop, tasks }
+        let fast_path = async {
+            if let Some(receiver) = receiver {
+                self.fast_path(receiver).await;
+            }
+        };
+        tokio::join!(fast_path, self.sweeper());
     }
 
     /// Publishes `entries` and deletes them from the table; false when the publish failed (they
@@ -213,28 +193,8 @@ impl Outbox {
         true
     }
 
-    async fn fast_path(
-        &self,
-        mut receiver: mpsc::Receiver<Entries>,
-        mut stopped: watch::Receiver<bool>,
-    ) {
-        loop {
-            let batch = tokio::select! {
-                batch = receiver.recv() => batch,
-                _ = stopped.changed() => {
-                    // Stopping: publish what is queued already, then end.
-                    receiver.close();
-                    let mut rest = Vec::new();
-                    while let Some(batch) = receiver.recv().await {
-                        rest.extend(batch);
-                    }
-                    if !rest.is_empty() {
-                        self.publish(&rest).await;
-                    }
-                    return;
-                }
-            };
-            let Some(mut batch) = batch else { return };
+    async fn fast_path(&self, mut receiver: mpsc::Receiver<Entries>) {
+        while let Some(mut batch) = receiver.recv().await {
             // Whatever else is queued goes in the same round.
             while batch.len() < 100 {
                 match receiver.try_recv() {
@@ -317,15 +277,12 @@ impl Outbox {
         }
     }
 
-    async fn sweeper(&self, mut stopped: watch::Receiver<bool>) {
+    async fn sweeper(&self) {
         loop {
             if let Err(error) = self.sweep().await {
                 tracing::warn!(table = self.table, %error, "outbox sweep failed");
             }
-            tokio::select! {
-                () = tokio::time::sleep(SWEEP_EVERY) => {}
-                _ = stopped.changed() => return,
-            }
+            tokio::time::sleep(SWEEP_EVERY).await;
         }
     }
 

@@ -127,6 +127,15 @@ impl StoredEvents {
         })
     }
 
+    /// Events in an embedded store of their own at `path` (a redb file one process opens).
+    pub fn embedded(path: &std::path::Path, groups: &[GroupDef]) -> Result<Self> {
+        let storage =
+            crate::storage::embedded::EmbeddedStorage::open(path, &[TABLE]).map_err(|error| {
+                EventsError::Backend(anyhow::anyhow!("opening {}: {error}", path.display()))
+            })?;
+        Self::new(Arc::new(storage), groups)
+    }
+
     fn group(&self, name: &str) -> Result<&Group> {
         self.groups
             .get(name)
