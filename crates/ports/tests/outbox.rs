@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
+use emporium_ports::events::conformance::{Hooked, Hooks};
 use emporium_ports::events::outbox::{Outbox, SWEEP_AFTER};
 use emporium_ports::events::stored::StoredEvents;
-use emporium_ports::events::{Delivery, Event, Events, EventsError, GroupDef, Receipt};
+use emporium_ports::events::{Event, Events, EventsError, GroupDef};
 use emporium_ports::storage::embedded::EmbeddedStorage;
 use emporium_ports::storage::{Condition, Key, Storage, TableDef, TxOp};
 
@@ -161,7 +161,7 @@ async fn what_a_crashed_process_recorded_is_published_once_by_one_of_three_sweep
         20
     );
     // Three replicas start, each with its sweeper.
-    let counted = Flaky::over(shop.bus.clone(), false);
+    let counted = flaky(shop.bus.clone(), false);
     let replicas: Vec<Arc<Outbox>> = (0..3)
         .map(|_| {
             Arc::new(Outbox::new(
@@ -180,7 +180,7 @@ async fn what_a_crashed_process_recorded_is_published_once_by_one_of_three_sweep
     assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), wanted);
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "delivered twice: {twice:?}");
-    let published = counted.published();
+    let published = counted.hooks.published.lock().expect("lock").clone();
     let twice: Vec<_> = published.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "published twice: {twice:?}");
     assert_eq!(published.len(), 20);
@@ -190,76 +190,41 @@ async fn what_a_crashed_process_recorded_is_published_once_by_one_of_three_sweep
     }
 }
 
-/// The embedded bus, refusing every publish while `down`, and counting what it is given: the
-/// embedded bus itself queues an event published twice once while it waits, which would hide a
-/// second publish from the receivers.
+/// Refuses every publish while `down`, and counts what the bus took: the embedded bus itself
+/// queues an event published twice once while it waits, which would hide a second publish
+/// from the receivers.
+#[derive(Default)]
 struct Flaky {
-    inner: Arc<dyn Events>,
     down: AtomicBool,
     published: std::sync::Mutex<BTreeMap<String, usize>>,
 }
 
-impl Flaky {
-    fn over(inner: Arc<dyn Events>, down: bool) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            down: AtomicBool::new(down),
-            published: std::sync::Mutex::new(BTreeMap::new()),
-        })
-    }
-
-    fn published(&self) -> BTreeMap<String, usize> {
-        self.published.lock().expect("lock").clone()
-    }
-}
-
-#[async_trait]
-impl Events for Flaky {
-    async fn publish(&self, events: &[Event]) -> Result<(), EventsError> {
+impl Hooks for Flaky {
+    fn publishing(&self, _events: &[Event]) -> Result<(), EventsError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(EventsError::Backend(anyhow::anyhow!("the bus is down")));
         }
-        self.inner.publish(events).await?;
+        Ok(())
+    }
+    fn published(&self, events: &[Event]) {
         let mut published = self.published.lock().expect("lock");
         for event in events {
             *published.entry(event.id.clone()).or_default() += 1;
         }
-        Ok(())
     }
-    async fn receive(
-        &self,
-        group: &str,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Delivery>, EventsError> {
-        self.inner.receive(group, max, wait).await
-    }
-    async fn ack(&self, group: &str, receipts: &[Receipt]) -> Result<(), EventsError> {
-        self.inner.ack(group, receipts).await
-    }
-    async fn extend(
-        &self,
-        group: &str,
-        receipt: &Receipt,
-        hidden_for: Duration,
-    ) -> Result<(), EventsError> {
-        self.inner.extend(group, receipt, hidden_for).await
-    }
-    async fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<Event>, EventsError> {
-        self.inner.dead_letters(group, max).await
-    }
-    async fn redrive(&self, group: &str) -> Result<usize, EventsError> {
-        self.inner.redrive(group).await
-    }
-    async fn ping(&self) -> Result<(), EventsError> {
-        self.inner.ping().await
-    }
+}
+
+/// `inner` behind a [`Flaky`].
+fn flaky(inner: Arc<dyn Events>, down: bool) -> Arc<Hooked<Flaky>> {
+    let hooks = Flaky::default();
+    hooks.down.store(down, Ordering::SeqCst);
+    Arc::new(Hooked { inner, hooks })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_the_bus_refused_stay_recorded_until_it_takes_them() {
     let shop = shop();
-    let flaky = Flaky::over(shop.bus.clone(), true);
+    let flaky = flaky(shop.bus.clone(), true);
     let outbox = Arc::new(Outbox::new(shop.storage.clone(), flaky.clone(), SHOP.name));
     let relay = tokio::spawn(outbox.clone().run());
     let event = placed(7);
@@ -270,7 +235,7 @@ async fn events_the_bus_refused_stay_recorded_until_it_takes_them() {
     let none = received(&*shop.bus, Duration::from_secs(2)).await;
     assert!(none.is_empty(), "{none:?}");
     assert_eq!(outbox.backlog().await.expect("backlog").0, 1);
-    flaky.down.store(false, Ordering::SeqCst);
+    flaky.hooks.down.store(false, Ordering::SeqCst);
     let seen = received(&*shop.bus, SWEEP_AFTER + Duration::from_secs(3)).await;
     assert_eq!(seen, BTreeMap::from([(event.id, 1)]));
     assert_eq!(outbox.backlog().await.expect("backlog").0, 0);

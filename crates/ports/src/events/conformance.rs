@@ -422,3 +422,68 @@ pub async fn bad_requests_are_refused(events: Arc<dyn Events>) {
         "an extension of a fraction of a second",
     );
 }
+
+/// What a [`Hooked`] bus changes of the bus it wraps; each hook's default changes nothing.
+pub trait Hooks: Send + Sync + 'static {
+    /// Before a publish reaches the bus: an error refuses it (the bus is down).
+    fn publishing(&self, _events: &[Event]) -> Result<(), EventsError> {
+        Ok(())
+    }
+    /// After the bus took a publish.
+    fn published(&self, _events: &[Event]) {}
+    /// What a receive handed out.
+    fn received(&self, _deliveries: &[Delivery]) {}
+    /// The acknowledgements that reach the bus (the others are lost on the way).
+    fn acknowledging(&self, receipts: &[Receipt]) -> Vec<Receipt> {
+        receipts.to_vec()
+    }
+}
+
+/// A bus that passes every call to `inner`, through `hooks`: for tests of what producers and
+/// consumers do when the bus fails or loses what they send.
+pub struct Hooked<H> {
+    pub inner: Arc<dyn Events>,
+    pub hooks: H,
+}
+
+#[async_trait::async_trait]
+impl<H: Hooks> Events for Hooked<H> {
+    async fn publish(&self, events: &[Event]) -> Result<(), EventsError> {
+        self.hooks.publishing(events)?;
+        self.inner.publish(events).await?;
+        self.hooks.published(events);
+        Ok(())
+    }
+    async fn receive(
+        &self,
+        group: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, EventsError> {
+        let got = self.inner.receive(group, max, wait).await?;
+        self.hooks.received(&got);
+        Ok(got)
+    }
+    async fn ack(&self, group: &str, receipts: &[Receipt]) -> Result<(), EventsError> {
+        self.inner
+            .ack(group, &self.hooks.acknowledging(receipts))
+            .await
+    }
+    async fn extend(
+        &self,
+        group: &str,
+        receipt: &Receipt,
+        hidden_for: Duration,
+    ) -> Result<(), EventsError> {
+        self.inner.extend(group, receipt, hidden_for).await
+    }
+    async fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<Event>, EventsError> {
+        self.inner.dead_letters(group, max).await
+    }
+    async fn redrive(&self, group: &str) -> Result<usize, EventsError> {
+        self.inner.redrive(group).await
+    }
+    async fn ping(&self) -> Result<(), EventsError> {
+        self.inner.ping().await
+    }
+}

@@ -19,6 +19,7 @@
 //! An event's type is `emporium.<aggregate>.<what>.v<n>`; the aggregate names the topic it is
 //! published on ([`topic_of`]), so a consumer group subscribes to whole topics filtered by type.
 
+pub mod consumer;
 pub mod outbox;
 pub mod stored;
 
