@@ -2,6 +2,7 @@
 //! failures, and the reconciler after a crash.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use emporium::run::Service;
 use emporium_api::order::{Order, OrderStatus, PaymentStatus};
@@ -28,6 +29,7 @@ emporium_tests::on_every_backend!(
     history_lists_a_customers_orders_newest_first_in_pages,
     checkouts_of_one_cart_at_once_with_different_keys_charge_it_once,
     a_line_added_while_the_checkout_runs_stays_in_the_cart,
+    an_order_tells_the_bus_it_was_placed_confirmed_failed_or_cancelled,
 );
 
 fn counts(level: &emporium_api::inventory::StockLevel) -> (i64, i64, i64) {
@@ -1082,4 +1084,114 @@ async fn a_line_added_while_the_checkout_runs_stays_in_the_cart(backend: Backend
     assert!(shop.cart(&cart.id).await.lines.is_empty());
     assert_eq!(shop.stock("OUT-009").await.sold, 2);
     assert_eq!(shop.stock("OFF-003").await.sold, 1);
+}
+
+/// Listens to every order event, as fulfilment and notifications will.
+const ORDER_LISTENER: emporium_ports::events::GroupDef = emporium_ports::events::GroupDef {
+    name: "test-orders",
+    types: &[
+        emporium_api::events::EventType::OrderPlaced.as_str(),
+        emporium_api::events::EventType::OrderConfirmed.as_str(),
+        emporium_api::events::EventType::OrderFailed.as_str(),
+        emporium_api::events::EventType::OrderCancelled.as_str(),
+    ],
+    visibility: Duration::from_secs(30),
+    max_attempts: 3,
+};
+
+/// A confirmed checkout tells of its order placed then confirmed, a declined one placed then
+/// failed, a cancel cancelled: each once, with lines, totals and customer id, and nothing of the
+/// card or the customer's address.
+async fn an_order_tells_the_bus_it_was_placed_confirmed_failed_or_cancelled(backend: Backend) {
+    use emporium_api::events::{Envelope, EventType};
+    let shop =
+        TestPlatform::start_listening(backend, &[], Faults::default(), &[ORDER_LISTENER]).await;
+    let mug = shop.products().await.remove(0);
+    let buyer = customer();
+    let cart = shop.cart_with(&[(&mug, 2)]).await;
+    let confirmed: Order = shop
+        .place(&buyer, &key(), &order_body(&cart.id, CARD_OK))
+        .await
+        .json()
+        .await
+        .expect("order");
+    assert_eq!(confirmed.status, OrderStatus::Confirmed);
+    let other = shop.cart_with(&[(&mug, 1)]).await;
+    let declined = shop
+        .place(&buyer, &key(), &order_body(&other.id, CARD_DECLINED))
+        .await;
+    assert_eq!(declined.status(), 402);
+    let cancel = shop
+        .http
+        .post(format!(
+            "{}/v1/orders/{}/cancel",
+            shop.url(Service::Order),
+            confirmed.id
+        ))
+        .header("x-customer-id", &buyer)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(cancel.status(), 200);
+
+    let mut heard: Vec<(EventType, String, serde_json::Value)> = Vec::new();
+    for delivery in emporium_ports::events::conformance::collect(
+        &*shop.platform.events(),
+        ORDER_LISTENER.name,
+        usize::MAX,
+        Duration::from_secs(8),
+        true,
+    )
+    .await
+    {
+        assert!(
+            !delivery.event.body.contains("4242") && !delivery.event.body.contains("Harbor"),
+            "card or address in {}",
+            delivery.event.body
+        );
+        let envelope = Envelope::from_json(delivery.event.body.as_bytes()).expect("envelope");
+        assert_eq!(envelope.source, "/emporium/order");
+        assert_eq!(envelope.data["order_id"], envelope.subject.as_str());
+        assert_eq!(envelope.data["customer_id"], buyer.as_str());
+        heard.push((envelope.kind, envelope.subject, envelope.data));
+    }
+    let of = |order: &str| -> Vec<EventType> {
+        let mut kinds: Vec<EventType> = heard
+            .iter()
+            .filter(|(_, subject, _)| subject == order)
+            .map(|(kind, _, _)| *kind)
+            .collect();
+        kinds.sort();
+        kinds
+    };
+    assert_eq!(
+        of(&confirmed.id),
+        vec![
+            EventType::OrderPlaced,
+            EventType::OrderConfirmed,
+            EventType::OrderCancelled
+        ],
+        "{heard:#?}"
+    );
+    let failed: Vec<&(EventType, String, serde_json::Value)> = heard
+        .iter()
+        .filter(|(kind, _, _)| *kind == EventType::OrderFailed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{heard:#?}");
+    assert_eq!(
+        of(&failed[0].1),
+        vec![EventType::OrderPlaced, EventType::OrderFailed]
+    );
+    assert_eq!(failed[0].2["failure"]["code"], "payment_declined");
+    let confirmation = heard
+        .iter()
+        .find(|(kind, _, _)| *kind == EventType::OrderConfirmed)
+        .expect("confirmed");
+    assert_eq!(confirmation.2["lines"][0]["sku"], mug.sku.as_str());
+    assert_eq!(confirmation.2["lines"][0]["quantity"], 2);
+    assert_eq!(
+        confirmation.2["totals"]["total"],
+        serde_json::to_value(&confirmed.totals.total).expect("json")
+    );
+    assert_eq!(confirmation.2["version"], 2);
 }

@@ -181,6 +181,17 @@ impl TestPlatform {
     /// Every service on `backend` with extra settings and checkout fault switches. On AWS,
     /// `emporium init` runs first, as the deployment's setup job does.
     pub async fn start_with(backend: Backend, extra: &[&str], faults: Faults) -> Self {
+        Self::start_listening(backend, extra, faults, &[]).await
+    }
+
+    /// [`TestPlatform::start_with`], with `listeners` on the bus beside the services' own
+    /// consumer groups (on AWS, their queues made as `init` makes the services').
+    pub async fn start_listening(
+        backend: Backend,
+        extra: &[&str],
+        faults: Faults,
+        listeners: &[emporium_ports::events::GroupDef],
+    ) -> Self {
         let data_dir = tempfile::tempdir().expect("tempdir");
         let stand = backend.stand();
         let mut flags = stand.flags();
@@ -188,12 +199,15 @@ impl TestPlatform {
         let settings = settings(data_dir.path(), &flags);
         if backend == Backend::Aws {
             emporium::setup::init(&settings).await.expect("init");
+            emporium_adapters::connect::init_events(&settings.common.events_uri(), listeners)
+                .await
+                .expect("the listeners' queues");
         }
         let plan = Plan {
             services: Service::ALL.to_vec(),
             seed_when_empty: true,
             order_faults: Some(faults),
-            ..Plan::default()
+            listeners: listeners.to_vec(),
         };
         let platform = Platform::start(&settings, &plan)
             .await

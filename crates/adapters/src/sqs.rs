@@ -41,7 +41,7 @@ fn seconds(duration: Duration) -> i32 {
 /// The names of a platform's topics and queues.
 #[derive(Debug, Clone)]
 pub struct Names {
-    prefix: String,
+    pub(crate) prefix: String,
 }
 
 impl Names {
@@ -72,10 +72,36 @@ struct Queues {
 
 /// Events on SNS topics and SQS queues that `ensure_bus` created.
 pub struct SnsSqsEvents {
+    /// The prefix of its topics' names.
+    prefix: String,
     sns: aws_sdk_sns::Client,
     sqs: aws_sdk_sqs::Client,
-    topics: HashMap<String, String>,
+    /// Topic ARNs by aggregate, resolved when first published to.
+    topics: std::sync::Mutex<HashMap<String, String>>,
     groups: HashMap<&'static str, Queues>,
+}
+
+/// Most bytes in one SNS publish batch (SNS takes 256 KiB for the whole batch).
+const BATCH_BYTES: usize = 250 * 1024;
+
+/// `events` in batches within SNS's limits of count and bytes.
+fn batches<'a>(events: &[&'a Event]) -> Vec<Vec<&'a Event>> {
+    let mut batches: Vec<Vec<&Event>> = Vec::new();
+    let mut bytes = 0;
+    for event in events {
+        let size = event.size();
+        match batches.last_mut() {
+            Some(batch) if batch.len() < BATCH && bytes + size <= BATCH_BYTES => {
+                batch.push(event);
+                bytes += size;
+            }
+            _ => {
+                batches.push(vec![event]);
+                bytes = size;
+            }
+        }
+    }
+    batches
 }
 
 async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> anyhow::Result<String> {
@@ -292,11 +318,33 @@ impl SnsSqsEvents {
             }
         }
         Ok(Self {
+            prefix: names.prefix.clone(),
             sns,
             sqs,
-            topics,
+            topics: std::sync::Mutex::new(topics),
             groups: queues,
         })
+    }
+
+    /// The ARN of the topic of `aggregate`, created when this process first publishes to it:
+    /// a producer publishes every event, whether or not a group it knows of receives it (one
+    /// deployed after it may).
+    async fn topic(&self, aggregate: &str) -> Result<String> {
+        let known = self
+            .topics
+            .lock()
+            .ok()
+            .and_then(|topics| topics.get(aggregate).cloned());
+        if let Some(arn) = known {
+            return Ok(arn);
+        }
+        let arn = topic_arn(&self.sns, &format!("{}-{aggregate}", self.prefix))
+            .await
+            .map_err(backend)?;
+        if let Ok(mut topics) = self.topics.lock() {
+            topics.insert(aggregate.to_owned(), arn.clone());
+        }
+        Ok(arn)
     }
 
     fn group(&self, name: &str) -> Result<&Queues> {
@@ -422,11 +470,8 @@ impl Events for SnsSqsEvents {
                 .push(event);
         }
         for (aggregate, events) in by_topic {
-            // A topic no declared group receives has no subscriber: nothing to deliver.
-            let Some(topic) = self.topics.get(aggregate) else {
-                continue;
-            };
-            for chunk in events.chunks(BATCH) {
+            let topic = self.topic(aggregate).await?;
+            for chunk in batches(&events) {
                 let entries = chunk
                     .iter()
                     .enumerate()
@@ -450,7 +495,7 @@ impl Events for SnsSqsEvents {
                 let published = self
                     .sns
                     .publish_batch()
-                    .topic_arn(topic)
+                    .topic_arn(&topic)
                     .set_publish_batch_request_entries(Some(entries))
                     .send()
                     .await
@@ -497,6 +542,13 @@ impl Events for SnsSqsEvents {
                     Some(E::MessageNotInflight(_) | E::ReceiptHandleIsInvalid(_)) => {
                         Err(EventsError::StaleReceipt)
                     }
+                    // SQS's answer to a receipt whose visibility ran out.
+                    Some(other)
+                        if aws_sdk_sqs::error::ProvideErrorMetadata::code(other)
+                            == Some("InvalidParameterValue") =>
+                    {
+                        Err(EventsError::StaleReceipt)
+                    }
                     _ => Err(backend(error)),
                 }
             }
@@ -538,8 +590,23 @@ impl Events for SnsSqsEvents {
 
     async fn redrive(&self, group: &str) -> Result<usize> {
         let queues = self.group(group)?;
+        // Only as many as were dead when the redrive began: an event redriven and dead again
+        // while it runs (its consumer still failing) waits for the next redrive.
+        let dead = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queues.dead_letters)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(backend)?;
+        let limit: usize = dead
+            .attributes()
+            .and_then(|all| all.get(&QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(0);
         let mut moved = 0;
-        loop {
+        while moved < limit {
             let batch = self
                 .take(
                     &queues.dead_letters,
@@ -549,7 +616,7 @@ impl Events for SnsSqsEvents {
                 )
                 .await?;
             if batch.is_empty() {
-                return Ok(moved);
+                break;
             }
             // Sent back before it is deleted here: a crash between the two redrives it twice,
             // which consumers deduplicate; the other order could lose it.
@@ -569,6 +636,7 @@ impl Events for SnsSqsEvents {
             moved += batch.len();
             tracing::info!(group = queues.def.name, moved, "dead letters redriven");
         }
+        Ok(moved)
     }
 
     async fn ping(&self) -> Result<()> {

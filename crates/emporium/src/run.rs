@@ -538,7 +538,12 @@ impl<'a> Starter<'a> {
             reconcile_interval: Duration::from_secs(order.reconcile_interval_secs.max(1)),
             reconcile_grace: Duration::from_secs(order.reconcile_grace_secs),
         };
-        let orders = order_startup::orders(&config, storage.clone(), self.checkout_hooks())?;
+        let orders = order_startup::orders(
+            &config,
+            storage.clone(),
+            self.platform.events.clone(),
+            self.checkout_hooks(),
+        )?;
         let server = order_startup::start(&config, orders, storage);
         self.listening(Service::Order, server)
     }

@@ -67,7 +67,7 @@ async fn place(
     order: &str,
     event: Event,
 ) -> Result<emporium_ports::events::outbox::Pending, emporium_ports::storage::StorageError> {
-    let pending = outbox.record(vec![event]);
+    let pending = outbox.record(vec![event]).expect("a valid event");
     let mut item = emporium_ports::storage::Item::new();
     item.insert("status".into(), "placed".into());
     let mut ops = vec![TxOp::Put {

@@ -114,7 +114,9 @@ impl Catalog {
     /// Records `data` as an event of `kind` for the transaction of the change that causes it.
     fn record<T: EventData>(&self, kind: EventType, data: &T) -> Result<Pending, CatalogError> {
         let envelope = Envelope::traced(PRODUCER, kind, data)?;
-        Ok(self.outbox.record(vec![envelope.to_event()]))
+        self.outbox
+            .record(vec![envelope.to_event()])
+            .map_err(|error| CatalogError::Unexpected(error.into()))
     }
 
     /// Retires every listing and the categories in the cache, and says whether the cache took

@@ -23,6 +23,7 @@ use crate::payment::Decision;
 use crate::repository::{Step, StoredOrder, WriteError};
 use crate::saga::{self, ClaimRefusal, StepOutcome};
 use crate::service::Orders;
+use emporium_api::order::OrderStatus;
 
 /// How a write of the next step went.
 enum Persisted {
@@ -41,8 +42,10 @@ impl Orders {
         mut stored: StoredOrder,
         card: Option<&ValidCard>,
     ) -> Result<StoredOrder, OrderError> {
-        // The step the store holds; `stored` runs one carried step ahead of it at times.
+        // The step and status the store holds; `stored` runs one carried step ahead of it at
+        // times.
         let mut written = stored.step;
+        let mut written_status = stored.order.status;
         while stored.step != Step::Done {
             let from = stored.step;
             let Some(mut next) = self.run_traced(&stored, card).await? else {
@@ -61,16 +64,18 @@ impl Orders {
                 stored = next;
                 continue;
             }
-            match self.persist(next, written, card).await? {
+            match self.persist(next, written, written_status, card).await? {
                 Persisted::Written(now) => stored = now,
                 Persisted::Overtaken(now) => {
                     // Carry on from where the other actor left it.
                     written = now.step;
+                    written_status = now.order.status;
                     stored = now;
                     continue;
                 }
             }
             written = stored.step;
+            written_status = stored.order.status;
             if crash {
                 return Err(OrderError::Interrupted(stored.id().to_owned()));
             }
@@ -144,15 +149,19 @@ impl Orders {
         }
     }
 
-    /// Writes `next` over the order stored at `written`.
+    /// Writes `next` over the order stored at `written` with status `written_status`, with the
+    /// event of its new status when it has one.
     async fn persist(
         &self,
         next: StoredOrder,
         written: Step,
+        written_status: OrderStatus,
         card: Option<&ValidCard>,
     ) -> Result<Persisted, OrderError> {
-        match self.repository.advance(&next, written).await {
+        let events = self.status_events(Some(written_status), &next.order)?;
+        match self.repository.advance(&next, written, &events).await {
             Ok(()) => {
+                self.outbox.committed(events);
                 tracing::info!(order_id = next.id(), from = ?written, to = ?next.step, status = ?next.order.status, "checkout step");
                 Ok(Persisted::Written(next))
             }

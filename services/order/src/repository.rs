@@ -17,6 +17,7 @@
 use std::sync::Arc;
 
 use emporium_api::order::{Order, OrderStatus};
+use emporium_ports::events::outbox::Pending;
 use emporium_ports::storage::{
     Condition, Cursor, IndexDef, Key, Query, Storage, StorageError, TableDef, TxOp, from_item,
     to_item,
@@ -203,8 +204,9 @@ impl Repository {
         key: &str,
         request_hash: &str,
         now: OffsetDateTime,
+        events: &Pending,
     ) -> Result<(), WriteError> {
-        self.claim_key(stored, key, request_hash, Condition::NotExists, now)
+        self.claim_key(stored, key, request_hash, Condition::NotExists, now, events)
             .await
     }
 
@@ -218,9 +220,10 @@ impl Repository {
         request_hash: &str,
         previous: &str,
         now: OffsetDateTime,
+        events: &Pending,
     ) -> Result<(), WriteError> {
         let condition = Condition::equals("order_id", previous);
-        self.claim_key(stored, key, request_hash, condition, now)
+        self.claim_key(stored, key, request_hash, condition, now, events)
             .await
     }
 
@@ -231,6 +234,7 @@ impl Repository {
         request_hash: &str,
         condition: Condition,
         now: OffsetDateTime,
+        events: &Pending,
     ) -> Result<(), WriteError> {
         let record = IdempotencyRecord {
             order_id: stored.order.id.clone(),
@@ -241,7 +245,7 @@ impl Repository {
             "purge_at".into(),
             Value::from(now.unix_timestamp() + IDEMPOTENCY_RETENTION_SECS),
         );
-        let ops = vec![
+        let mut ops = vec![
             TxOp::Put {
                 table: TABLE.name,
                 item: claim,
@@ -253,6 +257,7 @@ impl Repository {
                 condition: Some(Condition::NotExists),
             },
         ];
+        ops.extend(events.ops());
         match self.storage.transact(ops).await {
             Ok(()) => Ok(()),
             Err(StorageError::TransactionCanceled { failed }) if failed.contains(&0) => {
@@ -262,19 +267,34 @@ impl Repository {
         }
     }
 
-    /// Writes `next` if the stored order is still at step `from`.
-    pub async fn advance(&self, next: &StoredOrder, from: Step) -> Result<(), WriteError> {
-        match self
-            .storage
-            .put(
-                TABLE.name,
-                self.item(next)?,
-                Some(Condition::equals("step", from.as_value())),
-            )
-            .await
-        {
+    /// Writes `next` if the stored order is still at step `from`, with `events` (a change of
+    /// status) in the same transaction; a step that changes no status stays a single put.
+    pub async fn advance(
+        &self,
+        next: &StoredOrder,
+        from: Step,
+        events: &Pending,
+    ) -> Result<(), WriteError> {
+        let item = self.item(next)?;
+        let condition = Some(Condition::equals("step", from.as_value()));
+        if events.is_empty() {
+            return match self.storage.put(TABLE.name, item, condition).await {
+                Ok(()) => Ok(()),
+                Err(StorageError::ConditionFailed) => Err(WriteError::Changed),
+                Err(error) => Err(error.into()),
+            };
+        }
+        let mut ops = vec![TxOp::Put {
+            table: TABLE.name,
+            item,
+            condition,
+        }];
+        ops.extend(events.ops());
+        match self.storage.transact(ops).await {
             Ok(()) => Ok(()),
-            Err(StorageError::ConditionFailed) => Err(WriteError::Changed),
+            Err(StorageError::TransactionCanceled { failed }) if failed.contains(&0) => {
+                Err(WriteError::Changed)
+            }
             Err(error) => Err(error.into()),
         }
     }

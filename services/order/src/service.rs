@@ -19,9 +19,12 @@ use std::time::Duration;
 
 use emporium_api::Money;
 use emporium_api::client::{CartClient, CatalogClient, ClientError, InventoryClient};
+use emporium_api::events::{Envelope, EventType, OrderChanged};
 use emporium_api::order::{
     Order, OrderLine, OrderPage, OrderStatus, PaymentStatus, PaymentSummary, PlaceOrder,
 };
+use emporium_ports::events::Events;
+use emporium_ports::events::outbox::{Outbox, Pending};
 use emporium_ports::storage::{Storage, cursor_from_token, page_token};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -36,6 +39,9 @@ use crate::metrics::Outcome;
 use crate::payment::SimulatedProvider;
 use crate::repository::{Repository, Step, StoredOrder, WriteError};
 use crate::saga::{self, StepOutcome};
+
+/// The name events give as their source.
+const PRODUCER: &str = "order";
 
 const DEFAULT_PAGE: u32 = 10;
 const MAX_PAGE: u32 = 50;
@@ -52,6 +58,8 @@ pub struct Placement {
 
 pub struct Orders {
     pub(crate) repository: Repository,
+    /// Where the order's events are recorded with its writes (`emporium.order.*`).
+    pub(crate) outbox: Arc<Outbox>,
     pub(crate) catalog: CatalogClient,
     pub(crate) inventory: InventoryClient,
     pub(crate) carts: CartClient,
@@ -91,8 +99,14 @@ impl Orders {
         currency: &str,
         reservation_ttl_secs: u64,
         hooks: Arc<dyn CheckoutHooks>,
+        events: Arc<dyn Events>,
     ) -> Self {
         Self {
+            outbox: Arc::new(Outbox::new(
+                storage.clone(),
+                events,
+                crate::repository::TABLE.name,
+            )),
             repository: Repository::new(storage),
             catalog: dependencies.catalog,
             inventory: dependencies.inventory,
@@ -104,6 +118,47 @@ impl Orders {
             hooks,
             outcomes: Family::default(),
         }
+    }
+
+    /// The outbox the order's writes record their events in; its relay runs beside the server.
+    pub fn outbox(&self) -> Arc<Outbox> {
+        self.outbox.clone()
+    }
+
+    /// The event of `order` having entered its status, for the write that moves it there (none
+    /// when `before`, the status stored, is the same).
+    pub(crate) fn status_events(
+        &self,
+        before: Option<OrderStatus>,
+        order: &Order,
+    ) -> Result<Pending, OrderError> {
+        let unexpected = |error: anyhow::Error| OrderError::from(error);
+        if before == Some(order.status) {
+            return self
+                .outbox
+                .record(Vec::new())
+                .map_err(|error| unexpected(error.into()));
+        }
+        let (kind, version) = match order.status {
+            OrderStatus::Pending => (EventType::OrderPlaced, 1),
+            OrderStatus::Confirmed => (EventType::OrderConfirmed, 2),
+            OrderStatus::Failed => (EventType::OrderFailed, 2),
+            OrderStatus::Cancelled => (EventType::OrderCancelled, 3),
+        };
+        let data = OrderChanged {
+            order_id: order.id.clone(),
+            customer_id: order.customer_id.clone(),
+            status: order.status,
+            lines: order.lines.clone(),
+            totals: order.totals.clone(),
+            failure: order.failure.clone(),
+            version,
+        };
+        let envelope =
+            Envelope::traced(PRODUCER, kind, &data).map_err(|error| unexpected(error.into()))?;
+        self.outbox
+            .record(vec![envelope.to_event()])
+            .map_err(|error| unexpected(error.into()))
     }
 
     /// Checkouts and reconciliations by outcome, for the service's metrics.
@@ -193,20 +248,21 @@ impl Orders {
             cart_id: valid.cart_id.clone(),
             cart_version: cart.version,
         };
+        let events = self.status_events(None, &stored.order)?;
         let recorded = match &previous {
             None => {
                 self.repository
-                    .create(&stored, key, &request_hash, now)
+                    .create(&stored, key, &request_hash, now, &events)
                     .await
             }
             Some(previous) => {
                 self.repository
-                    .retake(&stored, key, &request_hash, previous, now)
+                    .retake(&stored, key, &request_hash, previous, now, &events)
                     .await
             }
         };
         match recorded {
-            Ok(()) => {}
+            Ok(()) => self.outbox.committed(events),
             Err(WriteError::KeyTaken) => {
                 // A concurrent request with this key won; answer as its repeat.
                 let record = self
@@ -417,8 +473,12 @@ impl Orders {
                 OrderStatus::Confirmed => {}
             }
             let next = moved(&stored, &StepOutcome::CancelledByCustomer)?;
-            match self.repository.advance(&next, stored.step).await {
-                Ok(()) => return Ok(self.drive(next, None).await?.order),
+            let events = self.status_events(Some(stored.order.status), &next.order)?;
+            match self.repository.advance(&next, stored.step, &events).await {
+                Ok(()) => {
+                    self.outbox.committed(events);
+                    return Ok(self.drive(next, None).await?.order);
+                }
                 Err(WriteError::Changed) => continue,
                 Err(WriteError::Storage(error)) => return Err(error.into()),
                 Err(WriteError::KeyTaken) => {

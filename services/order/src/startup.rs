@@ -9,6 +9,7 @@ use emporium_platform::client::ClientSettings;
 use emporium_platform::health::Readiness;
 use emporium_platform::metrics::Metrics;
 use emporium_platform::server::{self, HttpSettings, RunningServer};
+use emporium_ports::events::Events;
 use emporium_ports::health;
 use emporium_ports::storage::Storage;
 
@@ -35,6 +36,7 @@ pub struct OrderConfig {
 pub fn orders(
     config: &OrderConfig,
     storage: Arc<dyn Storage>,
+    events: Arc<dyn Events>,
     hooks: Arc<dyn CheckoutHooks>,
 ) -> anyhow::Result<Arc<Orders>> {
     let http = emporium_platform::client::build_client(&config.client)?;
@@ -53,11 +55,13 @@ pub fn orders(
         &config.currency,
         config.reservation_ttl_secs,
         hooks,
+        events,
     )))
 }
 
-/// Serves `orders` over HTTP and runs the reconciler, which first looks at unfinished checkouts
-/// as soon as the service starts (a restart after a crash resolves them) and then periodically.
+/// Serves `orders` over HTTP and runs the relay of its outbox and the reconciler, which first
+/// looks at unfinished checkouts as soon as the service starts (a restart after a crash
+/// resolves them) and then periodically.
 pub fn start(
     config: &OrderConfig,
     orders: Arc<Orders>,
@@ -76,6 +80,8 @@ pub fn start(
         cfg.app_data(data.clone());
         routes::configure(cfg);
     })?;
+    // Publishes the events the order's writes record (docs/EVENTS.md, "The outbox").
+    server.spawn(orders.outbox().run());
     server.spawn(crate::reconciler::run(
         orders,
         config.reconcile_interval,

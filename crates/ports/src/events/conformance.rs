@@ -348,9 +348,14 @@ pub async fn a_waiting_receive_wakes_for_a_publish(events: Arc<dyn Events>) {
 
 pub async fn bodies_come_back_exactly(events: Arc<dyn Events>) {
     let mut large = event(STOCK, "{}");
-    let filler = "é✓ \"quoted\" \\ \n".repeat(MAX_EVENT_BYTES / 24);
+    // Near the limit as stored: the quotes, backslash and newline take two bytes each there.
+    let filler = "é✓ \"quoted\" \\ \n".repeat(MAX_EVENT_BYTES / 30);
     large.body = format!(r#"{{"id":"{}","text":"{filler}"}}"#, large.id);
-    assert!(large.body.len() > MAX_EVENT_BYTES / 2 && large.body.len() <= MAX_EVENT_BYTES);
+    let stored = serde_json::to_string(&large.body).expect("json").len();
+    assert!(
+        stored > MAX_EVENT_BYTES / 2 && stored <= MAX_EVENT_BYTES,
+        "{stored}"
+    );
     let small = event(STOCK, r#"{"emoji":"🛒","nul":"\u0000"}"#);
     events
         .publish(&[large.clone(), small.clone()])
@@ -379,6 +384,16 @@ pub async fn bad_requests_are_refused(events: Arc<dyn Events>) {
     invalid(
         events.publish(&[untyped]).await,
         "an event type of another shape",
+    );
+    let mut spaced = event(STOCK, "{}");
+    spaced.id = "order 42".into();
+    invalid(events.publish(&[spaced]).await, "an event id with a space");
+    // Within the limit as it is, over it as stored (every quote escaped).
+    let mut quoted = event(STOCK, "{}");
+    quoted.body = "\"".repeat(MAX_EVENT_BYTES / 2 + 16);
+    invalid(
+        events.publish(&[quoted]).await,
+        "a body over the limit as stored",
     );
     let mut huge = event(STOCK, "{}");
     huge.body = "x".repeat(MAX_EVENT_BYTES + 1);

@@ -30,8 +30,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-/// The largest event body (the envelope's JSON): SNS and SQS take 256 KiB with the message's
-/// attributes; this leaves room for them.
+/// The largest event body (the envelope's JSON), as stored (a JSON string, escapes counted):
+/// SNS and SQS take 256 KiB with the message's attributes, and a store's item 400 KiB; this
+/// leaves room for both.
 pub const MAX_EVENT_BYTES: usize = 240 * 1024;
 /// Most events one `receive` returns (SQS's limit).
 pub const MAX_RECEIVE: usize = 10;
@@ -160,20 +161,32 @@ pub struct Event {
 
 impl Event {
     pub fn validate(&self) -> Result<()> {
-        if self.id.is_empty() || self.id.len() > 128 || !self.id.is_ascii() {
+        // Ids go into keys, receipts and message attributes: printable ASCII, no spaces.
+        if self.id.is_empty()
+            || self.id.len() > 128
+            || !self.id.bytes().all(|b| b.is_ascii_graphic())
+        {
             return Err(EventsError::Invalid(
-                "an event id is 1 to 128 ASCII characters".into(),
+                "an event id is 1 to 128 printable ASCII characters without spaces".into(),
             ));
         }
         topic_of(&self.kind)?;
-        if self.body.len() > MAX_EVENT_BYTES {
+        // Measured as stored: a store keeps the body as a JSON string, whose escapes can make
+        // it several times longer than the body (a quote is two bytes, a control character six).
+        let stored = serde_json::to_string(&self.body).map_or(usize::MAX, |json| json.len());
+        if stored > MAX_EVENT_BYTES {
             return Err(EventsError::Invalid(format!(
-                "event {} is {} bytes; the limit is {MAX_EVENT_BYTES}",
-                self.id,
-                self.body.len()
+                "event {} is {stored} bytes as stored; the limit is {MAX_EVENT_BYTES}",
+                self.id
             )));
         }
         Ok(())
+    }
+
+    /// The bytes the event takes in a batch (its body and attributes), for batches with a size
+    /// limit.
+    pub fn size(&self) -> usize {
+        self.body.len() + self.kind.len() + self.id.len() + 64
     }
 }
 

@@ -12,15 +12,20 @@
 //!   longer than [`SWEEP_AFTER`]: events of a process that crashed between its commit and its
 //!   publish, or whose publish failed.
 //!
-//! The duplicate window: an event is published twice only when the fast path has not deleted it
-//! [`SWEEP_AFTER`] after its commit (a publish that slow, or a process paused that long), or when
-//! a sweeper paused for longer than its lease ([`LEASE_FOR`]) wakes up while another has taken
-//! over. Delivery is at least once anyway, and consumers deduplicate by event id.
+//! The duplicate window: an event is published twice when the fast path has not deleted it
+//! [`SWEEP_AFTER`] after it was recorded (a publish that slow, or a process paused that long),
+//! when deleting a published event fails, when a bus takes part of a batch and refuses the
+//! rest, when a sweeper pauses for longer than its lease ([`LEASE_FOR`], renewed before each
+//! batch of ten) while another takes over, or when replicas' clocks differ by more than
+//! [`SWEEP_AFTER`]. Delivery is at least once anyway, and consumers deduplicate by event id. An
+//! event the bus refuses for good (`Invalid`) is set aside in `outbox-refused` with the reason,
+//! so it does not hold up the others.
 //!
 //! | item   | pk             | sk                      | notes                               |
 //! |--------|----------------|-------------------------|-------------------------------------|
 //! | event  | `outbox`       | `<epoch ms, 16>#<id>`   | `id`, `kind`, `body`                |
 //! | lease  | `outbox-lease` | `lease`                 | `owner`, `until` (epoch ms)         |
+//! | refused | `outbox-refused` | as the event's     | an event the bus refuses for good, and `why` |
 //!
 //! All of a service's recorded events share one partition, in commit order: a sweeper reads
 //! the oldest first. DynamoDB takes about 1,000 writes a second on one partition, far above
@@ -32,7 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{Event, Events};
+use super::{Event, Events, EventsError};
 use crate::storage::{Condition, Item, Key, Query, Storage, StorageError, TxOp};
 
 /// How long a recorded event is left to the fast path before the sweeper takes it.
@@ -45,6 +50,10 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const FAST_PATH_QUEUE: usize = 10_000;
 /// Events one publish call carries.
 const PUBLISH_BATCH: usize = 10;
+/// Recorded events the sweeper reads at a time, and pages in one round: a round ends in
+/// bounded time and the next continues.
+const SWEEP_PAGE: usize = 50;
+const SWEEP_PAGES: usize = 20;
 
 const PARTITION: &str = "outbox";
 
@@ -131,9 +140,12 @@ impl Outbox {
 
     /// Records `events` for a transaction: put [`Pending::ops`] in it, and once it has
     /// committed, hand the `Pending` to [`Outbox::committed`].
-    pub fn record(&self, events: Vec<Event>) -> Pending {
+    pub fn record(&self, events: Vec<Event>) -> Result<Pending, EventsError> {
+        for event in &events {
+            event.validate()?;
+        }
         let now = epoch_ms();
-        Pending {
+        Ok(Pending {
             table: self.table,
             entries: events
                 .into_iter()
@@ -142,7 +154,7 @@ impl Outbox {
                     (key, event)
                 })
                 .collect(),
-        }
+        })
     }
 
     /// The transaction that recorded `pending` committed: publish it now.
@@ -178,19 +190,67 @@ impl Outbox {
     async fn publish(&self, entries: &[(Key, Event)]) -> bool {
         for chunk in entries.chunks(PUBLISH_BATCH) {
             let events: Vec<Event> = chunk.iter().map(|(_, event)| event.clone()).collect();
-            if let Err(error) = self.events.publish(&events).await {
-                tracing::warn!(table = self.table, %error, "publishing recorded events failed; the sweeper retries");
-                return false;
+            match self.events.publish(&events).await {
+                Ok(()) => {}
+                // The bus refuses something in the batch: one at a time, so the rest goes out
+                // and only what is refused is set aside.
+                Err(EventsError::Invalid(_)) if chunk.len() > 1 => {
+                    for entry in chunk {
+                        if !Box::pin(self.publish(std::slice::from_ref(entry))).await {
+                            return false;
+                        }
+                    }
+                    continue;
+                }
+                Err(EventsError::Invalid(why)) => {
+                    self.set_aside(&chunk[0], &why).await;
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(table = self.table, %error, "publishing recorded events failed; the sweeper retries");
+                    return false;
+                }
             }
             for (key, event) in chunk {
                 if let Err(error) = self.storage.delete(self.table, key, None).await {
                     // Published but still recorded: the sweeper publishes it again, which the
-                    // consumers' deduplication absorbs.
+                    // consumers' deduplication absorbs. The round stops here, so a store that
+                    // refuses deletes is not fed the same events again and again.
                     tracing::warn!(table = self.table, event_id = %event.id, %error, "deleting a published event failed");
+                    return false;
                 }
             }
         }
         true
+    }
+
+    /// Moves an event the bus refuses for good out of the way of the others, where an operator
+    /// finds it (`outbox-refused`), saying why.
+    async fn set_aside(&self, (key, event): &(Key, Event), why: &str) {
+        tracing::error!(table = self.table, event_id = %event.id, kind = %event.kind, why, "the bus refuses a recorded event; it is set aside in outbox-refused");
+        let mut item = Item::new();
+        item.insert("id".into(), event.id.clone().into());
+        item.insert("kind".into(), event.kind.clone().into());
+        item.insert("body".into(), event.body.clone().into());
+        item.insert("why".into(), why.into());
+        let moved = self
+            .storage
+            .transact(vec![
+                TxOp::Delete {
+                    table: self.table,
+                    key: key.clone(),
+                    condition: None,
+                },
+                TxOp::Put {
+                    table: self.table,
+                    item: Key::new("outbox-refused", key.sk.clone()).stamp(item),
+                    condition: None,
+                },
+            ])
+            .await;
+        if let Err(error) = moved {
+            tracing::warn!(table = self.table, event_id = %event.id, %error, "setting a refused event aside failed");
+        }
     }
 
     async fn fast_path(&self, mut receiver: mpsc::Receiver<Entries>) {
@@ -238,18 +298,18 @@ impl Outbox {
     }
 
     /// One round of the sweeper: if this replica holds the lease, publish what the fast path
-    /// left behind. How many events it published.
+    /// left behind. How many events it took off the outbox (published, or set aside as refused).
     pub async fn sweep(&self) -> Result<usize, StorageError> {
-        if !self.hold_lease().await? {
-            return Ok(0);
-        }
         let older_than =
             epoch_ms().saturating_sub(u64::try_from(SWEEP_AFTER.as_millis()).unwrap_or(0));
         let mut published = 0;
-        loop {
+        for _ in 0..SWEEP_PAGES {
+            if !self.hold_lease().await? {
+                return Ok(published);
+            }
             let page = self
                 .storage
-                .query(self.table, Query::partition(PARTITION).limit(50))
+                .query(self.table, Query::partition(PARTITION).limit(SWEEP_PAGE))
                 .await?;
             let due: Vec<(Key, Event)> = page
                 .items
@@ -262,10 +322,20 @@ impl Outbox {
                         .is_some_and(|ms| ms < older_than)
                 })
                 .collect();
-            if due.is_empty() || !self.publish(&due).await {
+            if due.is_empty() {
                 return Ok(published);
             }
-            published += due.len();
+            for (at, batch) in due.chunks(PUBLISH_BATCH).enumerate() {
+                // The lease is renewed before each batch: a round that outlasts it (a long
+                // backlog, a slow bus) stops as soon as another replica could take over.
+                if at > 0 && !self.hold_lease().await? {
+                    return Ok(published);
+                }
+                if !self.publish(batch).await {
+                    return Ok(published);
+                }
+                published += batch.len();
+            }
             tracing::info!(
                 table = self.table,
                 published = due.len(),
@@ -275,6 +345,7 @@ impl Outbox {
                 return Ok(published);
             }
         }
+        Ok(published)
     }
 
     async fn sweeper(&self) {

@@ -103,7 +103,32 @@ fn event_of(item: &Item) -> Event {
 }
 
 fn backend(error: StorageError) -> EventsError {
-    EventsError::Backend(error.into())
+    match error {
+        // The store refused what it was given (an item over its size): no retry helps.
+        StorageError::Invalid(why) => EventsError::Invalid(why),
+        other => EventsError::Backend(other.into()),
+    }
+}
+
+/// Most bytes one publish transaction writes: DynamoDB takes 4 MB per transaction.
+const TRANSACTION_BYTES: usize = 3 * 1024 * 1024;
+
+/// `writes` in transactions within the store's limits of operations and bytes.
+fn chunks<T>(writes: &[(T, Item)]) -> Vec<&[(T, Item)]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (at, (_, item)) in writes.iter().enumerate() {
+        let size = text(item, "body").len() + 512;
+        if at > start && (at - start == MAX_TRANSACTION_OPS || bytes + size > TRANSACTION_BYTES) {
+            chunks.push(&writes[start..at]);
+            (start, bytes) = (at, 0);
+        }
+        bytes += size;
+    }
+    if start < writes.len() {
+        chunks.push(&writes[start..]);
+    }
+    chunks
 }
 
 impl StoredEvents {
@@ -245,8 +270,16 @@ impl StoredEvents {
             if taken.len() == max {
                 break;
             }
-            if let Some(delivery) = self.claim(group, item, now).await? {
-                taken.push(delivery);
+            match self.claim(group, item, now).await {
+                Ok(Some(delivery)) => taken.push(delivery),
+                Ok(None) => {}
+                // What is claimed already goes to the receiver: dropped here, it would sit out
+                // its visibility with an attempt spent and nobody working on it.
+                Err(error) if !taken.is_empty() => {
+                    tracing::warn!(group = group.def.name, %error, "a claim failed; returning what was claimed");
+                    return Ok((taken, None));
+                }
+                Err(error) => return Err(error),
             }
         }
         Ok((taken, None))
@@ -255,7 +288,7 @@ impl StoredEvents {
     fn parse_receipt(receipt: &Receipt) -> Result<(&str, &str)> {
         receipt
             .0
-            .split_once(' ')
+            .rsplit_once(' ')
             .filter(|(id, claim)| !id.is_empty() && !claim.is_empty())
             .ok_or_else(|| EventsError::Invalid("not a receipt of this adapter".into()))
     }
@@ -274,7 +307,7 @@ impl Events for StoredEvents {
                 writes.push((group, Self::queued_item(group.def.name, event, now, 0)));
             }
         }
-        for chunk in writes.chunks(MAX_TRANSACTION_OPS) {
+        for chunk in chunks(&writes) {
             let mut ops: Vec<TxOp> = chunk
                 .iter()
                 .map(|(_, item)| TxOp::Put {
@@ -396,6 +429,9 @@ impl Events for StoredEvents {
     async fn redrive(&self, group: &str) -> Result<usize> {
         let group = self.group(group)?;
         let name = group.def.name;
+        // Only what was dead when the redrive began: an event redriven and dead again while it
+        // runs (its consumer still failing) waits for the next redrive.
+        let began = epoch_ms(SystemTime::now());
         let mut moved = 0;
         loop {
             let page = self
@@ -403,11 +439,16 @@ impl Events for StoredEvents {
                 .query(TABLE.name, Query::partition(format!("dl#{name}")).limit(50))
                 .await
                 .map_err(backend)?;
-            if page.items.is_empty() {
+            let due: Vec<&Item> = page
+                .items
+                .iter()
+                .take_while(|item| visible_ms(text(item, "sk")) < began)
+                .collect();
+            if due.is_empty() {
                 break;
             }
             let now = epoch_ms(SystemTime::now());
-            for item in &page.items {
+            for item in due {
                 let event = event_of(item);
                 let dead = Key::of(item).map_err(backend)?;
                 // Into the queue as new, unless the same event is queued again already (then
