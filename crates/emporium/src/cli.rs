@@ -304,6 +304,7 @@ fn print_banner(settings: &Settings, platform: &Platform, traces: Option<std::ne
     println!("  storage  {}", common.storage_uri());
     println!("  cache    {}", redacted(&common.cache_uri()));
     println!("  blobs    {}", common.blobs_uri());
+    println!("  events   {}", common.events_uri());
     if let Some(report) = platform.seeded {
         println!(
             "Loaded the demo shop: {} categories, {} products, stock for {} SKUs.",
