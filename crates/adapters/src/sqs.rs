@@ -41,7 +41,7 @@ fn seconds(duration: Duration) -> i32 {
 /// The names of a platform's topics and queues.
 #[derive(Debug, Clone)]
 pub struct Names {
-    pub(crate) prefix: String,
+    prefix: String,
 }
 
 impl Names {
@@ -72,8 +72,8 @@ struct Queues {
 
 /// Events on SNS topics and SQS queues that `ensure_bus` created.
 pub struct SnsSqsEvents {
-    /// The prefix of its topics' names.
-    prefix: String,
+    /// The names of its topics and queues.
+    names: Names,
     sns: aws_sdk_sns::Client,
     sqs: aws_sdk_sqs::Client,
     /// Topic ARNs by aggregate, resolved when first published to.
@@ -117,6 +117,20 @@ async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> anyhow::Result<Stri
         .ok_or_else(|| anyhow!("SQS gave no URL for the queue {name}"))
 }
 
+/// Creates the queue `name` when missing (creating a queue is idempotent); its URL.
+async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> anyhow::Result<String> {
+    let created = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .with_context(|| format!("creating the queue {name}"))?;
+    created
+        .queue_url()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("no URL for {name}"))
+}
+
 async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<String> {
     let attributes = sqs
         .get_queue_attributes()
@@ -158,16 +172,7 @@ pub async fn ensure_bus(
     let retention = RETENTION.as_secs().to_string();
     for group in groups {
         let dead_name = names.dead_letters(group.name);
-        let dead = sqs
-            .create_queue()
-            .queue_name(&dead_name)
-            .send()
-            .await
-            .with_context(|| format!("creating the queue {dead_name}"))?;
-        let dead_url = dead
-            .queue_url()
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("no URL for {dead_name}"))?;
+        let dead_url = create_queue(sqs, &dead_name).await?;
         sqs.set_queue_attributes()
             .queue_url(&dead_url)
             .attributes(QueueAttributeName::MessageRetentionPeriod, &retention)
@@ -177,21 +182,13 @@ pub async fn ensure_bus(
         let dead_arn = queue_arn(sqs, &dead_url).await?;
 
         let name = names.queue(group.name);
-        let created = sqs
-            .create_queue()
-            .queue_name(&name)
-            .send()
-            .await
-            .with_context(|| format!("creating the queue {name}"))?;
-        let url = created
-            .queue_url()
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("no URL for {name}"))?;
+        let url = create_queue(sqs, &name).await?;
         let arn = queue_arn(sqs, &url).await?;
         let mut topics = Vec::new();
         for aggregate in group.topics() {
-            topics.push(topic_arn(sns, &names.topic(aggregate)).await?);
+            topics.push((aggregate, topic_arn(sns, &names.topic(aggregate)).await?));
         }
+        let sources: Vec<&str> = topics.iter().map(|(_, topic)| topic.as_str()).collect();
         // Only this platform's topics may send to the queue.
         let policy = serde_json::json!({
             "Version": "2012-10-17",
@@ -200,7 +197,7 @@ pub async fn ensure_bus(
                 "Principal": {"Service": "sns.amazonaws.com"},
                 "Action": "sqs:SendMessage",
                 "Resource": arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": topics}},
+                "Condition": {"ArnEquals": {"aws:SourceArn": sources}},
             }],
         });
         let redrive = serde_json::json!({
@@ -220,16 +217,15 @@ pub async fn ensure_bus(
             .await
             .with_context(|| format!("configuring {name}"))?;
 
-        for aggregate in group.topics() {
-            let topic = topic_arn(sns, &names.topic(aggregate)).await?;
+        for (aggregate, topic) in &topics {
             let types: Vec<&str> = group
                 .types
                 .iter()
                 .copied()
-                .filter(|kind| topic_of(kind).is_ok_and(|t| t == aggregate))
+                .filter(|kind| topic_of(kind).is_ok_and(|t| t == *aggregate))
                 .collect();
             let filter = serde_json::json!({ "type": types }).to_string();
-            subscribe(sns, &topic, &arn, &filter).await?;
+            subscribe(sns, topic, &arn, &filter).await?;
         }
     }
     Ok(())
@@ -296,7 +292,6 @@ impl SnsSqsEvents {
     ) -> anyhow::Result<Self> {
         validate_groups(groups).map_err(|e| anyhow!("{e}"))?;
         let mut queues = HashMap::new();
-        let mut topics = HashMap::new();
         for group in groups {
             queues.insert(
                 group.name,
@@ -307,21 +302,11 @@ impl SnsSqsEvents {
                 },
             );
         }
-        // Every topic an event can be published on: the aggregates of every declared type, and
-        // those the producers name (publishing resolves others when first used).
-        for group in groups {
-            for aggregate in group.topics() {
-                if !topics.contains_key(aggregate) {
-                    let arn = topic_arn(&sns, &names.topic(aggregate)).await?;
-                    topics.insert(aggregate.to_owned(), arn);
-                }
-            }
-        }
         Ok(Self {
-            prefix: names.prefix.clone(),
+            names: names.clone(),
             sns,
             sqs,
-            topics: std::sync::Mutex::new(topics),
+            topics: std::sync::Mutex::new(HashMap::new()),
             groups: queues,
         })
     }
@@ -338,7 +323,7 @@ impl SnsSqsEvents {
         if let Some(arn) = known {
             return Ok(arn);
         }
-        let arn = topic_arn(&self.sns, &format!("{}-{aggregate}", self.prefix))
+        let arn = topic_arn(&self.sns, &self.names.topic(aggregate))
             .await
             .map_err(backend)?;
         if let Ok(mut topics) = self.topics.lock() {

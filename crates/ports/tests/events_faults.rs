@@ -135,58 +135,14 @@ struct Counting {
 }
 
 impl Hooks for Counting {
+    fn publish_delay(&self) -> Duration {
+        self.delay
+    }
     fn published(&self, events: &[Event]) {
         let mut published = self.published.lock().expect("lock");
         for event in events {
             *published.entry(event.id.clone()).or_default() += 1;
         }
-    }
-}
-
-/// A bus that counts, whose every publish takes `delay`.
-struct Slow(Arc<Hooked<Counting>>);
-
-#[async_trait]
-impl emporium_ports::events::Events for Slow {
-    async fn publish(&self, events: &[Event]) -> Result<(), emporium_ports::events::EventsError> {
-        tokio::time::sleep(self.0.hooks.delay).await;
-        self.0.publish(events).await
-    }
-    async fn receive(
-        &self,
-        group: &str,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<emporium_ports::events::Delivery>, emporium_ports::events::EventsError> {
-        self.0.receive(group, max, wait).await
-    }
-    async fn ack(
-        &self,
-        group: &str,
-        receipts: &[emporium_ports::events::Receipt],
-    ) -> Result<(), emporium_ports::events::EventsError> {
-        self.0.ack(group, receipts).await
-    }
-    async fn extend(
-        &self,
-        group: &str,
-        receipt: &emporium_ports::events::Receipt,
-        hidden_for: Duration,
-    ) -> Result<(), emporium_ports::events::EventsError> {
-        self.0.extend(group, receipt, hidden_for).await
-    }
-    async fn dead_letters(
-        &self,
-        group: &str,
-        max: usize,
-    ) -> Result<Vec<Event>, emporium_ports::events::EventsError> {
-        self.0.dead_letters(group, max).await
-    }
-    async fn redrive(&self, group: &str) -> Result<usize, emporium_ports::events::EventsError> {
-        self.0.redrive(group).await
-    }
-    async fn ping(&self) -> Result<(), emporium_ports::events::EventsError> {
-        self.0.ping().await
     }
 }
 
@@ -199,7 +155,7 @@ fn counting(dir: &std::path::Path, delay: Duration) -> (Arc<dyn Events>, Arc<Hoo
             ..Counting::default()
         },
     });
-    (Arc::new(Slow(counted.clone())), counted)
+    (counted.clone(), counted)
 }
 
 /// Records `n` outbox entries a minute old, as a crashed process leaves them (the layout the

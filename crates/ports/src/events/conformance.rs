@@ -444,6 +444,10 @@ pub trait Hooks: Send + Sync + 'static {
     fn publishing(&self, _events: &[Event]) -> Result<(), EventsError> {
         Ok(())
     }
+    /// How long a publish takes before it reaches the bus (a slow bus).
+    fn publish_delay(&self) -> Duration {
+        Duration::ZERO
+    }
     /// After the bus took a publish.
     fn published(&self, _events: &[Event]) {}
     /// What a receive handed out.
@@ -464,6 +468,10 @@ pub struct Hooked<H> {
 #[async_trait::async_trait]
 impl<H: Hooks> Events for Hooked<H> {
     async fn publish(&self, events: &[Event]) -> Result<(), EventsError> {
+        let delay = self.hooks.publish_delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         self.hooks.publishing(events)?;
         self.inner.publish(events).await?;
         self.hooks.published(events);

@@ -254,6 +254,25 @@ pub trait Events: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 }
 
+/// Milliseconds since the epoch: the clock of visibility timeouts, leases and recorded events.
+pub(crate) fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// A sort key in time order and unique by id: `<epoch ms, 16 digits>#<id>`.
+pub(crate) fn timed_key(ms: u64, id: &str) -> String {
+    format!("{ms:016}#{id}")
+}
+
+/// The epoch milliseconds at the front of a [`timed_key`].
+pub(crate) fn timed_key_ms(key: &str) -> Option<u64> {
+    key.split_once('#').and_then(|(ms, _)| ms.parse().ok())
+}
+
 /// Checks the arguments of [`Events::receive`], as every adapter does.
 pub fn validate_receive(max: usize, wait: Duration) -> Result<()> {
     if !(1..=MAX_RECEIVE).contains(&max) {

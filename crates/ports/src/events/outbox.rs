@@ -32,12 +32,12 @@
 //! what one service's changes produce here.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{Event, Events, EventsError};
+use super::{Event, Events, EventsError, epoch_ms, timed_key, timed_key_ms};
 use crate::storage::{Condition, Item, Key, Query, Storage, StorageError, TxOp};
 
 /// How long a recorded event is left to the fast path before the sweeper takes it.
@@ -56,14 +56,6 @@ const SWEEP_PAGE: usize = 50;
 const SWEEP_PAGES: usize = 20;
 
 const PARTITION: &str = "outbox";
-
-fn epoch_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        })
-}
 
 fn lease_key() -> Key {
     Key::new("outbox-lease", "lease")
@@ -150,7 +142,7 @@ impl Outbox {
             entries: events
                 .into_iter()
                 .map(|event| {
-                    let key = Key::new(PARTITION, format!("{now:016}#{}", event.id));
+                    let key = Key::new(PARTITION, timed_key(now, &event.id));
                     (key, event)
                 })
                 .collect(),
@@ -315,12 +307,7 @@ impl Outbox {
                 .items
                 .iter()
                 .filter_map(event_of)
-                .take_while(|(key, _)| {
-                    key.sk
-                        .split_once('#')
-                        .and_then(|(ms, _)| ms.parse::<u64>().ok())
-                        .is_some_and(|ms| ms < older_than)
-                })
+                .take_while(|(key, _)| timed_key_ms(&key.sk).is_some_and(|ms| ms < older_than))
                 .collect();
             if due.is_empty() {
                 return Ok(published);
@@ -366,8 +353,7 @@ impl Outbox {
             .await?;
         let oldest = page.items.first().and_then(|item| {
             let (key, _) = event_of(item)?;
-            let (ms, _) = key.sk.split_once('#')?;
-            let ms: u64 = ms.parse().ok()?;
+            let ms = timed_key_ms(&key.sk)?;
             Some(Duration::from_millis(epoch_ms().saturating_sub(ms)))
         });
         Ok((page.items.len(), oldest))

@@ -20,15 +20,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::{
-    Delivery, Event, Events, EventsError, GroupDef, RETENTION, Receipt, Result, validate_extension,
-    validate_groups, validate_receive,
+    Delivery, Event, Events, EventsError, GroupDef, RETENTION, Receipt, Result, epoch_ms,
+    timed_key, timed_key_ms, validate_extension, validate_groups, validate_receive,
 };
 use crate::storage::{
     Condition, IndexDef, Item, Key, MAX_TRANSACTION_OPS, Query, Storage, StorageError, TableDef,
@@ -58,22 +58,9 @@ struct Group {
     queued: Notify,
 }
 
-fn epoch_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
-        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-    })
-}
-
-fn visible_at(ms: u64, id: &str) -> String {
-    format!("{ms:016}#{id}")
-}
-
-/// The epoch milliseconds at the front of a `visible_at`.
+/// The epoch milliseconds at the front of a `visible_at` (or a dead letter's key).
 fn visible_ms(value: &str) -> u64 {
-    value
-        .split_once('#')
-        .and_then(|(ms, _)| ms.parse().ok())
-        .unwrap_or(0)
+    timed_key_ms(value).unwrap_or(0)
 }
 
 fn expires_at() -> Value {
@@ -175,7 +162,7 @@ impl StoredEvents {
         let mut item = Item::new();
         let key = Self::queue_key(group, &event.id);
         item.insert("queue".into(), group.into());
-        item.insert("visible_at".into(), visible_at(visible, &event.id).into());
+        item.insert("visible_at".into(), timed_key(visible, &event.id).into());
         item.insert("claim".into(), "".into());
         item.insert("attempts".into(), attempts.into());
         item.insert("id".into(), event.id.clone().into());
@@ -200,7 +187,7 @@ impl StoredEvents {
             dead.insert("body".into(), event.body.clone().into());
             dead.insert("attempts".into(), attempts.into());
             dead.insert("expires_at".into(), expires_at());
-            let dead = Key::new(format!("dl#{name}"), visible_at(now, &event.id)).stamp(dead);
+            let dead = Key::new(format!("dl#{name}"), timed_key(now, &event.id)).stamp(dead);
             let moved = self
                 .storage
                 .transact(vec![
@@ -229,7 +216,7 @@ impl StoredEvents {
         let hidden_until =
             now.saturating_add(u64::try_from(group.def.visibility.as_millis()).unwrap_or(u64::MAX));
         let update = Update::new()
-            .set("visible_at", visible_at(hidden_until, &event.id))
+            .set("visible_at", timed_key(hidden_until, &event.id))
             .set("claim", claim.as_str())
             .add("attempts", 1);
         match self
@@ -250,7 +237,7 @@ impl StoredEvents {
     /// One look at the front of the group's queue: what could be claimed, and when the next
     /// hidden event becomes visible.
     async fn take(&self, group: &Group, max: usize) -> Result<(Vec<Delivery>, Option<u64>)> {
-        let now = epoch_ms(SystemTime::now());
+        let now = epoch_ms();
         // Read a little past `max`: some of the front may be claimed by others meanwhile.
         let page = self
             .storage
@@ -300,7 +287,7 @@ impl Events for StoredEvents {
         for event in events {
             event.validate()?;
         }
-        let now = epoch_ms(SystemTime::now());
+        let now = epoch_ms();
         let mut writes = Vec::new();
         for event in events {
             for group in self.groups.values().filter(|g| g.def.wants(&event.kind)) {
@@ -361,7 +348,7 @@ impl Events for StoredEvents {
             // at least once a second for events queued by another process sharing the table.
             let mut until = deadline.min(now + Duration::from_secs(1));
             if let Some(next) = next {
-                let in_ms = next.saturating_sub(epoch_ms(SystemTime::now()));
+                let in_ms = next.saturating_sub(epoch_ms());
                 until = until.min(now + Duration::from_millis(in_ms));
             }
             tokio::select! {
@@ -395,14 +382,14 @@ impl Events for StoredEvents {
         validate_extension(hidden_for)?;
         let name = self.group(group)?.def.name;
         let (id, claim) = Self::parse_receipt(receipt)?;
-        let until = epoch_ms(SystemTime::now())
-            .saturating_add(u64::try_from(hidden_for.as_millis()).unwrap_or(u64::MAX));
+        let until =
+            epoch_ms().saturating_add(u64::try_from(hidden_for.as_millis()).unwrap_or(u64::MAX));
         match self
             .storage
             .update(
                 TABLE.name,
                 &Self::queue_key(name, id),
-                Update::new().set("visible_at", visible_at(until, id)),
+                Update::new().set("visible_at", timed_key(until, id)),
                 Some(Condition::equals("claim", claim)),
             )
             .await
@@ -431,7 +418,7 @@ impl Events for StoredEvents {
         let name = group.def.name;
         // Only what was dead when the redrive began: an event redriven and dead again while it
         // runs (its consumer still failing) waits for the next redrive.
-        let began = epoch_ms(SystemTime::now());
+        let began = epoch_ms();
         let mut moved = 0;
         loop {
             let page = self
@@ -447,7 +434,7 @@ impl Events for StoredEvents {
             if due.is_empty() {
                 break;
             }
-            let now = epoch_ms(SystemTime::now());
+            let now = epoch_ms();
             for item in due {
                 let event = event_of(item);
                 let dead = Key::of(item).map_err(backend)?;
