@@ -22,7 +22,7 @@ emporium_tests::on_every_backend!(
     a_failure_after_the_reservation_returns_the_stock,
     a_repeat_after_a_failure_that_may_pass_tries_again_once,
     a_crash_before_payment_is_undone_by_the_reconciler_after_restart,
-    a_crash_after_payment_is_finished_by_the_reconciler_after_restart,
+    a_crash_after_payment_is_finished_by_its_events_after_restart,
     a_reservation_arriving_after_the_reconciler_closed_the_order_is_given_back,
     bad_checkouts_are_client_errors_that_reserve_and_write_nothing,
     cancelling_a_confirmed_order_returns_its_stock,
@@ -86,18 +86,18 @@ async fn a_checkout_confirms_the_order_sells_the_stock_and_empties_the_cart(back
         (0, 932, 12_232)
     );
 
-    let after = (shop.stock("KIT-001").await, shop.stock("KIT-005").await);
-    assert_eq!(
-        counts(&after.0),
-        (before.0.available - 1, 0, before.0.sold + 1)
-    );
-    assert_eq!(
-        counts(&after.1),
-        (before.1.available - 2, 0, before.1.sold + 2)
-    );
+    // The inventory's and the cart's consumers of `order.confirmed` sell the stock and clear
+    // the cart.
+    shop.stock_settles("KIT-001", (before.0.available - 1, 0, before.0.sold + 1))
+        .await;
+    shop.stock_settles("KIT-005", (before.1.available - 2, 0, before.1.sold + 2))
+        .await;
+    let cleared = shop
+        .cart_settles(&cart.id, |cart| cart.checkout_order_id.is_none())
+        .await;
     assert!(
-        shop.cart(&cart.id).await.lines.is_empty(),
-        "the cart was cleared"
+        cleared.lines.is_empty(),
+        "the cart was cleared: {cleared:?}"
     );
 
     let read: Order = shop
@@ -162,8 +162,8 @@ async fn sixty_checkouts_for_ten_units_confirm_exactly_ten(backend: Backend) {
         assert_eq!(body["code"], "out_of_stock");
         assert_eq!(body["skus"], json!(["OFF-003"]));
     }
-    let level = shop.stock("OFF-003").await;
-    assert_eq!(counts(&level), (0, 0, 10), "sold 10, nothing left held");
+    // Sold 10, nothing left held.
+    shop.stock_settles("OFF-003", (0, 0, 10)).await;
 }
 
 async fn one_idempotency_key_sent_twice_at_once_places_one_order(backend: Backend) {
@@ -190,11 +190,12 @@ async fn one_idempotency_key_sent_twice_at_once_places_one_order(backend: Backen
     assert_eq!(first.status, OrderStatus::Confirmed);
     assert_eq!(second.status, OrderStatus::Confirmed);
     assert_eq!(shop.history(&buyer).await.len(), 1);
-    assert_eq!(
-        shop.stock("OUT-009").await.sold,
-        before.sold + 2,
-        "sold once"
-    );
+    // Sold once.
+    shop.stock_settles(
+        "OUT-009",
+        (before.available - 2, before.reserved, before.sold + 2),
+    )
+    .await;
 
     // Later repeats return the same order even though the cart is empty now.
     let again = shop.place(&buyer, &key, &body).await;
@@ -333,9 +334,12 @@ async fn a_repeat_after_a_failure_that_may_pass_tries_again_once(backend: Backen
         OrderStatus::Failed,
         "the first try stays failed"
     );
-    let sold = shop.stock("KIT-001").await;
-    assert_eq!(sold.sold, before.sold + 2, "sold once");
-    assert_eq!(sold.reserved, before.reserved);
+    // Sold once.
+    shop.stock_settles(
+        "KIT-001",
+        (before.available - 2, before.reserved, before.sold + 2),
+    )
+    .await;
     // Now that it went through, a repeat answers that order again.
     let again = shop.place(&buyer, &key, &body).await;
     assert_eq!(again.status(), StatusCode::OK);
@@ -377,9 +381,12 @@ async fn a_repeat_after_a_failure_that_may_pass_tries_again_once(backend: Backen
     }
     let placed = placed.expect("the repeat went through once the inventory answered");
     assert_eq!(placed.status, OrderStatus::Confirmed);
-    let after = shop.stock("KIT-001").await;
-    assert_eq!(after.sold, before.sold + 3);
-    assert_eq!(after.reserved, before.reserved, "nothing left held");
+    // Nothing left held.
+    shop.stock_settles(
+        "KIT-001",
+        (before.available - 3, before.reserved, before.sold + 3),
+    )
+    .await;
     assert_eq!(shop.history(&buyer).await.len(), 2);
 }
 
@@ -430,7 +437,7 @@ async fn a_crash_before_payment_is_undone_by_the_reconciler_after_restart(backen
         Some("checkout_interrupted")
     );
     // The reconciler writes the outcome first and moves the stock in its next step.
-    wait_for_stock(&shop, "KIT-003", counts(&before)).await;
+    shop.stock_settles("KIT-003", counts(&before)).await;
     assert!(shop.history(&buyer).await.is_empty());
     // With the stock, the cart's claim was ended: its lines are there to buy again.
     let kept = shop.cart(&cart.id).await;
@@ -441,7 +448,7 @@ async fn a_crash_before_payment_is_undone_by_the_reconciler_after_restart(backen
     assert_eq!(again.status(), StatusCode::CREATED);
 }
 
-async fn a_crash_after_payment_is_finished_by_the_reconciler_after_restart(backend: Backend) {
+async fn a_crash_after_payment_is_finished_by_its_events_after_restart(backend: Backend) {
     let faults = Faults::default();
     let mut shop = TestPlatform::start_with(
         backend,
@@ -470,7 +477,8 @@ async fn a_crash_after_payment_is_finished_by_the_reconciler_after_restart(backe
     shop.restart(Service::Order).await;
     let resolved = wait_for_status(&shop, &buyer, &order_id, OrderStatus::Pending).await;
     assert_eq!(resolved.status, OrderStatus::Confirmed);
-    wait_for_stock(&shop, "KIT-002", (before.available - 1, 0, before.sold + 1)).await;
+    shop.stock_settles("KIT-002", (before.available - 1, 0, before.sold + 1))
+        .await;
     // The reconciler also finishes the tidy-up: the cart ends empty.
     let mut cleared = false;
     for _ in 0..100 {
@@ -515,18 +523,6 @@ async fn a_reservation_arriving_after_the_reconciler_closed_the_order_is_given_b
         counts(&before),
         "the late reservation was released at once"
     );
-}
-
-async fn wait_for_stock(shop: &TestPlatform, sku: &str, expected: (i64, i64, i64)) {
-    let mut seen = (0, 0, 0);
-    for _ in 0..200 {
-        seen = counts(&shop.stock(sku).await);
-        if seen == expected {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("stock of {sku} stayed {seen:?}, expected {expected:?}");
 }
 
 async fn wait_for_status(
@@ -727,7 +723,11 @@ async fn cancelling_a_confirmed_order_returns_its_stock(backend: Backend) {
         .json()
         .await
         .expect("order");
-    assert_eq!(shop.stock("OUT-008").await.sold, before.sold + 2);
+    shop.stock_settles(
+        "OUT-008",
+        (before.available - 2, before.reserved, before.sold + 2),
+    )
+    .await;
 
     let cancel_url = format!("{}/v1/orders/{}/cancel", shop.url(Service::Order), order.id);
     let stranger = shop
@@ -752,11 +752,8 @@ async fn cancelling_a_confirmed_order_returns_its_stock(backend: Backend) {
         assert_eq!(cancelled.status, OrderStatus::Cancelled);
         assert_eq!(cancelled.payment.status, PaymentStatus::Voided);
     }
-    assert_eq!(
-        counts(&shop.stock("OUT-008").await),
-        counts(&before),
-        "stock returned once"
-    );
+    // Returned once, by the inventory's consumer of `order.cancelled`.
+    shop.stock_settles("OUT-008", counts(&before)).await;
     let history = shop.history(&buyer).await;
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].status, OrderStatus::Cancelled);
@@ -999,12 +996,11 @@ async fn checkouts_of_one_cart_at_once_with_different_keys_charge_it_once(backen
     assert_eq!(history.len(), 1, "one authorised order");
     assert_eq!(history[0].id, placed[0]["id"].as_str().expect("id"));
     assert_eq!(history[0].payment.status, PaymentStatus::Authorized);
-    assert_eq!(
-        counts(&shop.stock("KIT-001").await),
-        (98, 0, 2),
-        "sold once"
-    );
-    let after = shop.cart(&cart.id).await;
+    // Sold once.
+    shop.stock_settles("KIT-001", (98, 0, 2)).await;
+    let after = shop
+        .cart_settles(&cart.id, |cart| cart.checkout_order_id.is_none())
+        .await;
     assert!(after.lines.is_empty(), "{after:?}");
     assert_eq!(
         after.checkout_order_id, None,
@@ -1065,7 +1061,9 @@ async fn a_line_added_while_the_checkout_runs_stays_in_the_cart(backend: Backend
         "the order is what was priced"
     );
     assert_eq!(during.item_count, 3);
-    let after = shop.cart(&cart.id).await;
+    let after = shop
+        .cart_settles(&cart.id, |cart| cart.checkout_order_id.is_none())
+        .await;
     let mut left: Vec<(String, i64)> = after
         .lines
         .iter()
@@ -1081,9 +1079,14 @@ async fn a_line_added_while_the_checkout_runs_stays_in_the_cart(backend: Backend
     // And it can be bought next.
     let next = shop.place(&buyer, &key(), &body).await;
     assert_eq!(next.status(), StatusCode::CREATED);
-    assert!(shop.cart(&cart.id).await.lines.is_empty());
-    assert_eq!(shop.stock("OUT-009").await.sold, 2);
-    assert_eq!(shop.stock("OFF-003").await.sold, 1);
+    shop.cart_settles(&cart.id, |cart| cart.lines.is_empty())
+        .await;
+    for (sku, sold) in [("OUT-009", 2), ("OFF-003", 1)] {
+        let level = shop
+            .stock_settles_when(sku, |level| level.reserved == 0 && level.sold >= sold)
+            .await;
+        assert_eq!(level.sold, sold, "{sku} sold once");
+    }
 }
 
 /// Listens to every order event, as fulfilment and notifications will.

@@ -248,7 +248,9 @@ async fn a_shopper_browses_fills_a_cart_checks_out_and_finds_the_order(backend: 
         order.totals.subtotal.amount,
         2 * buyable[0].price.amount + buyable[1].price.amount
     );
-    assert!(carts.cart(&cart.id).await.expect("cart").lines.is_empty());
+    // The cart's consumer of `order.confirmed` clears it.
+    shop.cart_settles(&cart.id, |cart| cart.lines.is_empty())
+        .await;
 
     // History.
     let history = orders.orders(&customer, None, None).await.expect("history");
@@ -310,12 +312,6 @@ async fn every_service_serves_its_metrics_and_a_checkout_moves_them(backend: Bac
     let moved = [
         (Service::Catalog, "GET", "/v1/products/{id}", 200),
         (Service::Inventory, "POST", "/v1/reservations", 201),
-        (
-            Service::Inventory,
-            "POST",
-            "/v1/reservations/{id}/commit",
-            200,
-        ),
         (Service::Cart, "POST", "/v1/carts/{id}/lines", 200),
         (Service::Order, "POST", "/v1/orders", 201),
         (Service::Storefront, "GET", "/p/{id}", 200),
@@ -462,8 +458,9 @@ async fn the_dashboard_queries_only_series_the_services_serve() {
 
 /// One checkout through the storefront is one trace: the storefront's request span is the root,
 /// the order service's request is its child, and the calls the order service makes (the cart,
-/// the catalog's prices, the inventory's reservation and commit) hang below the order's span,
-/// through its saga step spans, all with the same trace id.
+/// the catalog's prices, the inventory's reservation) hang below the order's span, through its
+/// saga step spans, all with the same trace id; so do the inventory's and the cart's handling of
+/// its `order.confirmed`, after the answer, continued from the event's `traceparent`.
 #[tokio::test]
 async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
     use opentelemetry::trace::SpanId;
@@ -478,10 +475,14 @@ async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
     let placed = check_out_through_the_storefront(&shop, &[]).await;
 
     // Spans are exported as they end; the storefront's ends just after its answer went out.
+    // The consumers' spans end a moment later.
+    const CONSUMED: &str = "consume emporium.order.confirmed.v1";
     let mut spans: Vec<SpanData> = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..250 {
         spans = exporter.spans();
-        if spans.iter().any(|s| s.name == "POST /api/v1/checkout") {
+        if spans.iter().any(|s| s.name == "POST /api/v1/checkout")
+            && spans.iter().filter(|s| s.name == CONSUMED).count() >= 2
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -523,7 +524,6 @@ async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
         "GET /v1/carts/{id}",
         "GET /v1/products/{id}",
         "POST /v1/reservations",
-        "POST /v1/reservations/{id}/commit",
     ] {
         let span = in_trace
             .iter()
@@ -540,18 +540,38 @@ async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
             "{called}: {chain:?}"
         );
     }
+    // The inventory and the cart each handled the confirmation in the checkout's trace, below
+    // the order's span, and wrote what it did there.
+    let consumed: Vec<&&SpanData> = in_trace.iter().filter(|s| s.name == CONSUMED).collect();
+    assert_eq!(consumed.len(), 2, "{:?}", names(&in_trace));
+    for span in &consumed {
+        let chain = ancestors(span);
+        assert_eq!(
+            chain.last().map(String::as_str),
+            Some("POST /api/v1/checkout"),
+            "{chain:?}"
+        );
+        assert!(
+            chain.iter().any(|name| name == "POST /v1/orders"),
+            "{chain:?}"
+        );
+    }
+    for table in ["inventory", "carts"] {
+        assert!(
+            in_trace.iter().any(|s| s.name == "storage transact"
+                && attribute_of(s, "db.collection.name").as_deref() == Some(table)
+                && ancestors(s).iter().any(|name| name == CONSUMED)),
+            "the {table} consumer's write: {:?}",
+            names(&in_trace)
+        );
+    }
     // The saga's steps are spans under the order's, with what they did.
     let reserve = in_trace
         .iter()
         .find(|s| s.name == "saga Reserve")
         .unwrap_or_else(|| panic!("no saga step span: {:?}", names(&in_trace)));
     assert_eq!(reserve.parent_span_id, order.span_context.span_id());
-    let attribute = |span: &SpanData, key: &str| {
-        span.attributes
-            .iter()
-            .find(|kv| kv.key.as_str() == key)
-            .map(|kv| kv.value.to_string())
-    };
+    let attribute = attribute_of;
     assert_eq!(
         attribute(reserve, "saga.result").as_deref(),
         Some("Authorize")
@@ -570,32 +590,19 @@ async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
         reserve.span_context.span_id(),
         "the reservation was made by the Reserve step"
     );
-    // Storage and cache calls are spans too, with the table, the adapter and the outcome.
+    // Storage and cache calls are spans too, with the table, the adapter and the outcome. A
+    // paid checkout's writes both change the status (placed, confirmed): transactions with
+    // their events.
     let order_writes: Vec<&&SpanData> = in_trace
         .iter()
         .filter(|s| {
-            s.name == "storage put"
+            s.name == "storage transact"
                 && attribute(s, "db.collection.name").as_deref() == Some("orders")
         })
         .collect();
-    // The saga's steps that change no status are puts; those that do (placed, confirmed) are
-    // transactions with their events.
-    assert!(
-        !order_writes.is_empty(),
-        "the saga's writes: {:?}",
-        names(&in_trace)
-    );
-    assert!(
-        in_trace
-            .iter()
-            .filter(|s| s.name == "storage transact"
-                && ancestors(s).iter().any(|name| name == "POST /v1/orders")
-                && !ancestors(s)
-                    .iter()
-                    .any(|name| name.starts_with("POST /v1/reservations")
-                        || name.starts_with("POST /v1/carts")))
-            .count()
-            >= 2,
+    assert_eq!(
+        order_writes.len(),
+        2,
         "the order's own transactions (placed, confirmed): {:?}",
         names(&in_trace)
     );
@@ -642,12 +649,18 @@ async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
         ("GET /v1/carts/{id}", "cart"),
         ("GET /v1/products/{id}", "catalog"),
         ("POST /v1/reservations", "inventory"),
-        ("POST /v1/reservations/{id}/commit", "inventory"),
     ] {
         for span in in_trace.iter().filter(|s| s.name == request) {
             assert_eq!(service(span), serving, "{request}");
         }
     }
+    let consumers: std::collections::BTreeSet<String> =
+        consumed.iter().map(|span| service(span)).collect();
+    assert_eq!(
+        consumers,
+        ["cart".to_owned(), "inventory".to_owned()].into(),
+        "each consumer's span is its service's"
+    );
     assert_eq!(service(reserve), "order");
     for span in &in_trace {
         assert!(
@@ -655,7 +668,11 @@ async fn a_checkout_through_the_storefront_is_one_trace_across_the_services() {
             "{} exports the routing attribute",
             span.name
         );
-        if span.span_kind == opentelemetry::trace::SpanKind::Server {
+        // A request's span and an event's handling begin in the service they reach.
+        if matches!(
+            span.span_kind,
+            opentelemetry::trace::SpanKind::Server | opentelemetry::trace::SpanKind::Consumer
+        ) {
             continue;
         }
         if let Some(parent) = by_id.get(&span.parent_span_id) {
@@ -926,6 +943,14 @@ impl opentelemetry_sdk::trace::SpanExporter for ServiceSpans {
             .map(|name| name.to_string())
             .unwrap_or_default();
     }
+}
+
+/// The value of a span's attribute `key`, as text.
+fn attribute_of(span: &opentelemetry_sdk::trace::SpanData, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.to_string())
 }
 
 fn names(spans: &[impl std::borrow::Borrow<opentelemetry_sdk::trace::SpanData>]) -> Vec<String> {

@@ -146,6 +146,11 @@ macro_rules! on_every_backend {
     };
 }
 
+/// How often, and how many times, a test looks for the effect of an event (10 s in all: on
+/// the embedded bus it comes within milliseconds, through SQS within a long poll).
+const SETTLE_POLLS: usize = 400;
+const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// A running platform, the directory holding its data, and what it was started with.
 pub struct TestPlatform {
     pub platform: Platform,
@@ -311,6 +316,32 @@ impl TestPlatform {
             .expect("stock")
     }
 
+    /// The stock of `sku` once its counters are `(available, reserved, sold)`: what an order's
+    /// events do to it (selling, returning) happens a moment after the order's answer.
+    pub async fn stock_settles(&self, sku: &str, expected: (i64, i64, i64)) -> StockLevel {
+        self.stock_settles_when(sku, |level| {
+            (level.available, level.reserved, level.sold) == expected
+        })
+        .await
+    }
+
+    /// The stock of `sku` once `settled` holds of it.
+    pub async fn stock_settles_when(
+        &self,
+        sku: &str,
+        settled: impl Fn(&StockLevel) -> bool,
+    ) -> StockLevel {
+        let mut level = self.stock(sku).await;
+        for _ in 0..SETTLE_POLLS {
+            if settled(&level) {
+                return level;
+            }
+            tokio::time::sleep(SETTLE_PAUSE).await;
+            level = self.stock(sku).await;
+        }
+        panic!("the stock of {sku} did not settle: {level:?}");
+    }
+
     pub async fn set_stock(&self, sku: &str, available: i64) {
         let status = self
             .http
@@ -365,6 +396,20 @@ impl TestPlatform {
             .json()
             .await
             .expect("cart")
+    }
+
+    /// Cart `cart_id` once `settled` holds of it: what an order's events do to its cart
+    /// (clearing what it bought, ending its claim) happens a moment after the order's answer.
+    pub async fn cart_settles(&self, cart_id: &str, settled: impl Fn(&Cart) -> bool) -> Cart {
+        let mut cart = self.cart(cart_id).await;
+        for _ in 0..SETTLE_POLLS {
+            if settled(&cart) {
+                return cart;
+            }
+            tokio::time::sleep(SETTLE_PAUSE).await;
+            cart = self.cart(cart_id).await;
+        }
+        panic!("cart {cart_id} did not settle: {cart:?}");
     }
 
     /// A new cart holding `quantity` of each product.

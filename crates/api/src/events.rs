@@ -80,6 +80,13 @@ event_types! {
     OrderCancelled => "emporium.order.cancelled.v1", "order", "order";
 }
 
+/// The types of an order's settling: what the inventory and the cart do after the checkout
+/// (sell or return the stock; clear or free the cart) follows from these two.
+pub const ORDER_SETTLED: &[&str] = &[
+    EventType::OrderConfirmed.as_str(),
+    EventType::OrderCancelled.as_str(),
+];
+
 impl fmt::Display for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -300,6 +307,9 @@ impl EventData for StockChanged {
 pub struct OrderChanged {
     pub order_id: String,
     pub customer_id: String,
+    /// The cart the order was checked out from (the cart's consumer clears the units bought
+    /// from it, or ends the order's claim on it).
+    pub cart_id: String,
     pub status: OrderStatus,
     pub lines: Vec<OrderLine>,
     pub totals: Totals,

@@ -478,7 +478,8 @@ impl<'a> Starter<'a> {
                 self.settings.services.inventory.sweep_interval_ms.max(10),
             ),
         };
-        let inventory = inventory_startup::inventory(&config, storage.clone());
+        let events = self.platform.events.clone();
+        let inventory = inventory_startup::inventory(&config, storage.clone(), events.clone());
         if self.plan.seed_when_empty && inventory.list_stock(Some(1), None).await?.items.is_empty()
         {
             tracing::info!("empty inventory: stocking the demo shop");
@@ -493,7 +494,7 @@ impl<'a> Starter<'a> {
                 .get_or_insert_with(SeedReport::default)
                 .stock += stocked;
         }
-        let server = inventory_startup::start(&config, inventory, storage);
+        let server = inventory_startup::start(&config, inventory, storage, events);
         self.listening(Service::Inventory, server)
     }
 
@@ -501,6 +502,7 @@ impl<'a> Starter<'a> {
         let ports = CartPorts {
             storage: self.storage(Service::Cart).await?,
             cache: self.cache_for(Service::Cart)?,
+            events: self.platform.events.clone(),
         };
         let cart = &self.settings.services.cart;
         let config = CartConfig {

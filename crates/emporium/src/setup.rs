@@ -134,12 +134,12 @@ pub struct DemoShop {
     pub catalog: Catalog,
     pub inventory: Inventory,
     pub blobs: Arc<dyn Blobs>,
-    /// Publishes the events of what is written (the catalog's outbox relay).
-    relay: tokio::task::JoinHandle<()>,
+    /// Publish the events of what is written (the catalog's and the inventory's outbox relays).
+    relays: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// How long closing the demo shop waits for the events of what it wrote to be published; what
-/// is left is published by the catalog service's relay once it runs.
+/// is left is published by the services' relays once they run.
 const PUBLISH_WAIT: Duration = Duration::from_secs(10);
 
 impl DemoShop {
@@ -158,18 +158,22 @@ impl DemoShop {
             blobs.clone(),
             &common.currency,
             common.cache_ttl(),
-            events,
+            events.clone(),
         );
-        let relay = tokio::spawn(catalog.outbox().run());
         let inventory = Inventory::new(
             storage(Service::Inventory).await?,
             settings.services.inventory.reservation_ttl_secs,
+            events,
         );
+        let relays = vec![
+            tokio::spawn(catalog.outbox().run()),
+            tokio::spawn(inventory.outbox().run()),
+        ];
         Ok(Self {
             catalog,
             inventory,
             blobs,
-            relay,
+            relays,
         })
     }
 
@@ -177,15 +181,16 @@ impl DemoShop {
     /// and frees the file for the services: blocking work, done before returning so they can
     /// start right after.
     pub async fn close(self) -> anyhow::Result<()> {
-        let outbox = self.catalog.outbox();
         let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
-        while tokio::time::Instant::now() < deadline {
-            match outbox.backlog().await {
-                Ok((0, _)) => break,
-                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot see what is left to publish");
-                    break;
+        for outbox in [self.catalog.outbox(), self.inventory.outbox()] {
+            while tokio::time::Instant::now() < deadline {
+                match outbox.backlog().await {
+                    Ok((0, _)) => break,
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot see what is left to publish");
+                        break;
+                    }
                 }
             }
         }
@@ -193,11 +198,13 @@ impl DemoShop {
             catalog,
             inventory,
             blobs,
-            relay,
+            relays,
         } = self;
-        relay.abort();
-        // An aborted task reports its cancellation: the expected outcome.
-        let _ = relay.await;
+        for relay in relays {
+            relay.abort();
+            // An aborted task reports its cancellation: the expected outcome.
+            let _ = relay.await;
+        }
         tokio::task::spawn_blocking(move || drop((catalog, inventory, blobs))).await?;
         Ok(())
     }

@@ -185,6 +185,50 @@ impl Metrics {
         );
     }
 
+    /// An outbox's counts: its backlog, its oldest entry's age and the events published by type.
+    pub fn observe_outbox(&self, stats: &emporium_ports::events::stats::OutboxStats) {
+        self.register(
+            "events_published",
+            "Events the outbox relay published, by type",
+            stats.published.clone(),
+        );
+        self.register(
+            "outbox_backlog",
+            "Events recorded and not yet published (as of the relay's last round)",
+            stats.backlog.clone(),
+        );
+        self.register(
+            "outbox_oldest_age_seconds",
+            "Age of the oldest event recorded and not yet published",
+            stats.oldest_age.clone(),
+        );
+    }
+
+    /// A consumer's counts: events handled by group and outcome, redeliveries, the lag from an
+    /// event's commit to its handling, and dead letters waiting.
+    pub fn observe_consumer(&self, stats: &emporium_ports::events::stats::ConsumerStats) {
+        self.register(
+            "events_handled",
+            "Events a consumer group handled, by outcome (applied, skipped, duplicate, failed)",
+            stats.handled.clone(),
+        );
+        self.register(
+            "events_redelivered",
+            "Deliveries of an event after its first, by consumer group",
+            stats.redeliveries.clone(),
+        );
+        self.register(
+            "events_lag_seconds",
+            "Seconds from an event's commit to its handling, by consumer group",
+            stats.lag.clone(),
+        );
+        self.register(
+            "events_dead_letters",
+            "Dead letters waiting in a consumer group (counted up to 100, every 30 s)",
+            stats.dead_letters.clone(),
+        );
+    }
+
     /// The use of the cache's connection pool (Redis), read at each scrape; nothing for a cache
     /// without a pool.
     pub fn observe_cache_pool(&self, cache: &Arc<dyn Cache>) {

@@ -297,6 +297,41 @@ pub fn remote_parent(headers: &actix_web::http::header::HeaderMap) -> Option<Spa
     remote.is_valid().then_some(remote)
 }
 
+/// A span for handling `event` in the consumer group `group` of `service`: a child of the span
+/// whose change produced the event (the envelope's `traceparent`, the CloudEvents
+/// distributed-tracing extension), so the trace shows the asynchronous hop after the request
+/// that caused it; a disabled span when the producer's trace was not sampled.
+pub fn consumer_span(
+    service: &'static str,
+    group: &str,
+    event: &emporium_ports::events::Event,
+) -> tracing::Span {
+    let traceparent = serde_json::from_str::<serde_json::Value>(&event.body)
+        .ok()
+        .and_then(|envelope| envelope.get("traceparent")?.as_str().map(str::to_owned));
+    let remote = traceparent.and_then(|traceparent| {
+        let carrier: std::collections::HashMap<String, String> =
+            [("traceparent".to_owned(), traceparent)].into();
+        let context = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract_with_context(&Context::new(), &carrier)
+        });
+        let remote = context.span().span_context().clone();
+        remote.is_valid().then_some(remote)
+    });
+    if !should_trace(remote.as_ref()) {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "consume",
+        otel.name = %format!("consume {}", event.kind),
+        otel.kind = "consumer",
+        messaging.consumer.group.name = group,
+        messaging.message.id = %event.id,
+    );
+    adopt_remote_parent(&span, service, remote);
+    span
+}
+
 /// Whether a request that arrives with `remote` (or none) is traced: a caller's decision is
 /// followed, so a trace is whole or absent; a new trace is sampled by [`RootSampler`].
 pub fn should_trace(remote: Option<&SpanContext>) -> bool {

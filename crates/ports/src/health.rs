@@ -35,3 +35,26 @@ pub fn blobs(blobs: &Arc<dyn Blobs>) -> Check {
         Box::pin(async move { blobs.ping().await.map_err(|e| e.to_string()) })
     })
 }
+
+/// How old the oldest unpublished event may get before the relay counts as stuck: far beyond
+/// the fast path's milliseconds and the sweeper's 5 s, so only a bus that keeps refusing, or a
+/// relay that stopped, trips it.
+pub const RELAY_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether the outbox's relay keeps up: fails while its oldest unpublished event is older than
+/// [`RELAY_STUCK_AFTER`] (the service still answers; its events are late).
+pub fn relay(outbox: &Arc<crate::events::outbox::Outbox>) -> Check {
+    let outbox = outbox.clone();
+    Box::new(move || {
+        let age = outbox.stats().oldest_age.get();
+        Box::pin(async move {
+            if age > RELAY_STUCK_AFTER.as_secs_f64() {
+                Err(format!(
+                    "the oldest unpublished event is {age:.0} s old: the events relay is stuck"
+                ))
+            } else {
+                Ok(())
+            }
+        })
+    })
+}

@@ -184,12 +184,14 @@ impl Storage for TracedStorage {
     }
 
     async fn transact(&self, ops: Vec<TxOp>) -> crate::storage::Result<()> {
-        traced(
-            span("storage", "transact", self.adapter),
-            self.inner.transact(ops),
-            storage_expected,
-        )
-        .await
+        let span = span("storage", "transact", self.adapter);
+        // A transaction on one table (a service's own) is named by it, as other writes are.
+        if let Some(first) = ops.first()
+            && ops.iter().all(|op| op.table() == first.table())
+        {
+            span.record("db.collection.name", first.table());
+        }
+        traced(span, self.inner.transact(ops), storage_expected).await
     }
 
     async fn ping(&self) -> crate::storage::Result<()> {

@@ -3,12 +3,14 @@
 //! inactivity, and cached reads.
 
 pub mod error;
+pub mod events;
 pub mod repository;
 pub mod routes;
 pub mod service;
 pub mod settings;
 pub mod startup;
 
+pub use events::GROUPS;
 pub use repository::TABLES;
 pub use service::{CartLimits, Carts};
 pub use settings::CartSettings;

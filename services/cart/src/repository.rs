@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use emporium_api::cart::CartLine;
 use emporium_ports::storage::{
-    Condition, Key, Storage, StorageError, TableDef, from_item, to_item,
+    Condition, Key, Storage, StorageError, TableDef, TxOp, from_item, to_item,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -98,6 +98,20 @@ impl Repository {
             Err(StorageError::ConditionFailed) => Err(SaveError::Changed),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// The write of [`Self::replace`], for a transaction.
+    pub fn replace_op(
+        &self,
+        next: &StoredCart,
+        expected_version: u64,
+    ) -> Result<TxOp, StorageError> {
+        let version = i64::try_from(expected_version).unwrap_or(i64::MAX);
+        Ok(TxOp::Put {
+            table: TABLE.name,
+            item: cart_key(&next.id).stamp(to_item(next)?),
+            condition: Some(Condition::equals("version", version)),
+        })
     }
 
     /// Stores `next` if the stored cart still has `expected_version`.

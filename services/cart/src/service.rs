@@ -132,6 +132,11 @@ impl Carts {
         ]
     }
 
+    /// The cart's store (its consumers' processed records live there too).
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        self.repository.storage()
+    }
+
     pub fn cache_stats(&self) -> &std::sync::Arc<emporium_ports::cache::CacheStats> {
         self.cache.stats()
     }
@@ -407,50 +412,71 @@ impl Carts {
 
     /// Ends `order_id`'s checkout: its claimed units leave the cart (a line raised meanwhile
     /// keeps the rise, a line added meanwhile stays) and the claim ends. Nothing happens when
-    /// the order holds no claim, so doing it twice does it once.
+    /// the order holds no claim, so doing it twice does it once. (The cart's consumer of
+    /// `order.confirmed` does the same, `events.rs`.)
     pub async fn complete_checkout(&self, id: &str, order_id: &str) -> Result<Cart, CartError> {
         check_order_id(order_id)?;
-        self.change(id, |cart| match &cart.checkout {
-            Some(held) if held.order_id == order_id => {
-                let mut lines = Vec::with_capacity(cart.lines.len());
-                for line in &cart.lines {
-                    let bought = held
-                        .lines
-                        .iter()
-                        .filter(|claimed| claimed.product_id == line.product_id)
-                        .map(|claimed| claimed.quantity)
-                        .sum::<i64>();
-                    let left = line.quantity - bought;
-                    if left > 0 {
-                        lines.push(CartLine {
-                            quantity: left,
-                            line_total: line_total(&line.unit_price, left)?,
-                            ..line.clone()
-                        });
-                    }
-                }
-                Ok(Draft {
-                    lines,
-                    checkout: None,
-                })
-            }
-            _ => Ok(Draft::unchanged(cart)),
-        })
-        .await
+        self.change(id, |cart| completed(cart, order_id)).await
     }
 
     /// Ends `order_id`'s claim and keeps the lines (the checkout failed or was undone). Nothing
     /// happens when the order holds no claim.
     pub async fn release_checkout(&self, id: &str, order_id: &str) -> Result<Cart, CartError> {
         check_order_id(order_id)?;
-        self.change(id, |cart| match &cart.checkout {
-            Some(held) if held.order_id == order_id => Ok(Draft {
-                lines: cart.lines.clone(),
-                checkout: None,
-            }),
-            _ => Ok(Draft::unchanged(cart)),
+        self.change(id, |cart| Ok(released(cart, order_id))).await
+    }
+
+    /// `cart` as `draft` makes it, now, or `None` when that changes nothing.
+    fn next_state(
+        &self,
+        cart: &StoredCart,
+        draft: Draft,
+        now: OffsetDateTime,
+    ) -> Option<StoredCart> {
+        if draft.lines == cart.lines && draft.checkout == cart.checkout {
+            return None;
+        }
+        let expires_at = self.expiry(now);
+        Some(StoredCart {
+            lines: draft.lines,
+            checkout: draft.checkout,
+            updated_at: now,
+            expires_at,
+            expires_epoch: expires_at.unix_timestamp(),
+            version: cart.version + 1,
+            ..cart.clone()
         })
-        .await
+    }
+
+    /// The write an order's event makes of its cart (`events.rs`): the checkout completed
+    /// (`complete`) or its claim released, on the condition that the cart is still at the
+    /// version read; `None` when there is no cart or nothing to change.
+    pub(crate) async fn settle_order(
+        &self,
+        id: &str,
+        order_id: &str,
+        complete: bool,
+    ) -> Result<Option<emporium_ports::storage::TxOp>, CartError> {
+        if !emporium_platform::id::is_valid(id) {
+            return Ok(None);
+        }
+        let Some(cart) = self.repository.cart(id).await? else {
+            return Ok(None);
+        };
+        let draft = if complete {
+            completed(&cart, order_id)?
+        } else {
+            released(&cart, order_id)
+        };
+        match self.next_state(&cart, draft, OffsetDateTime::now_utc()) {
+            Some(next) => Ok(Some(self.repository.replace_op(&next, cart.version)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Forgets the cached copy of cart `id`, after a write outside [`Self::change`].
+    pub(crate) async fn retire(&self, id: &str) {
+        self.cache.retire(&group(id)).await;
     }
 
     fn check_quantity(&self, quantity: i64) -> Result<(), CartError> {
@@ -497,18 +523,8 @@ impl Carts {
                 .ok_or(CartError::CartNotFound)?;
             let version = cart.version;
             let draft = edit(&cart)?;
-            if draft.lines == cart.lines && draft.checkout == cart.checkout {
+            let Some(next) = self.next_state(&cart, draft, now) else {
                 return to_wire(&cart);
-            }
-            let expires_at = self.expiry(now);
-            let next = StoredCart {
-                lines: draft.lines,
-                checkout: draft.checkout,
-                updated_at: now,
-                expires_at,
-                expires_epoch: expires_at.unix_timestamp(),
-                version: version + 1,
-                ..cart
             };
             match self.repository.replace(&next, version).await {
                 Ok(()) => {
@@ -529,6 +545,48 @@ impl Carts {
             "a cart kept changing under a change; answered busy"
         );
         Err(CartError::Busy)
+    }
+}
+
+/// `cart` with `order_id`'s claimed units taken out and its claim ended; as it is when that
+/// order holds no claim.
+fn completed(cart: &StoredCart, order_id: &str) -> Result<Draft, CartError> {
+    match &cart.checkout {
+        Some(held) if held.order_id == order_id => {
+            let mut lines = Vec::with_capacity(cart.lines.len());
+            for line in &cart.lines {
+                let bought = held
+                    .lines
+                    .iter()
+                    .filter(|claimed| claimed.product_id == line.product_id)
+                    .map(|claimed| claimed.quantity)
+                    .sum::<i64>();
+                let left = line.quantity - bought;
+                if left > 0 {
+                    lines.push(CartLine {
+                        quantity: left,
+                        line_total: line_total(&line.unit_price, left)?,
+                        ..line.clone()
+                    });
+                }
+            }
+            Ok(Draft {
+                lines,
+                checkout: None,
+            })
+        }
+        _ => Ok(Draft::unchanged(cart)),
+    }
+}
+
+/// `cart` with `order_id`'s claim ended and its lines kept.
+fn released(cart: &StoredCart, order_id: &str) -> Draft {
+    match &cart.checkout {
+        Some(held) if held.order_id == order_id => Draft {
+            lines: cart.lines.clone(),
+            checkout: None,
+        },
+        _ => Draft::unchanged(cart),
     }
 }
 

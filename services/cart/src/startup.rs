@@ -10,6 +10,7 @@ use emporium_platform::health::Readiness;
 use emporium_platform::metrics::Metrics;
 use emporium_platform::server::{self, HttpSettings, RunningServer};
 use emporium_ports::cache::Cache;
+use emporium_ports::events::Events;
 use emporium_ports::health;
 use emporium_ports::storage::Storage;
 
@@ -32,6 +33,8 @@ pub struct CartConfig {
 pub struct CartPorts {
     pub storage: Arc<dyn Storage>,
     pub cache: Arc<dyn Cache>,
+    /// The bus its consumer of order events receives from.
+    pub events: Arc<dyn Events>,
 }
 
 pub fn carts(config: &CartConfig, ports: &CartPorts) -> anyhow::Result<Arc<Carts>> {
@@ -57,13 +60,21 @@ pub fn start(
     let readiness = Readiness::new()
         .critical("storage", health::storage(&ports.storage))
         .optional("cache", health::cache(&ports.cache));
+    let consumer = Arc::new(crate::events::order_consumer(
+        carts.clone(),
+        ports.events.clone(),
+    ));
     let metrics = Metrics::new("cart");
+    metrics.observe_consumer(consumer.stats());
     metrics.observe_cache(carts.cache_stats());
     metrics.observe_cache_pool(&ports.cache);
     emporium_api::client::observe_circuits(&metrics, carts.circuits());
     let data = web::Data::from(carts);
-    server::start("cart", &config.http, readiness, metrics, move |cfg| {
+    let mut server = server::start("cart", &config.http, readiness, metrics, move |cfg| {
         cfg.app_data(data.clone());
         routes::configure(cfg);
-    })
+    })?;
+    // Clears the carts of confirmed orders and frees those of cancelled ones (`events.rs`).
+    server.spawn(consumer.run());
+    Ok(server)
 }

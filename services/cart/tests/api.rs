@@ -52,6 +52,14 @@ struct Shop {
 async fn spawn_shop(limits: CartLimits) -> Shop {
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = Arc::new(MemoryCache::new(8 * 1024 * 1024));
+    let groups: Vec<_> = [emporium_inventory::GROUPS, emporium_cart::GROUPS].concat();
+    let events: Arc<dyn emporium_ports::events::Events> = Arc::new(
+        emporium_ports::events::stored::StoredEvents::embedded(
+            &dir.path().join("events.redb"),
+            &groups,
+        )
+        .expect("events"),
+    );
     let catalog_ports = CatalogPorts {
         storage: Arc::new(
             EmbeddedStorage::open(&dir.path().join("catalog.redb"), emporium_catalog::TABLES)
@@ -59,13 +67,7 @@ async fn spawn_shop(limits: CartLimits) -> Shop {
         ),
         cache: cache.clone(),
         blobs: Arc::new(LocalBlobs::open(&dir.path().join("blobs")).expect("blobs")),
-        events: Arc::new(
-            emporium_ports::events::stored::StoredEvents::embedded(
-                &dir.path().join("events.redb"),
-                &[],
-            )
-            .expect("events"),
-        ),
+        events: events.clone(),
     };
     let catalog_config = CatalogConfig {
         http: http(),
@@ -96,8 +98,9 @@ async fn spawn_shop(limits: CartLimits) -> Shop {
     };
     let inventory = inventory_startup::start(
         &inventory_config,
-        inventory_startup::inventory(&inventory_config, inventory_storage.clone()),
+        inventory_startup::inventory(&inventory_config, inventory_storage.clone(), events.clone()),
         inventory_storage,
+        events.clone(),
     )
     .expect("inventory");
 
@@ -108,6 +111,7 @@ async fn spawn_shop(limits: CartLimits) -> Shop {
     let cart_ports = CartPorts {
         storage: cart_storage.clone(),
         cache,
+        events,
     };
     let cart_config = CartConfig {
         http: HttpSettings {

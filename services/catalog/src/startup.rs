@@ -56,11 +56,12 @@ pub fn start(
     catalog: Arc<Catalog>,
     ports: &CatalogPorts,
 ) -> std::io::Result<RunningServer> {
-    let readiness = readiness(ports);
+    let outbox = catalog.outbox();
+    let readiness = readiness(ports).optional("events relay", health::relay(&outbox));
     let metrics = Metrics::new("catalog");
+    metrics.observe_outbox(outbox.stats());
     metrics.observe_cache(catalog.cache_stats());
     metrics.observe_cache_pool(&ports.cache);
-    let outbox = catalog.outbox();
     let catalog = web::Data::from(catalog);
     let admin_key = web::Data::new(config.admin_key.clone());
     let image_limit = config.image_limit_bytes;

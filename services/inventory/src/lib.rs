@@ -5,12 +5,14 @@
 
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod repository;
 pub mod routes;
 pub mod service;
 pub mod settings;
 pub mod startup;
 
+pub use events::GROUPS;
 pub use repository::TABLES;
 pub use service::Inventory;
 pub use settings::InventorySettings;

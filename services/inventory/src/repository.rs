@@ -4,6 +4,13 @@
 //! |-------------|----------------------|---------------|-------------------------------------------|
 //! | stock       | `stock#<SKU>`        | `stock`       | `available`, `reserved`, `sold`           |
 //! | reservation | `reservation#<id>`   | `reservation` | status, lines, expiry; `purge_at` (TTL)   |
+//! | listed      | `listed#<SKU>`       | `listed`      | whether the SKU was last told in stock (`events`) |
+//! | outbox      | `outbox`             | time#id       | stock notes (`events`), one per write     |
+//! | processed   | `processed#<group>`  | event id      | events the consumers applied; `purge_at`  |
+//!
+//! Every write that moves a SKU's counters adds 1 to its `version` and records, in the same
+//! transaction, a note in the outbox naming the SKUs it moved; the relay publishes each SKU's
+//! counters as they are then (`events.rs`).
 //!
 //! Indexes: `all_stock` (`lst` = "stock", by SKU) lists stock; `held` (`held` = "held", by
 //! `held_until` = expiry and id) holds exactly the reservations still holding stock, in expiry
@@ -20,6 +27,7 @@
 use std::sync::Arc;
 
 use emporium_api::inventory::{Reservation, ReservationLine, ReservationStatus, StockLevel};
+use emporium_ports::events::outbox::{Outbox, Pending};
 use emporium_ports::storage::{
     Condition, Cursor, IndexDef, Key, Query, Storage, StorageError, TableDef, TxOp, Update,
     from_item, to_item,
@@ -57,11 +65,11 @@ const RELEASED_RETENTION_SECS: i64 = 30 * 86_400;
 /// Committed reservations stay longer: cancelling an order returns its stock through them.
 const COMMITTED_RETENTION_SECS: i64 = 400 * 86_400;
 
-fn stock_key(sku: &str) -> Key {
+pub(crate) fn stock_key(sku: &str) -> Key {
     Key::new(format!("stock#{sku}"), STOCK_SK)
 }
 
-fn reservation_key(id: &str) -> Key {
+pub(crate) fn reservation_key(id: &str) -> Key {
     Key::new(format!("reservation#{id}"), RESERVATION_SK)
 }
 
@@ -189,6 +197,14 @@ pub const RETURN: Move = Move {
     units_from: "sold",
     units_to: "available",
 };
+/// A confirmed order's reservation that expired before its `order.confirmed` was applied: the
+/// order is paid, so its units are sold from what is available now, if it is there.
+pub const RETAKE: Move = Move {
+    from: ReservationStatus::Released,
+    to: ReservationStatus::Committed,
+    units_from: "available",
+    units_to: "sold",
+};
 
 fn status_value(status: ReservationStatus) -> Value {
     serde_json::to_value(status).unwrap_or(Value::Null)
@@ -197,11 +213,35 @@ fn status_value(status: ReservationStatus) -> Value {
 #[derive(Clone)]
 pub struct Repository {
     storage: Arc<dyn Storage>,
+    outbox: Arc<Outbox>,
+}
+
+/// Whether a commit must find the hold unexpired: the HTTP commit does (an expired hold's units
+/// may be promised to another checkout by now), `order.confirmed`'s consumer does not (the order
+/// is paid; the sweeper and it race on the status, and one of them wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    Checked,
+    Ignored,
 }
 
 impl Repository {
-    pub fn new(storage: Arc<dyn Storage>) -> Self {
-        Self { storage }
+    pub fn new(storage: Arc<dyn Storage>, outbox: Arc<Outbox>) -> Self {
+        Self { storage, outbox }
+    }
+
+    /// The note of a write that moves `skus`' counters, for its transaction.
+    fn note<'a>(&self, skus: impl IntoIterator<Item = &'a str>) -> Result<Pending, StorageError> {
+        crate::events::note(&self.outbox, skus)
+            .map_err(|error| StorageError::Invalid(error.to_string()))
+    }
+
+    /// Commits `ops` with `note`, then hands the note to the relay.
+    async fn transact_noted(&self, mut ops: Vec<TxOp>, note: Pending) -> Result<(), StorageError> {
+        ops.extend(note.ops());
+        self.storage.transact(ops).await?;
+        self.outbox.committed(note);
+        Ok(())
     }
 
     // === Stock ===
@@ -255,12 +295,18 @@ impl Repository {
             .set("updated_at", rfc3339(now))
             // Adding zero creates the counters of a new record and leaves existing ones alone.
             .add("reserved", 0)
-            .add("sold", 0);
-        let item = self
-            .storage
-            .update(TABLE.name, &stock_key(sku), update, None)
-            .await?;
-        from_item(item)
+            .add("sold", 0)
+            .add("version", 1);
+        let ops = vec![TxOp::Update {
+            table: TABLE.name,
+            key: stock_key(sku),
+            update,
+            condition: None,
+        }];
+        self.transact_noted(ops, self.note([sku])?).await?;
+        self.stock(sku)
+            .await?
+            .ok_or_else(|| StorageError::Invalid(format!("stock {sku} vanished after its write")))
     }
 
     /// Creates the record with `available` units unless one exists; true if it did.
@@ -279,13 +325,15 @@ impl Repository {
         };
         let mut item = stock_key(sku).stamp(to_item(&level)?);
         item.insert("lst".into(), Value::String(ALL_STOCK.into()));
-        match self
-            .storage
-            .put(TABLE.name, item, Some(Condition::NotExists))
-            .await
-        {
+        item.insert("version".into(), Value::from(1));
+        let ops = vec![TxOp::Put {
+            table: TABLE.name,
+            item,
+            condition: Some(Condition::NotExists),
+        }];
+        match self.transact_noted(ops, self.note([sku])?).await {
             Ok(()) => Ok(true),
-            Err(StorageError::ConditionFailed) => Ok(false),
+            Err(StorageError::TransactionCanceled { failed }) if failed.contains(&0) => Ok(false),
             Err(error) => Err(error),
         }
     }
@@ -303,17 +351,22 @@ impl Repository {
         }
         let update = Update::new()
             .add("available", delta)
+            .add("version", 1)
             .set("updated_at", rfc3339(now));
-        match self
-            .storage
-            .update(TABLE.name, &stock_key(sku), update, Some(condition))
-            .await
-        {
-            Ok(item) => Ok(from_item(item)?),
-            Err(StorageError::ConditionFailed) => match self.stock(sku).await? {
-                None => Err(AdjustError::NotFound),
-                Some(_) => Err(AdjustError::Insufficient),
-            },
+        let ops = vec![TxOp::Update {
+            table: TABLE.name,
+            key: stock_key(sku),
+            update,
+            condition: Some(condition),
+        }];
+        match self.transact_noted(ops, self.note([sku])?).await {
+            Ok(()) => self.stock(sku).await?.ok_or(AdjustError::NotFound),
+            Err(StorageError::TransactionCanceled { failed }) if failed.contains(&0) => {
+                match self.stock(sku).await? {
+                    None => Err(AdjustError::NotFound),
+                    Some(_) => Err(AdjustError::Insufficient),
+                }
+            }
             Err(error) => Err(error.into()),
         }
     }
@@ -345,11 +398,13 @@ impl Repository {
                 update: Update::new()
                     .add("available", -line.quantity)
                     .add("reserved", line.quantity)
+                    .add("version", 1)
                     .set("updated_at", now.clone()),
                 condition: Some(Condition::at_least("available", line.quantity)),
             });
         }
-        match self.storage.transact(ops).await {
+        let note = self.note(reservation.lines.iter().map(|line| line.sku.as_str()))?;
+        match self.transact_noted(ops, note).await {
             Ok(()) => Ok(()),
             Err(StorageError::TransactionCanceled { failed }) if failed.contains(&0) => {
                 Err(ReserveError::Exists)
@@ -382,17 +437,22 @@ impl Repository {
         }
     }
 
-    /// Moves `reservation` as `step` says, if it still has `step.from` (and, for a commit, has
-    /// not expired at `now`); returns it as it is afterwards.
-    pub async fn apply(
+    /// The writes that move `reservation` as `step` says, on the condition that it still has
+    /// `step.from` (and, for a commit with [`Expiry::Checked`], has not expired at `now`), with
+    /// the note of the SKUs they move; the index of the reservation's write is 0.
+    pub fn move_ops(
         &self,
         reservation: &StoredReservation,
         step: Move,
         reason: Option<&str>,
         now: OffsetDateTime,
-    ) -> Result<StoredReservation, MoveError> {
+        expiry: Expiry,
+    ) -> Result<(Vec<TxOp>, Pending), StorageError> {
         let mut condition = Condition::equals("status", status_value(step.from));
-        if step.to == ReservationStatus::Committed {
+        if step.from == ReservationStatus::Held
+            && step.to == ReservationStatus::Committed
+            && expiry == Expiry::Checked
+        {
             condition = condition.and(Condition::at_least(
                 "expires_epoch",
                 now.unix_timestamp() + 1,
@@ -426,11 +486,26 @@ impl Repository {
                 update: Update::new()
                     .add(step.units_from, -line.quantity)
                     .add(step.units_to, line.quantity)
+                    .add("version", 1)
                     .set("updated_at", rfc3339(now)),
                 condition: Some(Condition::at_least(step.units_from, line.quantity)),
             });
         }
-        match self.storage.transact(ops).await {
+        let note = self.note(reservation.lines.iter().map(|line| line.sku.as_str()))?;
+        Ok((ops, note))
+    }
+
+    /// Moves `reservation` as `step` says, if it still has `step.from` (and, for a commit, has
+    /// not expired at `now`); returns it as it is afterwards.
+    pub async fn apply(
+        &self,
+        reservation: &StoredReservation,
+        step: Move,
+        reason: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<StoredReservation, MoveError> {
+        let (ops, note) = self.move_ops(reservation, step, reason, now, Expiry::Checked)?;
+        match self.transact_noted(ops, note).await {
             Ok(()) => {}
             Err(StorageError::TransactionCanceled { failed }) if failed.contains(&0) => {
                 return Err(MoveError::Changed);
@@ -445,13 +520,7 @@ impl Repository {
             }
             Err(error) => return Err(error.into()),
         }
-        let mut moved = reservation.clone();
-        moved.status = step.to;
-        moved.updated_at = now;
-        if let Some(reason) = reason {
-            moved.release_reason = Some(reason.to_owned());
-        }
-        Ok(moved)
+        Ok(moved(reservation, step, reason, now))
     }
 
     /// Held reservations whose time ran out by `now` (epoch seconds), oldest first.
@@ -479,6 +548,26 @@ impl Repository {
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
     }
+
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+}
+
+/// `reservation` as it is after `step`.
+fn moved(
+    reservation: &StoredReservation,
+    step: Move,
+    reason: Option<&str>,
+    now: OffsetDateTime,
+) -> StoredReservation {
+    let mut moved = reservation.clone();
+    moved.status = step.to;
+    moved.updated_at = now;
+    if let Some(reason) = reason {
+        moved.release_reason = Some(reason.to_owned());
+    }
+    moved
 }
 
 fn held_until(reservation: &StoredReservation) -> String {

@@ -16,11 +16,16 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use time::{Duration, OffsetDateTime};
 
+use emporium_ports::events::Events;
+use emporium_ports::events::consumer::Consumer;
+use emporium_ports::events::outbox::Outbox;
+
 use crate::domain::{self, MAX_SKUS_PER_READ, ReservationRequest};
 use crate::error::InventoryError;
+use crate::events::{ORDERS, OrderEvents, PRODUCER, StockEvents};
 use crate::repository::{
     AdjustError, COMMIT, Move, MoveError, RELEASE, RETURN, Repository, ReserveError,
-    StoredReservation,
+    StoredReservation, TABLE,
 };
 
 /// Expired reservations released per sweep; the rest wait for the next one.
@@ -56,13 +61,35 @@ fn parse_sku(raw: &str) -> Result<String, InventoryError> {
 }
 
 impl Inventory {
-    pub fn new(storage: Arc<dyn Storage>, default_ttl_secs: u64) -> Self {
+    /// The inventory over `storage`, its stock events going to `events` through its outbox.
+    pub fn new(storage: Arc<dyn Storage>, default_ttl_secs: u64, events: Arc<dyn Events>) -> Self {
+        let outbox = Outbox::new(storage.clone(), events, TABLE.name)
+            .finishing(Arc::new(StockEvents::new(storage.clone())));
         Self {
-            repository: Repository::new(storage),
+            repository: Repository::new(storage, Arc::new(outbox)),
             default_ttl_secs,
             reservations: Family::default(),
             conflicts: Counter::default(),
         }
+    }
+
+    /// The outbox the stock writes record their notes in; its relay runs beside the server.
+    pub fn outbox(&self) -> Arc<Outbox> {
+        self.repository.outbox().clone()
+    }
+
+    /// The consumer of order events that sells and returns stock (`events.rs`).
+    pub fn order_consumer(&self, events: Arc<dyn Events>) -> Consumer {
+        Consumer::new(
+            events,
+            self.repository.storage().clone(),
+            TABLE,
+            ORDERS,
+            Arc::new(OrderEvents::new(self.repository.clone())),
+        )
+        .traced(Arc::new(|event| {
+            emporium_platform::telemetry::consumer_span(PRODUCER, ORDERS.name, event)
+        }))
     }
 
     /// Reservation requests by outcome, for the service's metrics.

@@ -8,6 +8,7 @@ use emporium_platform::auth::AdminKey;
 use emporium_platform::health::Readiness;
 use emporium_platform::metrics::Metrics;
 use emporium_platform::server::{self, HttpSettings, RunningServer};
+use emporium_ports::events::Events;
 use emporium_ports::health;
 use emporium_ports::storage::Storage;
 
@@ -23,20 +24,32 @@ pub struct InventoryConfig {
     pub sweep_interval: Duration,
 }
 
-pub fn inventory(config: &InventoryConfig, storage: Arc<dyn Storage>) -> Arc<Inventory> {
-    Arc::new(Inventory::new(storage, config.reservation_ttl_secs))
+pub fn inventory(
+    config: &InventoryConfig,
+    storage: Arc<dyn Storage>,
+    events: Arc<dyn Events>,
+) -> Arc<Inventory> {
+    Arc::new(Inventory::new(storage, config.reservation_ttl_secs, events))
 }
 
-/// Serves `inventory` over HTTP and runs the sweeper that returns the stock of expired
-/// reservations; both stop with the returned server.
+/// Serves `inventory` over HTTP and runs beside it the sweeper that returns the stock of
+/// expired reservations, the relay of its stock events and its consumer of order events; all
+/// stop with the returned server.
 pub fn start(
     config: &InventoryConfig,
     inventory: Arc<Inventory>,
     storage: Arc<dyn Storage>,
+    events: Arc<dyn Events>,
 ) -> std::io::Result<RunningServer> {
-    let readiness = Readiness::new().critical("storage", health::storage(&storage));
+    let outbox = inventory.outbox();
+    let consumer = Arc::new(inventory.order_consumer(events));
+    let readiness = Readiness::new()
+        .critical("storage", health::storage(&storage))
+        .optional("events relay", health::relay(&outbox));
     let admin_key = web::Data::new(config.admin_key.clone());
     let metrics = Metrics::new("inventory");
+    metrics.observe_outbox(outbox.stats());
+    metrics.observe_consumer(consumer.stats());
     metrics.register(
         "reservations",
         "Reservation requests by outcome",
@@ -52,6 +65,8 @@ pub fn start(
         cfg.app_data(data.clone()).app_data(admin_key.clone());
         routes::configure(cfg);
     })?;
+    server.spawn(outbox.run());
+    server.spawn(consumer.run());
     server.spawn(sweep(inventory, config.sweep_interval));
     Ok(server)
 }

@@ -3,10 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use emporium_api::events::{Envelope, EventType, OrderChanged, StockChanged};
 use emporium_api::inventory::{Reservation, ReservationStatus, StockLevel, StockPage};
 use emporium_inventory::startup::{self, InventoryConfig};
 use emporium_platform::Problem;
 use emporium_platform::testing::{self, Spawned, TestClient, expect_problem};
+use emporium_ports::events::conformance::collect;
+use emporium_ports::events::{Events, GroupDef};
 use emporium_ports::storage::embedded::EmbeddedStorage;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
@@ -16,8 +19,22 @@ const ADMIN_KEY: &str = "inventory-admin";
 /// The key the shop's services show each other; the reservation routes want it.
 const GATEWAY_KEY: &str = "inventory-test-gateway";
 
+/// Listens to every stock event, as the search index will.
+const STOCK_LISTENER: GroupDef = GroupDef {
+    name: "test-stock",
+    types: &[
+        EventType::StockChanged.as_str(),
+        EventType::StockSoldOut.as_str(),
+        EventType::StockBackInStock.as_str(),
+    ],
+    visibility: Duration::from_secs(30),
+    max_attempts: 5,
+};
+
 struct TestApp {
     url: String,
+    /// The bus the inventory publishes to and consumes from.
+    events: Arc<dyn Events>,
     /// Calls as the order service makes them, showing the shop's gateway key.
     client: TestClient,
     _server: Spawned,
@@ -39,10 +56,19 @@ async fn spawn_app() -> TestApp {
         reservation_ttl_secs: 900,
         sweep_interval: Duration::from_millis(100),
     };
-    let inventory = startup::inventory(&config, storage.clone());
-    let server = Spawned::new(startup::start(&config, inventory, storage).expect("start"));
+    let events: Arc<dyn emporium_ports::events::Events> = Arc::new(
+        emporium_ports::events::stored::StoredEvents::embedded(
+            &dir.path().join("events.redb"),
+            &[emporium_inventory::GROUPS, &[STOCK_LISTENER]].concat(),
+        )
+        .expect("events"),
+    );
+    let inventory = startup::inventory(&config, storage.clone(), events.clone());
+    let server =
+        Spawned::new(startup::start(&config, inventory, storage, events.clone()).expect("start"));
     TestApp {
         url: server.url().to_owned(),
+        events,
         client: TestClient::new(server.url())
             .with_gateway(GATEWAY_KEY)
             .with_admin_key(ADMIN_KEY),
@@ -79,6 +105,16 @@ impl TestApp {
             .expect("send");
         assert_eq!(response.status(), StatusCode::OK);
         response.json().await.expect("stock")
+    }
+
+    async fn reservation(&self, id: &str) -> Reservation {
+        self.request(Method::GET, &format!("/v1/reservations/{id}"))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("reservation")
     }
 
     async fn reserve(&self, id: &str, lines: Value) -> reqwest::Response {
@@ -588,14 +624,7 @@ async fn expired_reservations_return_their_stock_by_themselves() {
         }
     }
     assert!(returned, "the sweeper returned the stock");
-    let reservation: Reservation = app
-        .request(Method::GET, "/v1/reservations/short-lived")
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("reservation");
+    let reservation: Reservation = app.reservation("short-lived").await;
     assert_eq!(reservation.status, ReservationStatus::Released);
     assert_eq!(reservation.release_reason.as_deref(), Some("expired"));
     expect_problem(
@@ -796,4 +825,239 @@ async fn reservations_are_for_the_shops_services_only_and_a_stranger_holds_nothi
         .await
         .expect("send");
     assert_eq!(held.status(), StatusCode::CREATED);
+}
+
+/// The stock events of `sku` among what the listener received within `within`, waiting for
+/// `count` of them.
+async fn stock_events(app: &TestApp, sku: &str, count: usize) -> Vec<Envelope> {
+    let mut seen = Vec::new();
+    let started = std::time::Instant::now();
+    while seen.len() < count && started.elapsed() < Duration::from_secs(10) {
+        for delivery in collect(
+            app.events.as_ref(),
+            STOCK_LISTENER.name,
+            1,
+            Duration::from_secs(1),
+            true,
+        )
+        .await
+        {
+            let envelope = Envelope::from_json(delivery.event.body.as_bytes()).expect("envelope");
+            if envelope.subject == sku {
+                seen.push(envelope);
+            }
+        }
+    }
+    seen
+}
+
+fn kinds(envelopes: &[Envelope], kind: EventType) -> Vec<StockChanged> {
+    envelopes
+        .iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| {
+            e.decode(&[
+                EventType::StockChanged,
+                EventType::StockSoldOut,
+                EventType::StockBackInStock,
+            ])
+            .expect("stock data")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_change_of_a_sku_tells_its_counters_and_when_it_sells_out_or_comes_back() {
+    let app = spawn_app().await;
+    // A transition is told when the relay sees it: each step waits for its event, as a
+    // shopper's pace would give the relay time to look.
+    let mut seen = Vec::new();
+    let step = async |seen: &mut Vec<Envelope>, kind: EventType| {
+        for _ in 0..20 {
+            let got = stock_events(&app, "EVT-001", 1).await;
+            let found = got.iter().any(|e| e.kind == kind);
+            seen.extend(got);
+            if found {
+                return;
+            }
+        }
+        panic!("no {kind} among {seen:?}");
+    };
+    app.set("EVT-001", 2).await;
+    step(&mut seen, EventType::StockChanged).await;
+    let held = app
+        .reserve("r-evt-1", json!([{"sku": "EVT-001", "quantity": 2}]))
+        .await;
+    assert_eq!(held.status(), 201);
+    step(&mut seen, EventType::StockSoldOut).await;
+    assert_eq!(app.act("r-evt-1", "release").await.status(), 200);
+    step(&mut seen, EventType::StockBackInStock).await;
+    let held = app
+        .reserve("r-evt-2", json!([{"sku": "EVT-001", "quantity": 1}]))
+        .await;
+    assert_eq!(held.status(), 201);
+    assert_eq!(app.act("r-evt-2", "commit").await.status(), 200);
+    let now = app.stock("EVT-001").await;
+    assert_eq!((now.available, now.reserved, now.sold), (1, 0, 1));
+    while kinds(&seen, EventType::StockChanged).len() < 5 {
+        let got = stock_events(&app, "EVT-001", 1).await;
+        assert!(!got.is_empty(), "{seen:?}");
+        seen.extend(got);
+    }
+
+    // Five changes of its counters (set, reserve, release, reserve, commit), one sold-out (the
+    // first reservation took all), one back-in-stock (its release).
+    let changed = kinds(&seen, EventType::StockChanged);
+    assert_eq!(changed.len(), 5, "{seen:?}");
+    // The newest event carries the counters as they are.
+    let newest = changed.iter().max_by_key(|c| c.version).expect("newest");
+    assert_eq!(
+        (newest.available, newest.reserved, newest.sold),
+        (now.available, now.reserved, now.sold)
+    );
+    let sold_out = kinds(&seen, EventType::StockSoldOut);
+    assert_eq!(sold_out.len(), 1, "{seen:?}");
+    assert_eq!(sold_out[0].available, 0);
+    let back = kinds(&seen, EventType::StockBackInStock);
+    assert_eq!(back.len(), 1, "{seen:?}");
+    assert!(back[0].available > 0);
+    for envelope in &seen {
+        assert_eq!(envelope.source, "/emporium/inventory");
+        assert_eq!(envelope.subject, "EVT-001");
+    }
+    // Nothing more: no transition was told twice.
+    assert!(stock_events(&app, "EVT-001", 1).await.is_empty());
+}
+
+/// An order event, as the order service publishes it.
+fn order_event(
+    kind: EventType,
+    order_id: &str,
+    sku: &str,
+    quantity: i64,
+) -> emporium_ports::events::Event {
+    let data: OrderChanged = serde_json::from_value(json!({
+        "order_id": order_id,
+        "customer_id": "01j0000000000000000000000b",
+        "cart_id": "01j0000000000000000000000c",
+        "status": if kind == EventType::OrderConfirmed { "confirmed" } else { "cancelled" },
+        "lines": [{
+            "product_id": "01j0000000000000000000000d", "sku": sku, "name": "Thing",
+            "unit_price": {"amount": 100, "currency": "USD"}, "quantity": quantity,
+            "line_total": {"amount": 100 * quantity, "currency": "USD"}
+        }],
+        "totals": {
+            "subtotal": {"amount": 100, "currency": "USD"}, "shipping": {"amount": 0, "currency": "USD"},
+            "tax": {"amount": 0, "currency": "USD"}, "total": {"amount": 100, "currency": "USD"}
+        },
+        "version": if kind == EventType::OrderConfirmed { 2 } else { 3 }
+    }))
+    .expect("order data");
+    Envelope::new("order", kind, &data, None)
+        .expect("envelope")
+        .to_event()
+}
+
+async fn stock_becomes(app: &TestApp, sku: &str, expected: (i64, i64, i64)) {
+    let mut seen = app.stock(sku).await;
+    for _ in 0..400 {
+        if (seen.available, seen.reserved, seen.sold) == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        seen = app.stock(sku).await;
+    }
+    panic!("{sku} stayed {seen:?}, expected {expected:?}");
+}
+
+#[tokio::test]
+async fn an_order_confirmed_sells_its_hold_once_and_cancelled_gives_it_back_in_either_order() {
+    let app = spawn_app().await;
+    app.set("EVT-002", 10).await;
+
+    // Confirmed, published twice (a relay's duplicate) and once more under another id (the
+    // same change told again): sold once.
+    assert_eq!(
+        app.reserve("o-evt-1", json!([{"sku": "EVT-002", "quantity": 3}]))
+            .await
+            .status(),
+        201
+    );
+    let confirmed = order_event(EventType::OrderConfirmed, "o-evt-1", "EVT-002", 3);
+    for _ in 0..2 {
+        app.events
+            .publish(std::slice::from_ref(&confirmed))
+            .await
+            .expect("publish");
+    }
+    app.events
+        .publish(&[order_event(
+            EventType::OrderConfirmed,
+            "o-evt-1",
+            "EVT-002",
+            3,
+        )])
+        .await
+        .expect("publish");
+    stock_becomes(&app, "EVT-002", (7, 0, 3)).await;
+    // Then cancelled: returned, once.
+    let cancelled = order_event(EventType::OrderCancelled, "o-evt-1", "EVT-002", 3);
+    for _ in 0..2 {
+        app.events
+            .publish(std::slice::from_ref(&cancelled))
+            .await
+            .expect("publish");
+    }
+    stock_becomes(&app, "EVT-002", (10, 0, 0)).await;
+    let reservation: Reservation = app.reservation("o-evt-1").await;
+    assert_eq!(reservation.status, ReservationStatus::Returned);
+
+    // Cancelled overtaking its confirmation: the hold is released, and the late confirmation
+    // sells nothing.
+    assert_eq!(
+        app.reserve("o-evt-2", json!([{"sku": "EVT-002", "quantity": 2}]))
+            .await
+            .status(),
+        201
+    );
+    app.events
+        .publish(&[order_event(
+            EventType::OrderCancelled,
+            "o-evt-2",
+            "EVT-002",
+            2,
+        )])
+        .await
+        .expect("publish");
+    stock_becomes(&app, "EVT-002", (10, 0, 0)).await;
+    app.events
+        .publish(&[order_event(
+            EventType::OrderConfirmed,
+            "o-evt-2",
+            "EVT-002",
+            2,
+        )])
+        .await
+        .expect("publish");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stock_becomes(&app, "EVT-002", (10, 0, 0)).await;
+
+    // Its metrics say what it did.
+    let metrics = app
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("metrics");
+    for series in [
+        "emporium_inventory_events_handled_total{group=\"inventory-orders\",outcome=\"applied\"} 3",
+        "emporium_inventory_events_handled_total{group=\"inventory-orders\",outcome=\"skipped\"}",
+        "emporium_inventory_events_lag_seconds_count{group=\"inventory-orders\"}",
+        "emporium_inventory_events_published_total{type=\"emporium.stock.changed.v1\"}",
+        "emporium_inventory_outbox_backlog",
+    ] {
+        assert!(metrics.contains(series), "{series} in:\n{metrics}");
+    }
 }

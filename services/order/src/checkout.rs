@@ -5,8 +5,9 @@
 //! so a crash leaves the order at a known step, and the reconciler picks up from there. Three
 //! moves are carried in memory instead of written ([`saga::is_carried`]), because their writes
 //! were a quarter of a checkout's cost (docs/BENCHMARKS.md) and redoing what follows them is
-//! safe; a successful checkout writes three times: ClaimCart with the idempotency key, Commit
-//! (confirmed), Done. Steps that only tidy up (commit, clear, release, return, releasing the
+//! safe; a successful checkout writes twice: ClaimCart with the idempotency key, then Done
+//! (confirmed) with its `order.confirmed` event, whose consumers sell the stock and clear the
+//! cart. Steps that only tidy up (commit, clear, release, return, releasing the
 //! cart) are idempotent, retried until they succeed, and finished even once the caller has
 //! stopped waiting.
 
@@ -54,6 +55,8 @@ impl Orders {
             };
             let fault = self.fault_after(from, next.step);
             if fault == Some(FaultAction::Fail) {
+                // Failed from Authorize, with what the step did (a payment made is voided).
+                next.step = Step::Authorize;
                 next = moved(&next, &StepOutcome::Injected)?;
             }
             let crash = fault == Some(FaultAction::Crash);
@@ -87,7 +90,7 @@ impl Orders {
     fn fault_after(&self, from: Step, to: Step) -> Option<FaultAction> {
         let succeeded = matches!(
             (from, to),
-            (Step::Reserve, Step::Authorize) | (Step::Authorize, Step::Commit)
+            (Step::Reserve, Step::Authorize) | (Step::Authorize, Step::Done)
         );
         succeeded.then(|| self.hooks.after(from)).flatten()
     }
@@ -138,11 +141,11 @@ impl Orders {
                 Some(self.reserve(stored).await)
             }
             (Step::Authorize, Some(card)) => Some(self.authorize(stored, card)),
+            // Stored by an earlier version: `order.confirmed`'s consumers do the rest.
+            (Step::Commit | Step::ClearCart, _) => Some(StepOutcome::HandedOver),
             // Once the outcome is decided, the rest is owed whether or not the caller still
             // waits: finished now, a failed checkout's stock and cart are free at once, rather
             // than after the reconciler's grace.
-            (Step::Commit, _) => past_deadline(self.commit(stored)).await,
-            (Step::ClearCart, _) => past_deadline(self.clear_cart(stored)).await,
             (Step::Release, _) => past_deadline(self.release(stored)).await,
             (Step::Return, _) => past_deadline(self.return_stock(stored)).await,
             (Step::ReleaseCart, _) => past_deadline(self.release_cart(stored)).await,
@@ -158,7 +161,10 @@ impl Orders {
         written_status: OrderStatus,
         card: Option<&ValidCard>,
     ) -> Result<Persisted, OrderError> {
-        let events = self.status_events(Some(written_status), &next.order)?;
+        // An order handed over from an earlier version's steps announces its confirmation,
+        // which nothing had told the consumers.
+        let before = (!matches!(written, Step::Commit | Step::ClearCart)).then_some(written_status);
+        let events = self.status_events(before, &next)?;
         match self.repository.advance(&next, written, &events).await {
             Ok(()) => {
                 self.outbox.committed(events);
@@ -170,7 +176,7 @@ impl Orders {
                 // it got as far as committing or releasing it.
                 let may_hold = matches!(written, Step::ClaimCart | Step::Reserve)
                     && card.is_some()
-                    && matches!(next.step, Step::Commit | Step::Release);
+                    && (next.order.status == OrderStatus::Confirmed || next.step == Step::Release);
                 let now = self
                     .repository
                     .order(next.id())
@@ -250,41 +256,6 @@ impl Orders {
                 code,
                 message: message.to_owned(),
             },
-        }
-    }
-
-    async fn commit(&self, stored: &StoredOrder) -> Option<StepOutcome> {
-        match self.inventory.commit(stored.id()).await {
-            Ok(_) => Some(StepOutcome::Committed),
-            Err(error)
-                if error.is(&ProblemCode::ReservationExpired)
-                    || error.is(&ProblemCode::ReservationReleased)
-                    || error.is_not_found() =>
-            {
-                tracing::error!(order_id = stored.id(), %error, "the stock hold of a confirmed order is gone; cancelling it");
-                Some(StepOutcome::HoldLost)
-            }
-            Err(error) => {
-                tracing::warn!(order_id = stored.id(), %error, "commit deferred");
-                None
-            }
-        }
-    }
-
-    /// Takes the units this order bought out of its cart and ends its claim.
-    async fn clear_cart(&self, stored: &StoredOrder) -> Option<StepOutcome> {
-        match self
-            .carts
-            .complete_checkout(&stored.cart_id, stored.id())
-            .await
-        {
-            Ok(_) => Some(StepOutcome::Cleared),
-            // An expired cart has nothing to clear.
-            Err(error) if error.is_not_found() => Some(StepOutcome::Cleared),
-            Err(error) => {
-                tracing::warn!(order_id = stored.id(), %error, "clearing the cart deferred");
-                None
-            }
         }
     }
 

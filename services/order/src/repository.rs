@@ -69,10 +69,10 @@ pub enum Step {
     Reserve,
     /// Pending, stock held: authorise the payment. Never stored (carried in memory).
     Authorize,
-    /// Confirmed: sell the held stock.
+    /// Confirmed, by a version before the events (which sold the stock itself): hand over to
+    /// `order.confirmed`'s consumers. No longer written.
     Commit,
-    /// Confirmed, stock sold: take the ordered units out of the cart and end the claim. Never
-    /// stored (carried in memory: committing again changes nothing).
+    /// Confirmed, stock sold, by a version before the events; never stored.
     ClearCart,
     /// Failed or cancelled while stock was held: give it back.
     Release,
@@ -80,7 +80,8 @@ pub enum Step {
     Return,
     /// Failed or cancelled: end the order's claim on its cart, whose lines stay.
     ReleaseCart,
-    /// Nothing left to do.
+    /// Nothing left for the saga: a confirmed or cancelled order's stock and cart are its
+    /// events' consumers' to settle.
     Done,
 }
 

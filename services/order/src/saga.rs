@@ -5,13 +5,23 @@
 //! [`next`] and is tested as such.
 //!
 //! ```text
-//! ClaimCart ──► Reserve ──► Authorize ──► Commit ──► ClearCart ──► Done         (CONFIRMED)
-//!    │             │            │            │
+//! ClaimCart ──► Reserve ──► Authorize ──► Done                      (CONFIRMED, order.confirmed)
+//!    │             │            │          └─ cancelled ──► Done    (CANCELLED, order.cancelled)
 //!    │             │ short      └─ declined ──► Release ──► ReleaseCart ──► Done (FAILED)
 //!    │             └──────────────────────────────────────► ReleaseCart ──► Done (FAILED)
 //!    └─ held by another order, or the cart changed ───────────────────────► Done (FAILED)
-//!                                            └─ cancelled ──► Return ──► ReleaseCart ──► Done
 //! ```
+//!
+//! A paid checkout ends with one write: the order confirmed and its `order.confirmed` event,
+//! in the same transaction (the outbox). Selling the held stock and clearing the bought units
+//! from the cart are the inventory's and the cart's consumers of that event
+//! (docs/EVENTS.md, "Consumers"), and a cancellation's stock and cart claim go back through
+//! `order.cancelled` the same way. A checkout that fails before payment still gives its hold
+//! and its claim back itself, at once, so the shopper can try again straight away.
+//!
+//! Orders stored at `Commit` or `ClearCart` by a version before the events (where the order
+//! service sold the stock and cleared the cart itself) are handed to the consumers: the move
+//! to `Done` records their `order.confirmed` again.
 
 use emporium_api::ProblemCode;
 use emporium_api::order::{DeclineCode, Order, OrderFailure, OrderStatus, PaymentStatus};
@@ -59,12 +69,9 @@ pub enum StepOutcome {
     Declined { code: DeclineCode, message: String },
     /// A fault switch failed the step that had just succeeded (after Reserve or Authorize).
     Injected,
-    /// Commit: the held stock is sold.
-    Committed,
-    /// Commit: the hold is gone (expired or released) before it was sold.
-    HoldLost,
-    /// ClearCart: the bought units are out of the cart and the claim is ended.
-    Cleared,
+    /// Commit or ClearCart (stored by an earlier version): the rest is the consumers' of
+    /// `order.confirmed`.
+    HandedOver,
     /// Release: no stock is held any more; `cart_freed` when the claim on the cart ended too.
     Released { cart_freed: bool },
     /// Release: the stock was sold already.
@@ -96,8 +103,6 @@ pub enum Change {
         code: DeclineCode,
         message: String,
     },
-    /// A confirmed order whose stock hold is gone: cancelled, the payment voided.
-    LoseStock,
     /// A fault switch failed the checkout; an authorised payment is voided.
     InjectFault,
     /// The customer cancelled: the payment is voided.
@@ -155,7 +160,7 @@ pub fn next(step: Step, outcome: &StepOutcome) -> Result<Transition, Impossible>
             (Step::Release, Change::Fail(Failure::InventoryUnavailable))
         }
         (Step::Authorize, O::Approved { authorization_id }) => (
-            Step::Commit,
+            Step::Done,
             Change::Confirm {
                 authorization_id: authorization_id.clone(),
             },
@@ -167,15 +172,14 @@ pub fn next(step: Step, outcome: &StepOutcome) -> Result<Transition, Impossible>
                 message: message.clone(),
             },
         ),
-        // After a hold (at Authorize) or a payment (at Commit) a fault stands for a failure.
-        (Step::Authorize | Step::Commit, O::Injected) => (Step::Release, Change::InjectFault),
-        (Step::Commit, O::Committed) => (Step::ClearCart, Change::Nothing),
-        (Step::Commit, O::HoldLost) => (Step::ReleaseCart, Change::LoseStock),
-        // A confirmed order is stored at Commit (its stock not sold yet) or Done.
+        // After a hold and a payment a fault stands for a failure.
+        (Step::Authorize, O::Injected) => (Step::Release, Change::InjectFault),
+        (Step::Commit | Step::ClearCart, O::HandedOver) => (Step::Done, Change::Nothing),
+        // A confirmed order is stored at Done (or, by an earlier version, at Commit); its
+        // `order.cancelled` returns the stock and ends the claim on the cart.
         (Step::Commit | Step::Done, O::CancelledByCustomer) => {
-            (Step::Return, Change::CancelByCustomer)
+            (Step::Done, Change::CancelByCustomer)
         }
-        (Step::ClearCart, O::Cleared) => (Step::Done, Change::Nothing),
         (Step::Release, O::Released { cart_freed }) => (after_stock(*cart_freed), Change::Nothing),
         (Step::Release, O::AlreadySold) => (Step::Return, Change::Nothing),
         (Step::Return, O::Returned { cart_freed }) => (after_stock(*cart_freed), Change::Nothing),
@@ -236,11 +240,6 @@ fn change(order: &mut Order, change: Change) {
                 ..failure(ProblemCode::PaymentDeclined, &message)
             });
         }
-        Change::LoseStock => cancel_paid(
-            order,
-            ProblemCode::StockLost,
-            "the stock hold expired before the order was completed; nothing was charged",
-        ),
         Change::InjectFault => {
             order.status = OrderStatus::Failed;
             if order.payment.status == PaymentStatus::Authorized {
@@ -328,14 +327,11 @@ pub fn may_pass(code: &ProblemCode) -> bool {
 
 /// Whether the move from `from` to `to` stays in memory, written only with the step after it.
 /// Each is safe to redo after a crash: a crash before the next write leaves the order at
-/// ClaimCart (which the reconciler cancels, releasing a hold and a claim that may exist) or at
-/// Commit (committing and clearing again change nothing).
+/// ClaimCart, which the reconciler cancels, releasing a hold and a claim that may exist.
 pub fn is_carried(from: Step, to: Step) -> bool {
     matches!(
         (from, to),
-        (Step::ClaimCart, Step::Reserve)
-            | (Step::Reserve, Step::Authorize)
-            | (Step::Commit, Step::ClearCart)
+        (Step::ClaimCart, Step::Reserve) | (Step::Reserve, Step::Authorize)
     )
 }
 
@@ -377,9 +373,7 @@ mod tests {
                 message: "the card was declined".into(),
             },
             O::Injected,
-            O::Committed,
-            O::HoldLost,
-            O::Cleared,
+            O::HandedOver,
             O::Released { cart_freed: true },
             O::Released { cart_freed: false },
             O::AlreadySold,
@@ -402,13 +396,10 @@ mod tests {
             (Step::Reserve, O::Held) => Step::Authorize,
             (Step::Reserve, O::HoldEnded | O::ReserveUnknown) => Step::Release,
             (Step::Reserve, O::Short(_)) => Step::ReleaseCart,
-            (Step::Authorize, O::Approved { .. }) => Step::Commit,
+            (Step::Authorize, O::Approved { .. }) => Step::Done,
             (Step::Authorize, O::Declined { .. } | O::Injected) => Step::Release,
-            (Step::Commit, O::Injected) => Step::Release,
-            (Step::Commit, O::Committed) => Step::ClearCart,
-            (Step::Commit, O::HoldLost) => Step::ReleaseCart,
-            (Step::Commit | Step::Done, O::CancelledByCustomer) => Step::Return,
-            (Step::ClearCart, O::Cleared) => Step::Done,
+            (Step::Commit | Step::ClearCart, O::HandedOver) => Step::Done,
+            (Step::Commit | Step::Done, O::CancelledByCustomer) => Step::Done,
             (Step::Release, O::Released { cart_freed: true }) => Step::Done,
             (Step::Release, O::Released { cart_freed: false }) => Step::ReleaseCart,
             (Step::Release, O::AlreadySold) => Step::Return,
@@ -438,7 +429,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(moves, 27, "every move of the saga is listed");
+        assert_eq!(moves, 25, "every move of the saga is listed");
     }
 
     fn pending() -> StoredOrder {
@@ -482,11 +473,18 @@ mod tests {
                 authorization_id: "auth_1".into(),
             },
         );
-        assert_eq!(paid.step, Step::Commit);
+        assert_eq!(paid.step, Step::Done);
         assert_eq!(paid.order.status, OrderStatus::Confirmed);
         assert_eq!(paid.order.payment.status, PaymentStatus::Authorized);
         assert!(paid.order.failure.is_none());
-        let failed = after(&paid, StepOutcome::Injected);
+        // The driver fails a paid checkout from its Authorize step, with the payment made.
+        let failed = after(
+            &StoredOrder {
+                step: Step::Authorize,
+                ..paid
+            },
+            StepOutcome::Injected,
+        );
         assert_eq!(failed.step, Step::Release);
         assert_eq!(failed.order.status, OrderStatus::Failed);
         assert_eq!(failed.order.payment.status, PaymentStatus::Voided);

@@ -130,8 +130,9 @@ impl Orders {
     pub(crate) fn status_events(
         &self,
         before: Option<OrderStatus>,
-        order: &Order,
+        stored: &StoredOrder,
     ) -> Result<Pending, OrderError> {
+        let order = &stored.order;
         let unexpected = |error: anyhow::Error| OrderError::from(error);
         if before == Some(order.status) {
             return self
@@ -148,6 +149,7 @@ impl Orders {
         let data = OrderChanged {
             order_id: order.id.clone(),
             customer_id: order.customer_id.clone(),
+            cart_id: stored.cart_id.clone(),
             status: order.status,
             lines: order.lines.clone(),
             totals: order.totals.clone(),
@@ -248,7 +250,7 @@ impl Orders {
             cart_id: valid.cart_id.clone(),
             cart_version: cart.version,
         };
-        let events = self.status_events(None, &stored.order)?;
+        let events = self.status_events(None, &stored)?;
         let recorded = match &previous {
             None => {
                 self.repository
@@ -473,7 +475,7 @@ impl Orders {
                 OrderStatus::Confirmed => {}
             }
             let next = moved(&stored, &StepOutcome::CancelledByCustomer)?;
-            let events = self.status_events(Some(stored.order.status), &next.order)?;
+            let events = self.status_events(Some(stored.order.status), &next)?;
             match self.repository.advance(&next, stored.step, &events).await {
                 Ok(()) => {
                     self.outbox.committed(events);

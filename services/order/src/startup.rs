@@ -67,8 +67,12 @@ pub fn start(
     orders: Arc<Orders>,
     storage: Arc<dyn Storage>,
 ) -> std::io::Result<RunningServer> {
-    let readiness = Readiness::new().critical("storage", health::storage(&storage));
+    let outbox = orders.outbox();
+    let readiness = Readiness::new()
+        .critical("storage", health::storage(&storage))
+        .optional("events relay", health::relay(&outbox));
     let metrics = Metrics::new("order");
+    metrics.observe_outbox(outbox.stats());
     metrics.register(
         "checkouts",
         "Checkouts ended by the customer's request or by the reconciler, by status and failure reason",
@@ -81,7 +85,7 @@ pub fn start(
         routes::configure(cfg);
     })?;
     // Publishes the events the order's writes record (docs/EVENTS.md, "The outbox").
-    server.spawn(orders.outbox().run());
+    server.spawn(outbox.run());
     server.spawn(crate::reconciler::run(
         orders,
         config.reconcile_interval,

@@ -322,7 +322,7 @@ pub async fn checkout(
             &visitor.customer_id(),
             &key,
             &PlaceOrder {
-                cart_id,
+                cart_id: cart_id.clone(),
                 customer: body.customer,
                 payment: body.payment,
             },
@@ -330,6 +330,7 @@ pub async fn checkout(
         .await;
     match placed {
         Ok((status, order)) => {
+            shop.cart_settled(&cart_id, &order).await;
             shop.forget_stock(order.lines.iter().map(|l| l.sku.as_str()))
                 .await;
             let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::OK);

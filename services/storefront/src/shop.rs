@@ -32,6 +32,9 @@ fn no_stock(sku: &str) -> StockLevel {
     }
 }
 
+/// How long a checkout's answer waits for its cart to be cleared (see [`Shop::cart_settled`]).
+pub const CART_SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The four services the storefront fronts.
 #[derive(Debug, Clone)]
 pub struct Shop {
@@ -180,6 +183,28 @@ impl Shop {
             }
         }
         known
+    }
+
+    /// Waits, up to [`CART_SETTLE_WAIT`], until the cart's consumer of `order.confirmed` has
+    /// taken the confirmed `order`'s units out of cart `cart_id`, so the page after the checkout
+    /// shows the cart the shopper has now, not the one they just paid for. A slower consumer
+    /// (the bus far behind) only leaves the badge behind until the next page.
+    pub async fn cart_settled(&self, cart_id: &str, order: &emporium_api::order::Order) {
+        if order.status != emporium_api::order::OrderStatus::Confirmed {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + CART_SETTLE_WAIT;
+        loop {
+            match self.carts.cart(cart_id).await {
+                Ok(cart) if cart.checkout_order_id.as_deref() == Some(order.id.as_str()) => {}
+                // Settled, gone, or unreadable: nothing to wait for.
+                _ => return,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Forgets the stock of these SKUs, after this replica placed an order for them or was

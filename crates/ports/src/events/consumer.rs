@@ -22,8 +22,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
+use tracing::Instrument as _;
 
-use super::{Delivery, Event, Events, GroupDef, RETENTION};
+use super::stats::{ConsumerStats, GroupLabel, HandledLabel};
+use super::{Delivery, Event, Events, GroupDef, RETENTION, epoch_ms};
 use crate::storage::{
     Condition, Item, Key, Storage, StorageError, TableDef, TxOp, now_epoch_seconds,
 };
@@ -33,6 +35,10 @@ use crate::storage::{
 pub const PROCESSED_RETENTION: Duration = Duration::from_secs(RETENTION.as_secs() + 86_400);
 /// How long one receive waits for events before it asks again.
 const RECEIVE_WAIT: Duration = Duration::from_secs(10);
+/// How often the consumer counts its group's dead letters.
+const DEAD_LETTERS_EVERY: Duration = Duration::from_secs(30);
+/// How many times a handler decides again when the state it decided on moved meanwhile.
+const CONFLICT_ATTEMPTS: usize = 5;
 /// How long the consumer pauses after the bus failed, before it tries again.
 const BACKOFF: Duration = Duration::from_secs(1);
 
@@ -40,11 +46,25 @@ const BACKOFF: Duration = Duration::from_secs(1);
 pub enum Outcome {
     /// Apply it with these writes (to the consumer's own tables), committed with its record.
     Apply(Vec<TxOp>),
+    /// Apply it with these writes, and once they have committed run the closure (hand events
+    /// the writes recorded to the outbox's fast path, retire a cached copy).
+    ApplyThen(Vec<TxOp>, AfterCommit),
     /// Nothing to write: the event is not for this consumer, or its effect is there already.
     Skip,
     /// Not now (a dependency is down): deliver it again later, which counts an attempt.
     Retry(String),
 }
+
+/// A handler's decision, or why it could not decide (a dependency down, an event it cannot
+/// read): asked again later.
+impl From<Result<Outcome, String>> for Outcome {
+    fn from(decided: Result<Outcome, String>) -> Self {
+        decided.unwrap_or_else(Outcome::Retry)
+    }
+}
+
+/// What runs once a handler's writes have committed.
+pub type AfterCommit = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
 
 /// A group's handling of its events.
 #[async_trait]
@@ -53,8 +73,13 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, event: &Event) -> Outcome;
 }
 
+/// Makes the span an event is handled in (a service continues the producer's trace).
+pub type SpanOf = Arc<dyn Fn(&Event) -> tracing::Span + Send + Sync>;
+
 /// One consumer of a group; [`Consumer::run`] receives and applies until dropped.
 pub struct Consumer {
+    span_of: Option<SpanOf>,
+    stats: ConsumerStats,
     events: Arc<dyn Events>,
     storage: Arc<dyn Storage>,
     /// The consumer's table, where its effects and processed records go; the records expire
@@ -77,6 +102,8 @@ impl Consumer {
         handler: Arc<dyn Handler>,
     ) -> Self {
         Self {
+            span_of: None,
+            stats: ConsumerStats::default(),
             events,
             storage,
             table,
@@ -85,16 +112,77 @@ impl Consumer {
         }
     }
 
+    /// What the consumer counts, for the service's metrics.
+    pub fn stats(&self) -> &ConsumerStats {
+        &self.stats
+    }
+
+    fn group_label(&self) -> GroupLabel {
+        GroupLabel {
+            group: self.group.name.to_owned(),
+        }
+    }
+
+    /// Counts what came of handling `delivery`.
+    fn count(&self, delivery: &Delivery, outcome: &'static str) {
+        self.stats
+            .handled
+            .get_or_create(&HandledLabel {
+                group: self.group.name.to_owned(),
+                outcome,
+            })
+            .inc();
+        if delivery.attempt > 1 {
+            self.stats
+                .redeliveries
+                .get_or_create(&self.group_label())
+                .inc();
+        }
+        if let Some(lag) = lag_of(&delivery.event) {
+            self.stats
+                .lag
+                .get_or_create(&self.group_label())
+                .observe(lag);
+        }
+    }
+
+    /// Counts the group's dead letters (up to 100) for the metrics.
+    async fn count_dead_letters(&self) {
+        match self.events.dead_letters(self.group.name, 100).await {
+            Ok(dead) => {
+                self.stats
+                    .dead_letters
+                    .get_or_create(&self.group_label())
+                    .set(i64::try_from(dead.len()).unwrap_or(i64::MAX));
+            }
+            Err(error) => {
+                tracing::warn!(group = self.group.name, %error, "counting dead letters failed");
+            }
+        }
+    }
+
+    /// This consumer, handling each event in the span `span_of` makes for it.
+    pub fn traced(mut self, span_of: SpanOf) -> Self {
+        self.span_of = Some(span_of);
+        self
+    }
+
     /// Receives and applies the group's events until the future is dropped (a service runs it
     /// beside its server). What it had received and not acknowledged comes back to a consumer
     /// of the group after the visibility timeout.
     pub async fn run(self: Arc<Self>) {
+        let mut counted: Option<tokio::time::Instant> = None;
         loop {
+            if counted.is_none_or(|at| at.elapsed() >= DEAD_LETTERS_EVERY) {
+                self.count_dead_letters().await;
+                counted = Some(tokio::time::Instant::now());
+            }
             match self.events.receive(self.group.name, 10, RECEIVE_WAIT).await {
                 Ok(deliveries) => {
-                    for delivery in deliveries {
-                        self.settle(&delivery).await;
-                    }
+                    // A batch's events are handled at once: each is one event's effect, and
+                    // two on one record meet in its conditional write, where the later decides
+                    // again.
+                    futures::future::join_all(deliveries.iter().map(|d| self.settle(d))).await;
                 }
                 Err(error) => {
                     tracing::warn!(group = self.group.name, %error, "receiving events failed");
@@ -107,8 +195,12 @@ impl Consumer {
     /// Applies one delivery (at most once in effect) and acknowledges it, or leaves it for a
     /// redelivery; whether it was acknowledged.
     pub async fn settle(&self, delivery: &Delivery) -> bool {
+        let span = self
+            .span_of
+            .as_ref()
+            .map_or_else(tracing::Span::none, |span_of| span_of(&delivery.event));
         let applied = {
-            let work = self.apply(&delivery.event);
+            let work = self.apply(&delivery.event).instrument(span);
             tokio::pin!(work);
             // Half the visibility timeout: extended before it runs out, with time to spare.
             let every = self.group.visibility / 2;
@@ -127,8 +219,15 @@ impl Consumer {
                 }
             }
         };
+        self.count(
+            delivery,
+            match &applied {
+                Ok(outcome) => outcome,
+                Err(_) => "failed",
+            },
+        );
         match applied {
-            Ok(()) => match self
+            Ok(_) => match self
                 .events
                 .ack(self.group.name, std::slice::from_ref(&delivery.receipt))
                 .await
@@ -155,40 +254,76 @@ impl Consumer {
         }
     }
 
-    /// The event's effect with its record, unless it was applied already.
-    async fn apply(&self, event: &Event) -> Result<(), String> {
+    /// The event's effect with its record, unless it was applied already. A handler's write
+    /// whose condition failed (the state it decided on moved meanwhile: a shopper's change, a
+    /// sweeper) is decided again at once on the new state, a few times, rather than after a
+    /// visibility timeout.
+    async fn apply(&self, event: &Event) -> Result<&'static str, String> {
         let key = processed_key(self.group.name, &event.id);
-        match self.storage.get(self.table.name, &key).await {
-            Ok(Some(_)) => return Ok(()),
-            Ok(None) => {}
-            Err(error) => return Err(format!("reading its record: {error}")),
+        for _ in 0..CONFLICT_ATTEMPTS {
+            match self.storage.get(self.table.name, &key).await {
+                Ok(Some(_)) => return Ok("duplicate"),
+                Ok(None) => {}
+                Err(error) => return Err(format!("reading its record: {error}")),
+            }
+            let (mut ops, after) = match self.handler.handle(event).await {
+                Outcome::Apply(ops) => (ops, None),
+                Outcome::ApplyThen(ops, after) => (ops, Some(after)),
+                Outcome::Skip => (Vec::new(), None),
+                Outcome::Retry(why) => return Err(why),
+            };
+            let outcome = if ops.is_empty() { "skipped" } else { "applied" };
+            let mut record = Item::new();
+            record.insert("kind".into(), event.kind.clone().into());
+            if let Some(ttl) = self.table.ttl_attribute {
+                record.insert(
+                    ttl.into(),
+                    Value::from(now_epoch_seconds().saturating_add(
+                        i64::try_from(PROCESSED_RETENTION.as_secs()).unwrap_or(i64::MAX),
+                    )),
+                );
+            }
+            let at = ops.len();
+            ops.push(TxOp::Put {
+                table: self.table.name,
+                item: key.stamp(record),
+                condition: Some(Condition::NotExists),
+            });
+            match self.storage.transact(ops).await {
+                Ok(()) => {
+                    if let Some(after) = after {
+                        after().await;
+                    }
+                    return Ok(outcome);
+                }
+                // Another delivery of it was applied meanwhile, with its record: nothing is lost.
+                Err(StorageError::TransactionCanceled { failed }) if failed.contains(&at) => {
+                    return Ok("duplicate");
+                }
+                Err(StorageError::TransactionCanceled { .. }) => {
+                    // A little random pause, so two writers of one item stop colliding.
+                    let pause = rand::random_range(1..=10);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(error) => return Err(format!("applying it: {error}")),
+            }
         }
-        let mut ops = match self.handler.handle(event).await {
-            Outcome::Apply(ops) => ops,
-            Outcome::Skip => Vec::new(),
-            Outcome::Retry(why) => return Err(why),
-        };
-        let mut record = Item::new();
-        record.insert("kind".into(), event.kind.clone().into());
-        if let Some(ttl) = self.table.ttl_attribute {
-            record.insert(
-                ttl.into(),
-                Value::from(now_epoch_seconds().saturating_add(
-                    i64::try_from(PROCESSED_RETENTION.as_secs()).unwrap_or(i64::MAX),
-                )),
-            );
-        }
-        let at = ops.len();
-        ops.push(TxOp::Put {
-            table: self.table.name,
-            item: key.stamp(record),
-            condition: Some(Condition::NotExists),
-        });
-        match self.storage.transact(ops).await {
-            Ok(()) => Ok(()),
-            // Another delivery of it was applied meanwhile, with its record: nothing is lost.
-            Err(StorageError::TransactionCanceled { failed }) if failed.contains(&at) => Ok(()),
-            Err(error) => Err(format!("applying it: {error}")),
-        }
+        Err("the state it applies to kept changing under it".into())
     }
+}
+
+/// Seconds since the event's envelope says its change was committed (`time`), when it says.
+fn lag_of(event: &Event) -> Option<f64> {
+    let envelope: Value = serde_json::from_str(&event.body).ok()?;
+    let time = envelope.get("time")?.as_str()?;
+    let committed_ms = rfc3339_epoch_ms(time)?;
+    let now = epoch_ms();
+    Some(now.saturating_sub(committed_ms) as f64 / 1000.0)
+}
+
+/// Epoch milliseconds of an RFC 3339 UTC time such as `2026-12-04T01:38:22.714151Z`.
+fn rfc3339_epoch_ms(time: &str) -> Option<u64> {
+    let parsed =
+        time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).ok()
 }

@@ -21,6 +21,7 @@
 
 pub mod consumer;
 pub mod outbox;
+pub mod stats;
 pub mod stored;
 
 #[cfg(feature = "testsuite")]
@@ -59,6 +60,17 @@ pub struct GroupDef {
 }
 
 impl GroupDef {
+    /// A group receiving `types` with SQS's defaults: a 30 s visibility timeout (handlers
+    /// slower than half of it extend it) and five attempts before the dead letters.
+    pub const fn standard(name: &'static str, types: &'static [&'static str]) -> Self {
+        Self {
+            name,
+            types,
+            visibility: Duration::from_secs(30),
+            max_attempts: 5,
+        }
+    }
+
     pub fn wants(&self, kind: &str) -> bool {
         self.types.contains(&kind)
     }

@@ -37,6 +37,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::stats::{OutboxStats, TypeLabel};
 use super::{Event, Events, EventsError, epoch_ms, timed_key, timed_key_ms};
 use crate::storage::{Condition, Item, Key, Query, Storage, StorageError, TxOp};
 
@@ -92,6 +93,16 @@ impl Pending {
     }
 }
 
+/// Turns what a producer recorded into the events published, at the moment they are published:
+/// for a producer whose transaction cannot know the state it leaves (counters moved by
+/// additions, as the inventory's are), the record names what changed and the finisher reads
+/// the state then. Whatever it returns for a record must have ids of its own that are the same
+/// each time it runs for that record, so a publish repeated after a failure repeats the ids.
+#[async_trait::async_trait]
+pub trait Finisher: Send + Sync + 'static {
+    async fn finish(&self, recorded: &Event) -> Result<Vec<Event>, StorageError>;
+}
+
 /// One service's outbox, in its table.
 pub struct Outbox {
     storage: Arc<dyn Storage>,
@@ -102,6 +113,8 @@ pub struct Outbox {
     fast_path: mpsc::Sender<Entries>,
     /// The fast path's end, until [`Outbox::start`] takes it.
     receiver: std::sync::Mutex<Option<mpsc::Receiver<Entries>>>,
+    finisher: Option<Arc<dyn Finisher>>,
+    stats: OutboxStats,
 }
 
 fn event_of(item: &Item) -> Option<(Key, Event)> {
@@ -127,7 +140,32 @@ impl Outbox {
             owner: uuid::Uuid::new_v4().simple().to_string(),
             fast_path: sender,
             receiver: std::sync::Mutex::new(Some(receiver)),
+            finisher: None,
+            stats: OutboxStats::default(),
         }
+    }
+
+    /// What the outbox counts, for the service's metrics.
+    pub fn stats(&self) -> &OutboxStats {
+        &self.stats
+    }
+
+    /// This outbox, with its records turned into events by `finisher` as they are published.
+    pub fn finishing(mut self, finisher: Arc<dyn Finisher>) -> Self {
+        self.finisher = Some(finisher);
+        self
+    }
+
+    /// The events `chunk`'s records stand for.
+    async fn finished(&self, chunk: &[(Key, Event)]) -> Result<Vec<Event>, StorageError> {
+        let Some(finisher) = &self.finisher else {
+            return Ok(chunk.iter().map(|(_, event)| event.clone()).collect());
+        };
+        let mut events = Vec::with_capacity(chunk.len());
+        for (_, recorded) in chunk {
+            events.extend(finisher.finish(recorded).await?);
+        }
+        Ok(events)
     }
 
     /// Records `events` for a transaction: put [`Pending::ops`] in it, and once it has
@@ -181,9 +219,24 @@ impl Outbox {
     /// stay recorded for the sweeper).
     async fn publish(&self, entries: &[(Key, Event)]) -> bool {
         for chunk in entries.chunks(PUBLISH_BATCH) {
-            let events: Vec<Event> = chunk.iter().map(|(_, event)| event.clone()).collect();
+            let events = match self.finished(chunk).await {
+                Ok(events) => events,
+                Err(error) => {
+                    tracing::warn!(table = self.table, %error, "finishing recorded events failed; the sweeper retries");
+                    return false;
+                }
+            };
             match self.events.publish(&events).await {
-                Ok(()) => {}
+                Ok(()) => {
+                    for event in &events {
+                        self.stats
+                            .published
+                            .get_or_create(&TypeLabel {
+                                r#type: event.kind.clone(),
+                            })
+                            .inc();
+                    }
+                }
                 // The bus refuses something in the batch: one at a time, so the rest goes out
                 // and only what is refused is set aside.
                 Err(EventsError::Invalid(_)) if chunk.len() > 1 => {
@@ -339,6 +392,21 @@ impl Outbox {
         loop {
             if let Err(error) = self.sweep().await {
                 tracing::warn!(table = self.table, %error, "outbox sweep failed");
+            }
+            // Every replica looks, so each one's metrics and readiness see a relay that is
+            // stuck, whichever replica holds the lease.
+            match self.backlog().await {
+                Ok((count, oldest)) => {
+                    self.stats
+                        .backlog
+                        .set(i64::try_from(count).unwrap_or(i64::MAX));
+                    self.stats
+                        .oldest_age
+                        .set(oldest.map_or(0.0, |age| age.as_secs_f64()));
+                }
+                Err(error) => {
+                    tracing::warn!(table = self.table, %error, "reading the outbox backlog failed")
+                }
             }
             tokio::time::sleep(SWEEP_EVERY).await;
         }

@@ -270,7 +270,10 @@ async fn place(
     shop.forget_stock(cart.lines.iter().map(|l| l.sku.as_str()))
         .await;
     let (status, notice, errors) = match outcome {
-        Ok((_, order)) => return Ok(see_other(&format!("/orders/{}?placed=1", order.id))),
+        Ok((_, order)) => {
+            shop.cart_settled(&cart.id, &order).await;
+            return Ok(see_other(&format!("/orders/{}?placed=1", order.id)));
+        }
         Err(error) => match failure(error, &cart) {
             Failure::Retry(status, notice, errors) => (status, notice, errors),
             Failure::EmptyCart => return Ok(see_other("/cart?notice=empty")),
