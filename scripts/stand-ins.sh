@@ -142,6 +142,17 @@ install_validators() {
 # install_podman: podman (with runc: crun refuses this kind of machine's hybrid cgroup layout)
 # and debootstrap, and a containers.conf for the pods test (exported as CONTAINERS_CONF; root
 # here cannot raise rlimits, so the containers' limits are set below the machine's).
+# install_haproxy: HAProxy from Debian, the load balancer the replicas test puts in front of each
+# service's replicas.
+install_haproxy() {
+  if ! command -v haproxy >/dev/null 2>&1; then
+    stand_in_log "installing HAProxy (Debian)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+  fi
+  EMPORIUM_TEST_HAPROXY="$(command -v haproxy)"
+  export EMPORIUM_TEST_HAPROXY
+}
+
 install_podman() {
   if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 \
     || ! command -v debootstrap >/dev/null 2>&1; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of Emporium on a fresh machine: installs what the tests need
 # (cargo-nextest, redis-server, moto server, Chromium and chromedriver, the Kubernetes and lint
-# validators, podman and the images the pods test runs), starts the stand-ins on free ports, then
+# validators, HAProxy, podman and the images the pods test runs), starts the stand-ins on free ports, then
 # checks formatting and lints, runs the whole test suite, and builds the whole Dockerfile.
 # Usage: scripts/test.sh
 set -euo pipefail
@@ -31,6 +31,9 @@ start_stand_ins target/stand-ins
 
 step "validators for the Dockerfile, scripts, manifests and chart"
 install_validators
+
+step "HAProxy for the replicas test"
+install_haproxy
 
 step "podman and the images for the pods test"
 install_podman

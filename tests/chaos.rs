@@ -46,13 +46,6 @@ struct Outcome {
     took: Duration,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
-
 /// The storefront API's checkout: who buys, and a card that pays.
 fn checkout_body() -> serde_json::Value {
     json!({
@@ -154,31 +147,18 @@ async fn shop_until(
 /// The shopper's confirmed orders and the units in them, through the storefront.
 async fn confirmed_orders(shopper: &mut Shopper) -> (usize, i64) {
     let (mut orders, mut units) = (0, 0);
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(cursor) => format!("/orders?limit=50&cursor={cursor}"),
-            None => "/orders?limit=50".to_owned(),
-        };
-        let page = shopper.api(Method::GET, &path, None, &[]).await;
-        assert_eq!(page.status, 200, "{}", page.body);
-        let page: serde_json::Value = serde_json::from_str(&page.body).expect("JSON");
-        for order in page["items"].as_array().into_iter().flatten() {
-            if order["status"] == "confirmed" {
-                orders += 1;
-                units += order["lines"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|line| line["quantity"].as_i64())
-                    .sum::<i64>();
-            }
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return (orders, units),
+    for order in shopper.orders().await {
+        if order["status"] == "confirmed" {
+            orders += 1;
+            units += order["lines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|line| line["quantity"].as_i64())
+                .sum::<i64>();
         }
     }
+    (orders, units)
 }
 
 /// What is done to the shop while shoppers shop, and how it is undone.
@@ -257,7 +237,7 @@ async fn await_circuit(shop: &TestPlatform, open: bool, within: Duration) {
 
 /// Four shoppers check out through `fault`: the whole story, and every check on it.
 async fn checkouts_through(fault: Fault) {
-    let inventory_port = free_port().to_string();
+    let inventory_port = emporium_tests::free_port().to_string();
     let (timeout, deadline) = (ATTEMPT_TIMEOUT_MS.to_string(), DEADLINE_MS.to_string());
     let mut shop = TestPlatform::start_with(
         Backend::Embedded,

@@ -38,7 +38,10 @@ fn designed_calls() -> BTreeSet<(String, String, u64)> {
                 u64::from(callee.spec().port),
             ));
         }
-        if ports.contains(&Port::Storage) || ports.contains(&Port::Blobs) {
+        if [Port::Storage, Port::Blobs, Port::Events]
+            .iter()
+            .any(|port| ports.contains(port))
+        {
             calls.insert((name.clone(), "localstack".into(), 4566));
         }
         if ports.contains(&Port::Cache) {

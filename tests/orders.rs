@@ -1124,17 +1124,7 @@ async fn an_order_tells_the_bus_it_was_placed_confirmed_failed_or_cancelled(back
         .place(&buyer, &key(), &order_body(&other.id, CARD_DECLINED))
         .await;
     assert_eq!(declined.status(), 402);
-    let cancel = shop
-        .http
-        .post(format!(
-            "{}/v1/orders/{}/cancel",
-            shop.url(Service::Order),
-            confirmed.id
-        ))
-        .header("x-customer-id", &buyer)
-        .send()
-        .await
-        .expect("send");
+    let cancel = shop.cancel(&buyer, &confirmed.id).await;
     assert_eq!(cancel.status(), 200);
 
     let mut heard: Vec<(EventType, String, serde_json::Value)> = Vec::new();
@@ -1197,4 +1187,101 @@ async fn an_order_tells_the_bus_it_was_placed_confirmed_failed_or_cancelled(back
         serde_json::to_value(&confirmed.totals.total).expect("json")
     );
     assert_eq!(confirmation.2["version"], 2);
+}
+
+/// Runs `emporium events <args>` against the platform's bus, as an operator would beside the
+/// running shop (SNS and SQS), and returns what it printed.
+async fn events_command(shop: &TestPlatform, args: &[&str]) -> String {
+    let uri = shop.settings.common.events_uri();
+    let mut argv = vec!["emporium", "events"];
+    argv.extend(args);
+    argv.extend(["--events", uri.as_str(), "--log", "warn"]);
+    let cli = <emporium::cli::Cli as clap::Parser>::try_parse_from(argv).expect("events command");
+    let emporium::cli::Command::Events(command) = cli.command else {
+        unreachable!("parsed an events command")
+    };
+    let mut out = Vec::new();
+    emporium::events_cli::run(command, &mut out)
+        .await
+        .expect("events command runs");
+    String::from_utf8(out).expect("utf-8")
+}
+
+/// An event whose handler fails every time (the inventory cut off from its store by a fault
+/// switch, when an order is cancelled) is tried a few times, sooner each than the visibility
+/// timeout, then waits in the group's dead letters, where `emporium events dlq list` shows it;
+/// once the store is back, `dlq redrive` hands it back and it is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_waits_in_the_dead_letters_until_redriven_then_applies_once() {
+    let shop = TestPlatform::start(Backend::Aws).await;
+    let bag = shop.product_with_sku("OUT-007").await;
+    let before = shop.stock("OUT-007").await;
+    let buyer = customer();
+    let cart = shop.cart_with(&[(&bag, 2)]).await;
+    let order: Order = shop
+        .place(&buyer, &key(), &order_body(&cart.id, CARD_OK))
+        .await
+        .json()
+        .await
+        .expect("order");
+    assert_eq!(order.status, OrderStatus::Confirmed);
+    let sold = (before.available - 2, before.reserved, before.sold + 2);
+    shop.stock_settles("OUT-007", sold).await;
+
+    let cut = shop
+        .switch_faults(Service::Inventory, Some(json!({"outage": ["storage"]})))
+        .await;
+    assert!(cut.status().is_success());
+    let cancelled = shop.cancel(&buyer, &order.id).await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+
+    // Five attempts a second or more apart, then the dead letters.
+    let mut listed = String::new();
+    for _ in 0..60 {
+        listed = events_command(&shop, &["dlq", "list", "--group", "inventory-orders"]).await;
+        if listed.contains("1 dead letters") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        listed.contains("1 dead letters in inventory-orders"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("emporium.order.cancelled.v1") && listed.contains(&order.id),
+        "{listed}"
+    );
+    let as_json = events_command(
+        &shop,
+        &["dlq", "list", "--group", "inventory-orders", "--json"],
+    )
+    .await;
+    let envelope: serde_json::Value =
+        serde_json::from_str(as_json.lines().next().expect("one line")).expect("an envelope");
+    assert_eq!(envelope["subject"], order.id.as_str());
+    let metrics = shop.metrics(Service::Inventory).await;
+    assert!(
+        metrics.contains(
+            "emporium_inventory_events_handled_total{group=\"inventory-orders\",outcome=\"failed\"} 5"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("emporium_inventory_events_redelivered_total{group=\"inventory-orders\"} 4"),
+        "{metrics}"
+    );
+    // Nothing happened to the stock meanwhile, and the cart group was not held up.
+    shop.switch_faults(Service::Inventory, None).await;
+    assert_eq!(counts(&shop.stock("OUT-007").await), sold);
+
+    let redriven = events_command(&shop, &["dlq", "redrive", "--group", "inventory-orders"]).await;
+    assert!(redriven.starts_with("1 dead letters"), "{redriven}");
+    shop.stock_settles("OUT-007", counts(&before)).await;
+    let left = events_command(&shop, &["dlq", "list", "--group", "inventory-orders"]).await;
+    assert!(left.contains("0 dead letters"), "{left}");
+    // Applied once: a while later the stock is still as before the order.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(counts(&shop.stock("OUT-007").await), counts(&before));
 }

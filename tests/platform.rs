@@ -397,8 +397,18 @@ async fn every_service_serves_its_metrics_and_a_checkout_moves_them(backend: Bac
 #[tokio::test]
 async fn the_dashboard_queries_only_series_the_services_serve() {
     let shop = TestPlatform::start(Backend::Embedded).await;
-    // A checkout, so the labelled families have samples.
+    // A checkout, so the labelled families have samples, and its events handled, so the
+    // consumers' have too.
     buy_one(&shop).await;
+    for service in [Service::Inventory, Service::Cart] {
+        let lag = format!("emporium_{}_events_lag_seconds_count", service.name());
+        for _ in 0..400 {
+            if shop.metrics(service).await.contains(&lag) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
     let mut served = std::collections::BTreeSet::new();
     for service in Service::ALL {
         // The first scrape is itself a request, so the second shows the HTTP families even of

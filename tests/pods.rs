@@ -16,29 +16,13 @@
 //! through `EMPORIUM_TEST_PODMAN` and `CONTAINERS_CONF`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use emporium_tests::manifests::{kind_of, must, name_of, objects, root, tool};
 use serde_norway::{Mapping, Value};
-
-/// The `emporium` binary this test run built, beside the test's own executable.
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's path");
-    let built = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the target directory")
-        .join("emporium");
-    assert!(
-        built.is_file(),
-        "{} is missing: build the workspace (cargo nextest run --workspace builds it)",
-        built.display()
-    );
-    built
-}
 
 /// podman for one test: every pod it starts is removed, and its network, when it ends.
 struct Podman {
@@ -414,7 +398,7 @@ async fn exit_code(podman: &Podman, container: &str, limit: Duration) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_and_the_kind_overlays_and_the_charts_pods_run_and_serve_the_shop() {
-    let binary = binary();
+    let binary = emporium_tests::emporium_binary();
     let kubectl = tool("EMPORIUM_TEST_KUBECTL");
     let overlay = must(&kubectl, &["kustomize", "k8s/overlays/kind"]);
     run_the_shop(&overlay, &binary).await;

@@ -65,6 +65,30 @@ pub fn serve_help() -> String {
         .to_string()
 }
 
+/// The `emporium` binary this test run built, beside the test's own executable.
+pub fn emporium_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    let built = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the target directory")
+        .join("emporium");
+    assert!(
+        built.is_file(),
+        "{} is missing: build the workspace (cargo nextest run --workspace builds it)",
+        built.display()
+    );
+    built
+}
+
+/// A port nothing listens on now, for a process to be told to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
 /// Which adapters the services run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -412,6 +436,19 @@ impl TestPlatform {
         panic!("cart {cart_id} did not settle: {cart:?}");
     }
 
+    /// Asks the order service, as `customer`, to cancel order `order_id`.
+    pub async fn cancel(&self, customer: &str, order_id: &str) -> reqwest::Response {
+        self.http
+            .post(format!(
+                "{}/v1/orders/{order_id}/cancel",
+                self.url(Service::Order)
+            ))
+            .header("x-customer-id", customer)
+            .send()
+            .await
+            .expect("send")
+    }
+
     /// A new cart holding `quantity` of each product.
     pub async fn cart_with(&self, lines: &[(&Product, i64)]) -> Cart {
         let cart = self.new_cart().await;
@@ -559,11 +596,20 @@ impl Shopper {
     }
 
     pub async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+        self.try_send(request).await.expect("send")
+    }
+
+    /// [`Shopper::send`], or the error of a request that got no answer (a connection cut by a
+    /// replica going away).
+    pub async fn try_send(
+        &mut self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Page, reqwest::Error> {
         let request = match &self.cookie {
             Some(cookie) => request.header("cookie", cookie),
             None => request,
         };
-        let response = request.send().await.expect("send");
+        let response = request.send().await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         for value in headers.get_all("set-cookie") {
@@ -574,12 +620,12 @@ impl Shopper {
                 self.cookie = Some(pair.to_owned());
             }
         }
-        let body = response.text().await.expect("body");
-        Page {
+        let body = response.text().await?;
+        Ok(Page {
             status,
             headers,
             body,
-        }
+        })
     }
 
     pub async fn get(&mut self, path: &str) -> Page {
@@ -620,6 +666,26 @@ impl Shopper {
         self.send(request).await
     }
 
+    /// Every order of the shopper's session, through the public API, a page at a time.
+    pub async fn orders(&mut self) -> Vec<Value> {
+        let mut orders = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(cursor) => format!("/orders?limit=50&cursor={cursor}"),
+                None => "/orders?limit=50".to_owned(),
+            };
+            let page = self.api(reqwest::Method::GET, &path, None, &[]).await;
+            assert_eq!(page.status, 200, "{}", page.body);
+            let page = page.json();
+            orders.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return orders,
+            }
+        }
+    }
+
     /// Calls the public API.
     pub async fn api(
         &mut self,
@@ -628,6 +694,19 @@ impl Shopper {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Page {
+        self.try_api(method, path, body, headers)
+            .await
+            .expect("send")
+    }
+
+    /// [`Shopper::api`], or the error of a call that got no answer.
+    pub async fn try_api(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Page, reqwest::Error> {
         let mut request = self
             .http
             .request(method, format!("{}/api/v1{path}", self.base));
@@ -637,6 +716,6 @@ impl Shopper {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        self.send(request).await
+        self.try_send(request).await
     }
 }

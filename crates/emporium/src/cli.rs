@@ -31,6 +31,8 @@ pub enum Command {
     Init(SetupArgs),
     /// Load the demo catalog, images and stock into the configured backends; safe to run again.
     Seed(SetupArgs),
+    /// Operate the events bus: a consumer group's dead letters (`dlq list`, `dlq redrive`).
+    Events(crate::events_cli::EventsArgs),
     /// Load-test a running shop through its public API: weighted shopper sessions, a closed
     /// (--users) or open (--rate) model, a summary and a JSON result; exits non-zero when an
     /// objective (--max-p99-ms, --max-error-rate) is missed.
@@ -140,6 +142,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Seed(args) => return seed(args.services).await,
         Command::Load(config) => return load(config).await,
+        Command::Events(args) => {
+            return crate::events_cli::run(args, &mut std::io::stdout().lock()).await;
+        }
         Command::Up(args) => (
             {
                 traces_port = (!args.no_traces_page).then_some(args.traces_port);

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod events_cli;
 pub mod run;
 pub mod services;
 pub mod setup;

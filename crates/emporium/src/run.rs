@@ -2,7 +2,7 @@
 
 use emporium_platform::auth::{AdminKey, GatewayKey};
 use emporium_platform::faults::{Dependency, FaultSwitches};
-use emporium_ports::faulty::{FaultyBlobs, FaultyCache, FaultyStorage, Outages};
+use emporium_ports::faulty::{FaultyBlobs, FaultyCache, FaultyEvents, FaultyStorage, Outages};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -373,6 +373,15 @@ impl<'a> Starter<'a> {
         ))
     }
 
+    /// The events bus as `service` sees it: one bus, switched off for it alone.
+    fn events_for(&mut self, service: Service) -> anyhow::Result<Arc<dyn Events>> {
+        Self::declared(service, Port::Events)?;
+        Ok(FaultyEvents::wrap(
+            self.platform.events.clone(),
+            self.outages(service, Dependency::Events),
+        ))
+    }
+
     fn blobs_for(&mut self, service: Service) -> anyhow::Result<Arc<dyn Blobs>> {
         Self::declared(service, Port::Blobs)?;
         Ok(FaultyBlobs::wrap(
@@ -442,7 +451,7 @@ impl<'a> Starter<'a> {
             storage: self.storage(Service::Catalog).await?,
             cache: self.cache_for(Service::Catalog)?,
             blobs: self.blobs_for(Service::Catalog)?,
-            events: self.platform.events.clone(),
+            events: self.events_for(Service::Catalog)?,
         };
         let config = CatalogConfig {
             http: self.http(Service::Catalog),
@@ -478,7 +487,7 @@ impl<'a> Starter<'a> {
                 self.settings.services.inventory.sweep_interval_ms.max(10),
             ),
         };
-        let events = self.platform.events.clone();
+        let events = self.events_for(Service::Inventory)?;
         let inventory = inventory_startup::inventory(&config, storage.clone(), events.clone());
         if self.plan.seed_when_empty && inventory.list_stock(Some(1), None).await?.items.is_empty()
         {
@@ -502,7 +511,7 @@ impl<'a> Starter<'a> {
         let ports = CartPorts {
             storage: self.storage(Service::Cart).await?,
             cache: self.cache_for(Service::Cart)?,
-            events: self.platform.events.clone(),
+            events: self.events_for(Service::Cart)?,
         };
         let cart = &self.settings.services.cart;
         let config = CartConfig {
@@ -543,7 +552,7 @@ impl<'a> Starter<'a> {
         let orders = order_startup::orders(
             &config,
             storage.clone(),
-            self.platform.events.clone(),
+            self.events_for(Service::Order)?,
             self.checkout_hooks(),
         )?;
         let server = order_startup::start(&config, orders, storage);

@@ -37,12 +37,13 @@ pub enum Dependency {
     Storage,
     Cache,
     Blobs,
+    Events,
     /// Another service, by its name.
     Service(&'static str),
 }
 
 impl Dependency {
-    const PORTS: [Self; 3] = [Self::Storage, Self::Cache, Self::Blobs];
+    const PORTS: [Self; 4] = [Self::Storage, Self::Cache, Self::Blobs, Self::Events];
 
     /// The service called `name`.
     pub const fn service(name: &'static str) -> Self {
@@ -55,6 +56,7 @@ impl Dependency {
             Self::Storage => "storage",
             Self::Cache => "cache",
             Self::Blobs => "blobs",
+            Self::Events => "events",
             Self::Service(name) => name,
         }
     }
@@ -64,6 +66,7 @@ impl Dependency {
             Port::Storage => Self::Storage,
             Port::Cache => Self::Cache,
             Port::Blobs => Self::Blobs,
+            Port::Events => Self::Events,
         }
     }
 }

@@ -1,7 +1,7 @@
-//! Decorators that make a port fail on demand, for practising outages (a service's store, cache
-//! or blob store going away) on a running shop: while its port is switched off, every call fails
-//! the way a lost backend fails (`StorageError::Backend`, `CacheError::Unavailable`,
-//! `BlobError::Backend`), pings included, so readiness, degradation and error paths run for real.
+//! Decorators that make a port fail on demand, for practising outages (a service's store, cache,
+//! blob store or events bus going away) on a running shop: while its port is switched off, every
+//! call fails the way a lost backend fails (`StorageError::Backend`, `CacheError::Unavailable`,
+//! `BlobError::Backend`, `EventsError::Backend`), pings included, so readiness, degradation and error paths run for real.
 //! Who switches them is the caller's business (the platform's fault switches, see
 //! `emporium_platform::faults`); this module only asks.
 
@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use crate::blob::{Blob, BlobError, BlobKey, BlobMeta, BlobPage, Blobs};
 use crate::cache::{Cache, CacheError, PoolUse};
+use crate::events::{Delivery, Event, Events, EventsError, Receipt};
 use crate::storage::{Condition, Item, Key, Page, Query, Storage, StorageError, TxOp, Update};
 
 /// A port a service depends on.
@@ -21,6 +22,7 @@ pub enum Port {
     Storage,
     Cache,
     Blobs,
+    Events,
 }
 
 /// Says whether a port is switched off right now.
@@ -226,6 +228,78 @@ impl Blobs for FaultyBlobs {
     }
 
     async fn ping(&self) -> Result<(), BlobError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+}
+
+/// The events bus as a service sees it, switched off with its `events` outage: its relay
+/// cannot publish (what it records waits in its outbox) and its consumers cannot receive.
+pub struct FaultyEvents {
+    inner: Arc<dyn Events>,
+    outages: Arc<dyn Outages>,
+}
+
+impl FaultyEvents {
+    pub fn wrap(inner: Arc<dyn Events>, outages: Arc<dyn Outages>) -> Arc<dyn Events> {
+        Arc::new(Self { inner, outages })
+    }
+
+    fn check(&self) -> Result<(), EventsError> {
+        if self.outages.is_down(Port::Events) {
+            return Err(EventsError::Backend(anyhow::anyhow!(WHY)));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Events for FaultyEvents {
+    async fn publish(&self, events: &[Event]) -> Result<(), EventsError> {
+        self.check()?;
+        self.inner.publish(events).await
+    }
+
+    async fn receive(
+        &self,
+        group: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, EventsError> {
+        if self.check().is_err() {
+            // A receiver of a lost bus waits as a long poll would, rather than spin.
+            tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+        }
+        self.check()?;
+        self.inner.receive(group, max, wait).await
+    }
+
+    async fn ack(&self, group: &str, receipts: &[Receipt]) -> Result<(), EventsError> {
+        self.check()?;
+        self.inner.ack(group, receipts).await
+    }
+
+    async fn extend(
+        &self,
+        group: &str,
+        receipt: &Receipt,
+        hidden_for: Duration,
+    ) -> Result<(), EventsError> {
+        self.check()?;
+        self.inner.extend(group, receipt, hidden_for).await
+    }
+
+    async fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<Event>, EventsError> {
+        self.check()?;
+        self.inner.dead_letters(group, max).await
+    }
+
+    async fn redrive(&self, group: &str) -> Result<usize, EventsError> {
+        self.check()?;
+        self.inner.redrive(group).await
+    }
+
+    async fn ping(&self) -> Result<(), EventsError> {
         self.check()?;
         self.inner.ping().await
     }

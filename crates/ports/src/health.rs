@@ -2,6 +2,7 @@
 //! platform's `Readiness` takes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 
@@ -39,16 +40,17 @@ pub fn blobs(blobs: &Arc<dyn Blobs>) -> Check {
 /// How old the oldest unpublished event may get before the relay counts as stuck: far beyond
 /// the fast path's milliseconds and the sweeper's 5 s, so only a bus that keeps refusing, or a
 /// relay that stopped, trips it.
-pub const RELAY_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+pub const RELAY_STUCK_AFTER: Duration = Duration::from_secs(60);
 
 /// Whether the outbox's relay keeps up: fails while its oldest unpublished event is older than
-/// [`RELAY_STUCK_AFTER`] (the service still answers; its events are late).
-pub fn relay(outbox: &Arc<crate::events::outbox::Outbox>) -> Check {
+/// `stuck_after` ([`RELAY_STUCK_AFTER`] in the services; the service still answers, only its
+/// events are late), as the relay's last round saw it.
+pub fn relay(outbox: &Arc<crate::events::outbox::Outbox>, stuck_after: Duration) -> Check {
     let outbox = outbox.clone();
     Box::new(move || {
         let age = outbox.stats().oldest_age.get();
         Box::pin(async move {
-            if age > RELAY_STUCK_AFTER.as_secs_f64() {
+            if age > stuck_after.as_secs_f64() {
                 Err(format!(
                     "the oldest unpublished event is {age:.0} s old: the events relay is stuck"
                 ))

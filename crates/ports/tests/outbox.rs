@@ -12,6 +12,7 @@ use emporium_ports::events::conformance::{Hooked, Hooks};
 use emporium_ports::events::outbox::{Outbox, SWEEP_AFTER};
 use emporium_ports::events::stored::StoredEvents;
 use emporium_ports::events::{Event, Events, EventsError, GroupDef};
+use emporium_ports::health;
 use emporium_ports::storage::embedded::EmbeddedStorage;
 use emporium_ports::storage::{Condition, Key, Storage, TableDef, TxOp};
 
@@ -232,12 +233,32 @@ async fn events_the_bus_refused_stay_recorded_until_it_takes_them() {
         .await
         .expect("placed");
     outbox.committed(pending);
-    let none = received(&*shop.bus, Duration::from_secs(2)).await;
+    // The relay's readiness check, with a 2 s bound here (a minute in the services).
+    let stuck = health::relay(&outbox, Duration::from_secs(2));
+    assert_eq!(stuck().await, Ok(()), "not stuck yet");
+    let none = received(&*shop.bus, Duration::from_secs(4)).await;
     assert!(none.is_empty(), "{none:?}");
     assert_eq!(outbox.backlog().await.expect("backlog").0, 1);
+    // The relay's last rounds saw it waiting, and for longer than the bound.
+    assert_eq!(outbox.stats().backlog.get(), 1);
+    assert!(outbox.stats().oldest_age.get() > 2.0);
+    let why = stuck().await.expect_err("stuck");
+    assert!(why.contains("relay is stuck"), "{why}");
     flaky.hooks.down.store(false, Ordering::SeqCst);
     let seen = received(&*shop.bus, SWEEP_AFTER + Duration::from_secs(3)).await;
-    assert_eq!(seen, BTreeMap::from([(event.id, 1)]));
+    assert_eq!(seen, BTreeMap::from([(event.id.clone(), 1)]));
     assert_eq!(outbox.backlog().await.expect("backlog").0, 0);
+    // Published: counted by type, and the check passes again after the next round.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(stuck().await, Ok(()));
+    assert_eq!(outbox.stats().backlog.get(), 0);
+    let published = outbox
+        .stats()
+        .published
+        .get_or_create(&emporium_ports::events::stats::TypeLabel {
+            r#type: event.kind.clone(),
+        })
+        .get();
+    assert_eq!(published, 1);
     relay.abort();
 }

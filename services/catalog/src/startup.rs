@@ -57,7 +57,10 @@ pub fn start(
     ports: &CatalogPorts,
 ) -> std::io::Result<RunningServer> {
     let outbox = catalog.outbox();
-    let readiness = readiness(ports).optional("events relay", health::relay(&outbox));
+    let readiness = readiness(ports).optional(
+        "events relay",
+        health::relay(&outbox, health::RELAY_STUCK_AFTER),
+    );
     let metrics = Metrics::new("catalog");
     metrics.observe_outbox(outbox.stats());
     metrics.observe_cache(catalog.cache_stats());

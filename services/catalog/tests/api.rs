@@ -1119,5 +1119,5 @@ async fn unknown_routes_and_methods_are_problems_and_probes_answer() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(names, ["storage", "blobs", "cache"]);
+    assert_eq!(names, ["storage", "blobs", "cache", "events relay"]);
 }

@@ -45,7 +45,10 @@ pub fn start(
     let consumer = Arc::new(inventory.order_consumer(events));
     let readiness = Readiness::new()
         .critical("storage", health::storage(&storage))
-        .optional("events relay", health::relay(&outbox));
+        .optional(
+            "events relay",
+            health::relay(&outbox, health::RELAY_STUCK_AFTER),
+        );
     let admin_key = web::Data::new(config.admin_key.clone());
     let metrics = Metrics::new("inventory");
     metrics.observe_outbox(outbox.stats());

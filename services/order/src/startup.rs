@@ -70,7 +70,10 @@ pub fn start(
     let outbox = orders.outbox();
     let readiness = Readiness::new()
         .critical("storage", health::storage(&storage))
-        .optional("events relay", health::relay(&outbox));
+        .optional(
+            "events relay",
+            health::relay(&outbox, health::RELAY_STUCK_AFTER),
+        );
     let metrics = Metrics::new("order");
     metrics.observe_outbox(outbox.stats());
     metrics.register(

@@ -103,7 +103,7 @@ impl Consumer {
     ) -> Self {
         Self {
             span_of: None,
-            stats: ConsumerStats::default(),
+            stats: ConsumerStats::for_group(group.name),
             events,
             storage,
             table,
@@ -240,15 +240,27 @@ impl Consumer {
                 }
             },
             Err(why) => {
+                let again_in = retry_delay(delivery.attempt, self.group.visibility);
                 tracing::warn!(
                     group = self.group.name,
                     event_id = %delivery.event.id,
                     kind = %delivery.event.kind,
                     attempt = delivery.attempt,
                     max_attempts = self.group.max_attempts,
+                    again_in_secs = again_in.as_secs(),
                     why,
-                    "event not applied; it comes back after the visibility timeout"
+                    "event not applied; it comes back for another attempt"
                 );
+                // Sooner than the visibility timeout, later with each attempt: a dependency
+                // back in a moment gets the event back in a moment, a poison event reaches the
+                // dead letters in seconds rather than minutes.
+                if let Err(error) = self
+                    .events
+                    .extend(self.group.name, &delivery.receipt, again_in)
+                    .await
+                {
+                    tracing::warn!(group = self.group.name, event_id = %delivery.event.id, %error, "shortening a failed event's visibility failed; it comes back after the visibility timeout");
+                }
                 false
             }
         }
@@ -310,6 +322,12 @@ impl Consumer {
         }
         Err("the state it applies to kept changing under it".into())
     }
+}
+
+/// How long a failed event stays hidden before its next attempt: a second per attempt so far,
+/// never longer than the group's visibility timeout.
+fn retry_delay(attempt: u32, visibility: Duration) -> Duration {
+    Duration::from_secs(u64::from(attempt.max(1))).min(visibility)
 }
 
 /// Seconds since the event's envelope says its change was committed (`time`), when it says.
