@@ -308,7 +308,8 @@ pub struct OrderChanged {
     pub order_id: String,
     pub customer_id: String,
     /// The cart the order was checked out from (the cart's consumer clears the units bought
-    /// from it, or ends the order's claim on it).
+    /// from it, or ends the order's claim on it). Empty in events recorded before it was added.
+    #[serde(default)]
     pub cart_id: String,
     pub status: OrderStatus,
     pub lines: Vec<OrderLine>,

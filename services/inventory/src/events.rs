@@ -8,19 +8,23 @@
 //! when it publishes and their `version` (which every write adds 1 to). So the last event of a
 //! SKU always carries its latest counters, and a consumer keeps the highest version it has seen.
 //!
-//! Whether a SKU is in stock (`available > 0`) is also kept per SKU, in `listed#<SKU>`: when the
-//! counters the relay reads disagree with it, the relay flips it by conditional write (so of
-//! several relays, one flips) and publishes `sold_out` or `back_in_stock` beside `changed`. The
-//! note that flipped it is named on the record, so a publish retried after a failure sends the
-//! same transition again under the same id; a flip back by a later note before that retry
-//! supersedes it (the consumer then sees the newer transition only).
+//! Whether a SKU is in stock (`available > 0`) is also kept per SKU, in `listed#<SKU>`, with the
+//! counter version it was decided at: when newer counters the relay reads disagree with it, the
+//! relay flips it by conditional write (so of several relays, one decides at a time, and one that
+//! read older counters never overrides a newer decision) and publishes `sold_out` or
+//! `back_in_stock` beside `changed`. The note that flipped it, and to what, are named on the
+//! record, so a publish retried after a failure sends the same transition again under the same
+//! id; a flip back by a later note before that retry supersedes it (the consumer then sees the
+//! newer transition only).
 //!
 //! **In: orders.** The `inventory-orders` group applies `order.confirmed` (the reservation is
 //! sold) and `order.cancelled` (what it held or sold is available again). It needs no
 //! per-order ordering: a reservation's moves are one way (held → committed → returned, held →
 //! released), each conditional on the status it starts from, so a `cancelled` applied before its
 //! `confirmed` releases the hold, and the late `confirmed` then finds it released and does
-//! nothing.
+//! nothing. A paid order whose hold expired before its `confirmed` was applied is sold from what
+//! is available then (`RETAKE`), unless its `cancelled` came first, which marks the expired
+//! reservation cancelled.
 
 use std::sync::Arc;
 
@@ -109,50 +113,84 @@ impl StockEvents {
         }))
     }
 
-    /// The transition `note_id` makes of `sku` being in stock or not, if it makes one: flips the
-    /// SKU's listing when it disagrees with `in_stock`.
+    /// The transition `note_id` tells of `sku` at `counters`, if it tells one, with its event id.
+    ///
+    /// The listing (`listed#<SKU>`) holds whether the SKU was last told in stock, at which
+    /// counter version, and which note last flipped it, to what. It only moves to a newer
+    /// version, by a write conditional on the one read: so of relays racing on one SKU one
+    /// decides at a time, and one that read older counters than the listing's (a relay that
+    /// paused) never overrides a newer decision. A retried publish of the note that flipped it
+    /// sends the same transition again, under the same id.
     async fn transition(
         &self,
         sku: &str,
-        in_stock: bool,
+        counters: &StockChanged,
         note_id: &str,
-    ) -> Result<Option<EventType>, StorageError> {
-        let kind = if in_stock {
-            EventType::StockBackInStock
-        } else {
-            EventType::StockSoldOut
+    ) -> Result<Option<(EventType, String)>, StorageError> {
+        let in_stock = counters.available > 0;
+        let id = |kind: EventType| {
+            let what = if kind == EventType::StockSoldOut {
+                "sold-out"
+            } else {
+                "back-in-stock"
+            };
+            format!("{note_id}-{sku}-{what}")
         };
-        // Another relay flipping it at the same moment makes this one look again.
-        for _ in 0..3 {
+        for _ in 0..5 {
             let listed = self.storage.get(TABLE.name, &listed_key(sku)).await?;
             let field = |name: &str| listed.as_ref().and_then(|item| item.get(name).cloned());
-            let was = field("in_stock").and_then(|value| value.as_bool());
-            if was == Some(in_stock) {
-                // Already so; sent again only by the note that flipped it (a retried publish).
-                let by = field("flipped_by");
-                return Ok((by.as_ref().and_then(Value::as_str) == Some(note_id)).then_some(kind));
+            let writes = field("writes")
+                .and_then(|value| value.as_i64())
+                .unwrap_or(0);
+            let version = field("version").and_then(|value| value.as_u64());
+            let flipped_by = field("flipped_by");
+            let flip_kind = field("flip_kind").and_then(|value| {
+                value
+                    .as_str()
+                    .and_then(|kind| kind.parse::<EventType>().ok())
+            });
+            if version.is_some_and(|version| version >= counters.version) {
+                // Decided on counters as new or newer.
+                let mine = flipped_by.as_ref().and_then(Value::as_str) == Some(note_id);
+                return Ok(flip_kind.filter(|_| mine).map(|kind| (kind, id(kind))));
             }
-            let flips = field("flips").and_then(|value| value.as_i64()).unwrap_or(0);
-            let condition = match &listed {
-                None => Condition::NotExists,
-                Some(_) => Condition::equals("flips", flips),
+            let was = field("in_stock").and_then(|value| value.as_bool());
+            // A SKU's first listing is no transition: it was never told otherwise.
+            let flipped = was.is_some_and(|was| was != in_stock);
+            let kind = if in_stock {
+                EventType::StockBackInStock
+            } else {
+                EventType::StockSoldOut
             };
             let mut item = Item::new();
             item.insert("in_stock".into(), Value::Bool(in_stock));
-            item.insert("flips".into(), Value::from(flips + 1));
-            item.insert("flipped_by".into(), Value::from(note_id));
+            item.insert("version".into(), Value::from(counters.version));
+            item.insert("writes".into(), Value::from(writes + 1));
+            if flipped {
+                item.insert("flipped_by".into(), Value::from(note_id));
+                item.insert("flip_kind".into(), Value::from(kind.as_str()));
+            } else {
+                for name in ["flipped_by", "flip_kind"] {
+                    if let Some(value) = field(name) {
+                        item.insert(name.into(), value);
+                    }
+                }
+            }
+            let condition = match &listed {
+                None => Condition::NotExists,
+                Some(_) => Condition::equals("writes", writes),
+            };
             match self
                 .storage
                 .put(TABLE.name, listed_key(sku).stamp(item), Some(condition))
                 .await
             {
-                // A SKU's first listing is no transition: it was never told otherwise.
-                Ok(()) => return Ok(was.is_some().then_some(kind)),
+                Ok(()) => return Ok(flipped.then(|| (kind, id(kind)))),
                 Err(StorageError::ConditionFailed) => continue,
                 Err(error) => return Err(error),
             }
         }
-        // Still contended: the note that moved it last settles it.
+        // Still contended: the relays that keep winning decide.
         Ok(None)
     }
 }
@@ -167,13 +205,8 @@ impl Finisher for StockEvents {
             let Some(counters) = self.counters(sku).await? else {
                 continue;
             };
-            let transition = self
-                .transition(sku, counters.available > 0, &recorded.id)
-                .await?;
             let mut kinds = vec![(EventType::StockChanged, format!("{}-{sku}", recorded.id))];
-            if let Some(kind) = transition {
-                kinds.push((kind, format!("{}-{sku}-flip", recorded.id)));
-            }
+            kinds.extend(self.transition(sku, &counters, &recorded.id).await?);
             for (kind, id) in kinds {
                 let mut envelope =
                     Envelope::new(PRODUCER, kind, &counters, note.traceparent.clone())
@@ -241,15 +274,25 @@ impl OrderEvents {
                 }
                 (RETAKE, None)
             }
+            // Cancelled while its hold had run out and its confirmation was not applied yet:
+            // marked cancelled, on the condition that it is still so, so a confirmation applied
+            // later (a redelivery, a redrive) never sells it from what is available.
+            (EventType::OrderCancelled, ReservationStatus::Released) if expired => {
+                return Ok(Outcome::Apply(vec![
+                    self.repository.mark_cancelled(&reservation),
+                ]));
+            }
             (EventType::OrderCancelled, ReservationStatus::Held) => (RELEASE, Some("cancelled")),
             (EventType::OrderCancelled, ReservationStatus::Committed) => (RETURN, None),
             // Sold, returned or released already: its effect is there, or a later move won.
             _ => return Ok(Outcome::Skip),
         };
-        let (ops, note) = self
+        let (mut ops, note) = self
             .repository
             .move_ops(&reservation, step.0, step.1, now, Expiry::Ignored)
             .map_err(|e| e.to_string())?;
+        // The note of the stock it moves is recorded with the move, as every stock write's is.
+        ops.extend(note.ops());
         let outbox = self.repository.outbox().clone();
         Ok(Outcome::ApplyThen(
             ops,

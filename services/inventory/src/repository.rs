@@ -495,6 +495,20 @@ impl Repository {
         Ok((ops, note))
     }
 
+    /// The write that marks an expired reservation's order cancelled (so it is never sold later),
+    /// on the condition that it is still released by expiry.
+    pub fn mark_cancelled(&self, reservation: &StoredReservation) -> TxOp {
+        TxOp::Update {
+            table: TABLE.name,
+            key: reservation_key(&reservation.id),
+            update: Update::new().set("release_reason", "cancelled"),
+            condition: Some(
+                Condition::equals("status", status_value(ReservationStatus::Released))
+                    .and(Condition::equals("release_reason", "expired")),
+            ),
+        }
+    }
+
     /// Moves `reservation` as `step` says, if it still has `step.from` (and, for a commit, has
     /// not expired at `now`); returns it as it is afterwards.
     pub async fn apply(

@@ -1061,3 +1061,83 @@ async fn an_order_confirmed_sells_its_hold_once_and_cancelled_gives_it_back_in_e
         assert!(metrics.contains(series), "{series} in:\n{metrics}");
     }
 }
+
+/// A reservation whose hold ran out before its order's events were applied.
+async fn expired_hold(app: &TestApp, id: &str, sku: &str) {
+    let held = app
+        .request(Method::POST, "/v1/reservations")
+        .json(&json!({"id": id, "lines": [{"sku": sku, "quantity": 2}], "ttl_seconds": 1}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(held.status(), 201);
+    for _ in 0..100 {
+        let reservation = app.reservation(id).await;
+        if reservation.status == ReservationStatus::Released {
+            assert_eq!(reservation.release_reason.as_deref(), Some("expired"));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the hold of {id} did not expire");
+}
+
+#[tokio::test]
+async fn a_paid_order_whose_hold_expired_is_sold_from_stock_unless_it_was_cancelled_first() {
+    let app = spawn_app().await;
+    app.set("EVT-003", 10).await;
+
+    // Confirmed after its hold expired: sold from what is available.
+    expired_hold(&app, "o-late-1", "EVT-003").await;
+    app.events
+        .publish(&[order_event(
+            EventType::OrderConfirmed,
+            "o-late-1",
+            "EVT-003",
+            2,
+        )])
+        .await
+        .expect("publish");
+    stock_becomes(&app, "EVT-003", (8, 0, 2)).await;
+    assert_eq!(
+        app.reservation("o-late-1").await.status,
+        ReservationStatus::Committed
+    );
+
+    // Cancelled first, then its confirmation (a redelivery, a redrive): never sold.
+    expired_hold(&app, "o-late-2", "EVT-003").await;
+    app.events
+        .publish(&[order_event(
+            EventType::OrderCancelled,
+            "o-late-2",
+            "EVT-003",
+            2,
+        )])
+        .await
+        .expect("publish");
+    for _ in 0..100 {
+        if app.reservation("o-late-2").await.release_reason.as_deref() == Some("cancelled") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.reservation("o-late-2").await.release_reason.as_deref(),
+        Some("cancelled")
+    );
+    app.events
+        .publish(&[order_event(
+            EventType::OrderConfirmed,
+            "o-late-2",
+            "EVT-003",
+            2,
+        )])
+        .await
+        .expect("publish");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stock_becomes(&app, "EVT-003", (8, 0, 2)).await;
+    assert_eq!(
+        app.reservation("o-late-2").await.status,
+        ReservationStatus::Released
+    );
+}

@@ -165,7 +165,11 @@ impl Orders {
         // which nothing had told the consumers.
         let before = (!matches!(written, Step::Commit | Step::ClearCart)).then_some(written_status);
         let events = self.status_events(before, &next)?;
-        match self.repository.advance(&next, written, &events).await {
+        match self
+            .repository
+            .advance(&next, written, written_status, &events)
+            .await
+        {
             Ok(()) => {
                 self.outbox.committed(events);
                 tracing::info!(order_id = next.id(), from = ?written, to = ?next.step, status = ?next.order.status, "checkout step");

@@ -268,16 +268,25 @@ impl Repository {
         }
     }
 
-    /// Writes `next` if the stored order is still at step `from`, with `events` (a change of
-    /// status) in the same transaction; a step that changes no status stays a single put.
+    /// Writes `next` if the stored order is still at step `from` with status `from_status`, with
+    /// `events` (a change of status) in the same transaction; a step that changes no status
+    /// stays a single put.
     pub async fn advance(
         &self,
         next: &StoredOrder,
         from: Step,
+        from_status: OrderStatus,
         events: &Pending,
     ) -> Result<(), WriteError> {
         let item = self.item(next)?;
-        let condition = Some(Condition::equals("step", from.as_value()));
+        // The status too: a cancel moves a confirmed order from Done to Done, and only one of
+        // two at once may.
+        let condition = Some(
+            Condition::equals("step", from.as_value()).and(Condition::equals(
+                "status",
+                serde_json::to_value(from_status).unwrap_or(Value::Null),
+            )),
+        );
         if events.is_empty() {
             return match self.storage.put(TABLE.name, item, condition).await {
                 Ok(()) => Ok(()),

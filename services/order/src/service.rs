@@ -476,7 +476,11 @@ impl Orders {
             }
             let next = moved(&stored, &StepOutcome::CancelledByCustomer)?;
             let events = self.status_events(Some(stored.order.status), &next)?;
-            match self.repository.advance(&next, stored.step, &events).await {
+            match self
+                .repository
+                .advance(&next, stored.step, stored.order.status, &events)
+                .await
+            {
                 Ok(()) => {
                     self.outbox.committed(events);
                     return Ok(self.drive(next, None).await?.order);

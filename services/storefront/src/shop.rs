@@ -194,6 +194,9 @@ impl Shop {
             return;
         }
         let deadline = tokio::time::Instant::now() + CART_SETTLE_WAIT;
+        // Milliseconds on the embedded bus, a long poll's turn on SQS: looked at often at first,
+        // then less, so a bus far behind costs a handful of reads, not a hundred.
+        let mut pause = std::time::Duration::from_millis(5);
         loop {
             match self.carts.cart(cart_id).await {
                 Ok(cart) if cart.checkout_order_id.as_deref() == Some(order.id.as_str()) => {}
@@ -203,7 +206,8 @@ impl Shop {
             if tokio::time::Instant::now() >= deadline {
                 return;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(200));
         }
     }
 

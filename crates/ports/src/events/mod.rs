@@ -60,14 +60,16 @@ pub struct GroupDef {
 }
 
 impl GroupDef {
-    /// A group receiving `types` with SQS's defaults: a 30 s visibility timeout (handlers
-    /// slower than half of it extend it) and five attempts before the dead letters.
+    /// A group receiving `types` with SQS's default visibility timeout, 30 s (handlers slower
+    /// than half of it extend it), and ten attempts before the dead letters: a failed attempt
+    /// comes back a second later per attempt so far, so a dependency out for up to about 45 s
+    /// costs no dead letter, and a poison event is parked within a minute.
     pub const fn standard(name: &'static str, types: &'static [&'static str]) -> Self {
         Self {
             name,
             types,
             visibility: Duration::from_secs(30),
-            max_attempts: 5,
+            max_attempts: 10,
         }
     }
 

@@ -221,6 +221,20 @@ impl Outbox {
         for chunk in entries.chunks(PUBLISH_BATCH) {
             let events = match self.finished(chunk).await {
                 Ok(events) => events,
+                // A record its finisher cannot read: one at a time, so only that one is set
+                // aside and the rest go out.
+                Err(StorageError::Invalid(_)) if chunk.len() > 1 => {
+                    for entry in chunk {
+                        if !Box::pin(self.publish(std::slice::from_ref(entry))).await {
+                            return false;
+                        }
+                    }
+                    continue;
+                }
+                Err(StorageError::Invalid(why)) => {
+                    self.set_aside(&chunk[0], &why).await;
+                    continue;
+                }
                 Err(error) => {
                     tracing::warn!(table = self.table, %error, "finishing recorded events failed; the sweeper retries");
                     return false;
