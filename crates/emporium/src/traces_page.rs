@@ -84,6 +84,8 @@ struct TracePage {
     duration: String,
     bars: Vec<Bar>,
     dropped: usize,
+    /// Spans that handled an event (consumer spans), after the request that caused it.
+    asynchronous: usize,
 }
 
 fn millis(duration: Duration) -> String {
@@ -173,6 +175,7 @@ async fn one(traces: web::Data<RecentTraces>, id: web::Path<String>) -> HttpResp
         })
         .collect();
     let root = spans.first().map(|s| s.name.clone()).unwrap_or_default();
+    let asynchronous = spans.iter().filter(|s| s.kind == "consumer").count();
     html(
         TracePage {
             trace_id: id.into_inner(),
@@ -180,6 +183,7 @@ async fn one(traces: web::Data<RecentTraces>, id: web::Path<String>) -> HttpResp
             duration: millis(end.duration_since(start).unwrap_or_default()),
             bars,
             dropped,
+            asynchronous,
         }
         .render(),
     )

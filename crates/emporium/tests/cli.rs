@@ -503,15 +503,40 @@ fn up_shows_a_checkout_across_the_services_on_its_traces_page() {
     let trace_id = trace["trace_id"].as_str().expect("trace id");
     runtime.block_on(async {
         let http = reqwest::Client::new();
-        let detail: Value = http
-            .get(format!("{page}/api/traces/{trace_id}"))
-            .send()
-            .await
-            .expect("trace")
-            .json()
-            .await
-            .expect("json");
+        // The inventory's and the cart's handling of the order's confirmation join the trace a
+        // moment after the checkout's answer.
+        let consumed = |detail: &Value| {
+            detail["spans"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["name"] == "consume emporium.order.confirmed.v1")
+                .count()
+        };
+        let mut detail = Value::Null;
+        for _ in 0..100 {
+            detail = http
+                .get(format!("{page}/api/traces/{trace_id}"))
+                .send()
+                .await
+                .expect("trace")
+                .json()
+                .await
+                .expect("json");
+            if consumed(&detail) == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(consumed(&detail), 2, "the consumers' spans: {detail}");
         let spans = detail["spans"].as_array().expect("spans");
+        let mut consumers: Vec<&str> = spans
+            .iter()
+            .filter(|s| s["kind"] == "consumer")
+            .filter_map(|s| s["service"].as_str())
+            .collect();
+        consumers.sort_unstable();
+        assert_eq!(consumers, ["cart", "inventory"]);
         let reserve = spans
             .iter()
             .find(|s| s["name"] == "saga Reserve")
@@ -549,6 +574,8 @@ fn up_shows_a_checkout_across_the_services_on_its_traces_page() {
             "POST /v1/reservations",
             "inventory",
             &order_id,
+            "consume emporium.order.confirmed.v1",
+            "2 handled asynchronously, from events",
         ] {
             assert!(html.contains(text), "{text} is not on the page");
         }
