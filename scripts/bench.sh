@@ -160,6 +160,8 @@ import re, sys
 def read(path):
     values = {}
     for line in open(path):
+        if line.startswith("#") or not line.strip():
+            continue
         name, _, value = line.rpartition(" ")
         values[name] = float(value)
     return values
