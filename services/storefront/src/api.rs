@@ -314,15 +314,13 @@ pub async fn checkout(
         )
         .with_detail("add products to the cart before checking out")
     };
-    let cart_id = visitor.cart_id();
     let body = body.into_inner();
     let placed = shop
-        .orders
-        .place(
-            &visitor.customer_id(),
+        .check_out(
+            &visitor,
             &key,
-            &PlaceOrder {
-                cart_id: cart_id.clone(),
+            PlaceOrder {
+                cart_id: String::new(),
                 customer: body.customer,
                 payment: body.payment,
             },
@@ -330,10 +328,8 @@ pub async fn checkout(
         .await;
     match placed {
         Ok((status, order)) => {
-            shop.cart_settled(&cart_id, &order).await;
             shop.forget_stock(order.lines.iter().map(|l| l.sku.as_str()))
                 .await;
-            let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::OK);
             Ok(HttpResponse::build(status).json(order))
         }
         Err(error) => {

@@ -8,6 +8,11 @@
 //! adds arrived at once, each used to make a cart of its own and answer 200 with its own
 //! cookie, and all but the one the client kept were lost.
 //!
+//! A checkout that confirms pays for the session's cart and gives the session a new one, so the
+//! next page shows an empty cart at once while the cart service clears the paid one from the
+//! order's event, at the bus's pace. The paid cart's id stays in the session, so a repeat of
+//! that checkout (a reload, a retried request) still names the order it placed.
+//!
 //! A session lasts `--session-lifetime-secs` from its last use: the issue time is part of the
 //! signed value, a cookie older than the lifetime is refused (the visitor starts afresh), and a
 //! session in use is issued again, at most once a minute, so a shopper who keeps coming back
@@ -57,6 +62,9 @@ pub struct Session {
     /// Whether the cart has been made, so far as this copy of the session knows: until then, a
     /// page's cart badge needs no call to the cart service.
     pub cart_made: bool,
+    /// The cart the session's last confirmed checkout paid for, which a repeat of that
+    /// checkout names.
+    pub paid_cart_id: Option<String>,
 }
 
 impl Session {
@@ -67,24 +75,28 @@ impl Session {
             csrf: id::new_id(),
             issued: now.unix_timestamp(),
             cart_made: false,
+            paid_cart_id: None,
         }
     }
 
-    /// `customer.cart.csrf.issued.made`: ids are base32, the time is digits and the cart's
-    /// state `c` (made) or `-`, so the value needs no quoting in a cookie.
+    /// `customer.cart.csrf.issued.made.paid`: ids are base32, the time is digits, the cart's
+    /// state `c` (made) or `-`, and the paid cart an id or `-`, so the value needs no quoting
+    /// in a cookie.
     fn encode(&self) -> String {
         format!(
-            "{}.{}.{}.{}.{}",
+            "{}.{}.{}.{}.{}.{}",
             self.customer_id,
             self.cart_id,
             self.csrf,
             self.issued,
-            if self.cart_made { "c" } else { "-" }
+            if self.cart_made { "c" } else { "-" },
+            self.paid_cart_id.as_deref().unwrap_or("-"),
         )
     }
 
     /// The session a signed value holds. A value without an issue time or a cart id (a cookie
-    /// from before sessions expired) holds none.
+    /// from before sessions expired) holds none; one without a paid cart (from before carts
+    /// were paid for by events) holds a session that has paid for none.
     fn decode(value: &str) -> Option<Self> {
         let mut parts = value.split('.');
         let (customer, cart, csrf, issued, made) = (
@@ -94,6 +106,11 @@ impl Session {
             parts.next()?,
             parts.next()?,
         );
+        let paid_cart_id = match parts.next() {
+            None | Some("-") => None,
+            Some(paid) if id::is_valid(paid) => Some(paid.to_owned()),
+            Some(_) => return None,
+        };
         if parts.next().is_some()
             || !id::is_valid(customer)
             || !id::is_valid(cart)
@@ -116,6 +133,7 @@ impl Session {
             csrf: csrf.to_owned(),
             issued,
             cart_made,
+            paid_cart_id,
         })
     }
 
@@ -231,6 +249,23 @@ impl Visitor {
         let mut state = self.0.borrow_mut();
         if !state.session.cart_made {
             state.session.cart_made = true;
+            state.changed = true;
+        }
+    }
+
+    /// The cart the session's last confirmed checkout paid for, if any.
+    pub fn paid_cart_id(&self) -> Option<String> {
+        self.0.borrow().session.paid_cart_id.clone()
+    }
+
+    /// Notes that a confirmed order paid for cart `cart_id`: if it is the session's cart, the
+    /// session gets a new, empty one from this answer on and remembers the paid one.
+    pub fn cart_paid(&self, cart_id: &str) {
+        let mut state = self.0.borrow_mut();
+        if state.session.cart_id == cart_id {
+            state.session.paid_cart_id =
+                Some(std::mem::replace(&mut state.session.cart_id, id::new_id()));
+            state.session.cart_made = false;
             state.changed = true;
         }
     }
@@ -411,6 +446,30 @@ mod tests {
             ..session.clone()
         };
         assert_eq!(Session::decode(&made.encode()), Some(made));
+        let paid = Session {
+            paid_cart_id: Some(id::new_id()),
+            ..session.clone()
+        };
+        assert_eq!(Session::decode(&paid.encode()), Some(paid));
+        // A cookie from before carts were paid for by events: no paid cart.
+        let before_paid = format!(
+            "{}.{}.{}.{}.c",
+            session.customer_id, session.cart_id, session.csrf, session.issued
+        );
+        assert_eq!(
+            Session::decode(&before_paid),
+            Some(Session {
+                cart_made: true,
+                ..session.clone()
+            })
+        );
+        let five = format!(
+            "{}.{}.{}.{}.-",
+            session.customer_id, session.cart_id, session.csrf, session.issued
+        );
+        for bad in ["x", "", "-.-", "lower-case"] {
+            assert_eq!(Session::decode(&format!("{five}.{bad}")), None, "{bad}");
+        }
     }
 
     #[test]

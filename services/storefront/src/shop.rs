@@ -17,7 +17,7 @@ use emporium_api::cart::{AddCartLine, Cart};
 use emporium_api::catalog::{Category, Product, ProductPage, ProductQuery};
 use emporium_api::client::{CartClient, CatalogClient, ClientError, InventoryClient, OrderClient};
 use emporium_api::inventory::StockLevel;
-use emporium_api::order::Pricing;
+use emporium_api::order::{Order, OrderStatus, PlaceOrder, Pricing};
 use emporium_api::{ProblemCode, ProblemMembers};
 
 use crate::session::Visitor;
@@ -31,9 +31,6 @@ fn no_stock(sku: &str) -> StockLevel {
         updated_at: time::OffsetDateTime::UNIX_EPOCH,
     }
 }
-
-/// How long a checkout's answer waits for its cart to be cleared (see [`Shop::cart_settled`]).
-pub const CART_SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The four services the storefront fronts.
 #[derive(Debug, Clone)]
@@ -185,30 +182,41 @@ impl Shop {
         known
     }
 
-    /// Waits, up to [`CART_SETTLE_WAIT`], until the cart's consumer of `order.confirmed` has
-    /// taken the confirmed `order`'s units out of cart `cart_id`, so the page after the checkout
-    /// shows the cart the shopper has now, not the one they just paid for. A slower consumer
-    /// (the bus far behind) only leaves the badge behind until the next page.
-    pub async fn cart_settled(&self, cart_id: &str, order: &emporium_api::order::Order) {
-        if order.status != emporium_api::order::OrderStatus::Confirmed {
-            return;
-        }
-        let deadline = tokio::time::Instant::now() + CART_SETTLE_WAIT;
-        // Milliseconds on the embedded bus, a long poll's turn on SQS: looked at often at first,
-        // then less, so a bus far behind costs a handful of reads, not a hundred.
-        let mut pause = std::time::Duration::from_millis(5);
-        loop {
-            match self.carts.cart(cart_id).await {
-                Ok(cart) if cart.checkout_order_id.as_deref() == Some(order.id.as_str()) => {}
-                // Settled, gone, or unreadable: nothing to wait for.
-                _ => return,
+    /// Checks the session's cart out as `order` (its `cart_id` set here) under the
+    /// idempotency key `key`. A confirmed order has paid for the cart, and the session moves
+    /// to a new, empty one ([`Visitor::cart_paid`]): the cart service clears the paid cart when
+    /// `order.confirmed` reaches it, and the shopper need not wait for that. A repeat of the
+    /// checkout that paid for the session's previous cart (the same key, which the order
+    /// service ties to that cart) answers with its order.
+    pub async fn check_out(
+        &self,
+        visitor: &Visitor,
+        key: &str,
+        mut order: PlaceOrder,
+    ) -> Result<(actix_web::http::StatusCode, Order), ClientError> {
+        let customer = visitor.customer_id();
+        let cart_id = visitor.cart_id();
+        order.cart_id = cart_id.clone();
+        let placed = self.orders.place(&customer, key, &order).await;
+        match (placed, visitor.paid_cart_id()) {
+            (Err(error), Some(paid)) if error.is(&ProblemCode::IdempotencyKeyReused) => {
+                order.cart_id = paid;
+                self.orders.place(&customer, key, &order).await
             }
-            if tokio::time::Instant::now() >= deadline {
-                return;
+            (placed, _) => {
+                if let Ok((_, placed)) = &placed
+                    && placed.status == OrderStatus::Confirmed
+                {
+                    visitor.cart_paid(&cart_id);
+                }
+                placed
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(std::time::Duration::from_millis(200));
         }
+        .map(|(status, order)| {
+            let status = actix_web::http::StatusCode::from_u16(status.as_u16())
+                .unwrap_or(actix_web::http::StatusCode::OK);
+            (status, order)
+        })
     }
 
     /// Forgets the stock of these SKUs, after this replica placed an order for them or was

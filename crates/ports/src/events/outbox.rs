@@ -215,69 +215,87 @@ impl Outbox {
         tokio::join!(fast_path, self.sweeper());
     }
 
-    /// Publishes `entries` and deletes them from the table; false when the publish failed (they
-    /// stay recorded for the sweeper).
+    /// Publishes `entries` and deletes them from the table; false when a publish failed (what
+    /// it carried stays recorded for the sweeper).
     async fn publish(&self, entries: &[(Key, Event)]) -> bool {
-        for chunk in entries.chunks(PUBLISH_BATCH) {
-            let events = match self.finished(chunk).await {
-                Ok(events) => events,
-                // A record its finisher cannot read: one at a time, so only that one is set
-                // aside and the rest go out.
-                Err(StorageError::Invalid(_)) if chunk.len() > 1 => {
-                    for entry in chunk {
-                        if !Box::pin(self.publish(std::slice::from_ref(entry))).await {
-                            return false;
-                        }
-                    }
-                    continue;
-                }
-                Err(StorageError::Invalid(why)) => {
-                    self.set_aside(&chunk[0], &why).await;
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(table = self.table, %error, "finishing recorded events failed; the sweeper retries");
-                    return false;
-                }
-            };
-            match self.events.publish(&events).await {
-                Ok(()) => {
-                    for event in &events {
-                        self.stats
-                            .published
-                            .get_or_create(&TypeLabel {
-                                r#type: event.kind.clone(),
-                            })
-                            .inc();
-                    }
-                }
-                // The bus refuses something in the batch: one at a time, so the rest goes out
-                // and only what is refused is set aside.
-                Err(EventsError::Invalid(_)) if chunk.len() > 1 => {
-                    for entry in chunk {
-                        if !Box::pin(self.publish(std::slice::from_ref(entry))).await {
-                            return false;
-                        }
-                    }
-                    continue;
-                }
-                Err(EventsError::Invalid(why)) => {
-                    self.set_aside(&chunk[0], &why).await;
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(table = self.table, %error, "publishing recorded events failed; the sweeper retries");
-                    return false;
+        // The chunks at once: one after another, each waited for the bus's commit and then its
+        // deletes' commit, and the order service's fast path published about 200 events a
+        // second while its checkouts recorded 800, leaving the rest to the sweeper, seconds
+        // late and published twice. The bus keeps no order between events anyway.
+        let chunks = entries
+            .chunks(PUBLISH_BATCH)
+            .map(|chunk| self.publish_chunk(chunk));
+        futures::future::join_all(chunks)
+            .await
+            .into_iter()
+            .all(|published| published)
+    }
+
+    /// [`Outbox::publish`] of at most [`PUBLISH_BATCH`] entries.
+    async fn publish_chunk(&self, chunk: &[(Key, Event)]) -> bool {
+        let events = match self.finished(chunk).await {
+            Ok(events) => events,
+            // A record its finisher cannot read: one at a time, so only that one is set
+            // aside and the rest go out.
+            Err(StorageError::Invalid(_)) if chunk.len() > 1 => {
+                return self.publish_each(chunk).await;
+            }
+            Err(StorageError::Invalid(why)) => {
+                self.set_aside(&chunk[0], &why).await;
+                return true;
+            }
+            Err(error) => {
+                tracing::warn!(table = self.table, %error, "finishing recorded events failed; the sweeper retries");
+                return false;
+            }
+        };
+        match self.events.publish(&events).await {
+            Ok(()) => {
+                for event in &events {
+                    self.stats
+                        .published
+                        .get_or_create(&TypeLabel {
+                            r#type: event.kind.clone(),
+                        })
+                        .inc();
                 }
             }
-            for (key, event) in chunk {
-                if let Err(error) = self.storage.delete(self.table, key, None).await {
-                    // Published but still recorded: the sweeper publishes it again, which the
-                    // consumers' deduplication absorbs. The round stops here, so a store that
-                    // refuses deletes is not fed the same events again and again.
-                    tracing::warn!(table = self.table, event_id = %event.id, %error, "deleting a published event failed");
-                    return false;
-                }
+            // The bus refuses something in the batch: one at a time, so the rest goes out
+            // and only what is refused is set aside.
+            Err(EventsError::Invalid(_)) if chunk.len() > 1 => {
+                return self.publish_each(chunk).await;
+            }
+            Err(EventsError::Invalid(why)) => {
+                self.set_aside(&chunk[0], &why).await;
+                return true;
+            }
+            Err(error) => {
+                tracing::warn!(table = self.table, %error, "publishing recorded events failed; the sweeper retries");
+                return false;
+            }
+        }
+        // Together, so they share a commit.
+        let deletes = chunk.iter().map(|(key, event)| async move {
+            let deleted = self.storage.delete(self.table, key, None).await;
+            if let Err(error) = &deleted {
+                // Published but still recorded: the sweeper publishes it again, which the
+                // consumers' deduplication absorbs. The round stops, so a store that
+                // refuses deletes is not fed the same events again and again.
+                tracing::warn!(table = self.table, event_id = %event.id, %error, "deleting a published event failed");
+            }
+            deleted.is_ok()
+        });
+        futures::future::join_all(deletes)
+            .await
+            .into_iter()
+            .all(|deleted| deleted)
+    }
+
+    /// Publishes `chunk`'s entries one at a time, so only the one refused is set aside.
+    async fn publish_each(&self, chunk: &[(Key, Event)]) -> bool {
+        for entry in chunk {
+            if !Box::pin(self.publish_chunk(std::slice::from_ref(entry))).await {
+                return false;
             }
         }
         true

@@ -248,28 +248,44 @@ impl StoredEvents {
             )
             .await
             .map_err(backend)?;
-        let mut taken = Vec::new();
+        let mut due = Vec::new();
+        let mut next = None;
         for item in &page.items {
             let at = visible_ms(text(item, "visible_at"));
             if at > now {
-                return Ok((taken, Some(at)));
-            }
-            if taken.len() == max {
+                next = Some(at);
                 break;
             }
-            match self.claim(group, item, now).await {
+            if due.len() == max {
+                break;
+            }
+            due.push(item);
+        }
+        // Claimed together, so the store commits them at once (the embedded writer's group
+        // commit; parallel requests on DynamoDB): claimed one after another, each waited for
+        // the commit before it, and a consumer's receive cost ten commits.
+        let claims =
+            futures::future::join_all(due.into_iter().map(|item| self.claim(group, item, now)))
+                .await;
+        let mut taken = Vec::new();
+        let mut failure = None;
+        for claim in claims {
+            match claim {
                 Ok(Some(delivery)) => taken.push(delivery),
                 Ok(None) => {}
-                // What is claimed already goes to the receiver: dropped here, it would sit out
-                // its visibility with an attempt spent and nobody working on it.
-                Err(error) if !taken.is_empty() => {
-                    tracing::warn!(group = group.def.name, %error, "a claim failed; returning what was claimed");
-                    return Ok((taken, None));
-                }
-                Err(error) => return Err(error),
+                Err(error) => failure = Some(error),
             }
         }
-        Ok((taken, None))
+        match failure {
+            // What is claimed already goes to the receiver: dropped here, it would sit out
+            // its visibility with an attempt spent and nobody working on it.
+            Some(error) if !taken.is_empty() => {
+                tracing::warn!(group = group.def.name, %error, "a claim failed; returning what was claimed");
+                Ok((taken, None))
+            }
+            Some(error) => Err(error),
+            None => Ok((taken, next)),
+        }
     }
 
     fn parse_receipt(receipt: &Receipt) -> Result<(&str, &str)> {
@@ -360,8 +376,12 @@ impl Events for StoredEvents {
 
     async fn ack(&self, group: &str, receipts: &[Receipt]) -> Result<()> {
         let name = self.group(group)?.def.name;
-        for receipt in receipts {
-            let (id, claim) = Self::parse_receipt(receipt)?;
+        let parsed = receipts
+            .iter()
+            .map(Self::parse_receipt)
+            .collect::<Result<Vec<_>>>()?;
+        // Together, so they share a commit (see `take`).
+        let deletes = parsed.into_iter().map(|(id, claim)| async move {
             match self
                 .storage
                 .delete(
@@ -371,11 +391,15 @@ impl Events for StoredEvents {
                 )
                 .await
             {
-                Ok(_) | Err(StorageError::ConditionFailed) => {}
-                Err(error) => return Err(backend(error)),
+                Ok(_) | Err(StorageError::ConditionFailed) => Ok(()),
+                Err(error) => Err(backend(error)),
             }
-        }
-        Ok(())
+        });
+        futures::future::join_all(deletes)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>>>()
+            .map(|_| ())
     }
 
     async fn extend(&self, group: &str, receipt: &Receipt, hidden_for: Duration) -> Result<()> {

@@ -238,11 +238,10 @@ async fn place(
         // to buy and writes nothing.
         if errors.is_empty()
             && let Ok((_, order)) = shop
-                .orders
-                .place(
-                    &visitor.customer_id(),
+                .check_out(
+                    &visitor,
                     &form.idempotency_key,
-                    &placement(&form, visitor.cart_id(), expiry_month, expiry_year),
+                    placement(&form, expiry_month, expiry_year),
                 )
                 .await
         {
@@ -261,19 +260,13 @@ async fn place(
         );
         return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
     }
-    let order = placement(&form, cart.id.clone(), expiry_month, expiry_year);
-    let outcome = shop
-        .orders
-        .place(&visitor.customer_id(), &form.idempotency_key, &order)
-        .await;
+    let order = placement(&form, expiry_month, expiry_year);
+    let outcome = shop.check_out(&visitor, &form.idempotency_key, order).await;
     // Whatever the outcome, the stock of these products may have changed.
     shop.forget_stock(cart.lines.iter().map(|l| l.sku.as_str()))
         .await;
     let (status, notice, errors) = match outcome {
-        Ok((_, order)) => {
-            shop.cart_settled(&cart.id, &order).await;
-            return Ok(see_other(&format!("/orders/{}?placed=1", order.id)));
-        }
+        Ok((_, order)) => return Ok(see_other(&format!("/orders/{}?placed=1", order.id))),
         Err(error) => match failure(error, &cart) {
             Failure::Retry(status, notice, errors) => (status, notice, errors),
             Failure::EmptyCart => return Ok(see_other("/cart?notice=empty")),
@@ -298,14 +291,10 @@ async fn place(
 }
 
 /// The order a checkout form asks for, of the cart `cart_id`.
-fn placement(
-    form: &CheckoutForm,
-    cart_id: String,
-    expiry_month: u32,
-    expiry_year: u32,
-) -> PlaceOrder {
+fn placement(form: &CheckoutForm, expiry_month: u32, expiry_year: u32) -> PlaceOrder {
     PlaceOrder {
-        cart_id,
+        // `Shop::check_out` names the cart: it is the session's, or the one already paid for.
+        cart_id: String::new(),
         customer: CustomerDetails {
             name: form.name.trim().to_owned(),
             email: form.email.trim().to_owned(),
