@@ -353,7 +353,7 @@ async fn a_shopper_browses_buys_and_finds_the_order_and_a_declined_card_keeps_th
     // The cart's estimate was the real total: same rules, same prices.
     assert_eq!(browser.text("#order-total").await, estimated_total);
     browser.shot("confirmation").await;
-    // The cart was emptied by the order.
+    // The session has a new, empty cart from the confirmation on.
     assert!(
         browser
             .client

@@ -1149,7 +1149,9 @@ async fn faults_set_in_the_settings_are_on_from_the_start_and_checked_against_ea
     );
     let said = refusal("database").await;
     assert!(
-        said.contains("\"database\" is neither a port (storage, cache, blobs) nor a service"),
+        said.contains(
+            "\"database\" is neither a port (storage, cache, blobs, events) nor a service"
+        ),
         "{said}"
     );
     // A value out of range is refused as the flag is read.

@@ -4,8 +4,9 @@
 //! robin, a replica that stops answering taken out by its health check). The services reach
 //! each other only through HAProxy.
 //!
-//! Two stories: a producer killed (SIGKILL) after its state write and before the publish, whose
-//! event is delivered after the restart; and three replicas of every service under a steady
+//! Three stories: a producer killed (SIGKILL) after its state write and before the publish, whose
+//! event is delivered after the restart; consumers killed while handling an event, which is
+//! redelivered after their restart and applied once; and three replicas of every service under a steady
 //! stream of checkouts while one replica of each is killed and restarted in turn, after which no
 //! confirmed order is lost, no event is lost, the stock adds up, and every confirmed order's
 //! reservation is sold and its cart cleared exactly once.
@@ -168,7 +169,11 @@ impl Cluster {
             args.push(format!("--{}-url", callee.name()));
             args.push(self.url(*callee));
         }
-        let log = std::fs::File::create(self.dir.path().join(format!("{name}-{port}.log")))
+        // Appended to: a restarted replica's log follows the one it replaces.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}-{port}.log")))
             .expect("a log file");
         let child = Command::new(emporium_binary())
             .args(&args)
@@ -185,6 +190,30 @@ impl Cluster {
         if let Some(mut child) = self.replicas[at].child.take() {
             child.kill().expect("SIGKILL");
             child.wait().expect("reaped");
+        }
+    }
+
+    /// Stops replica `at` as Kubernetes stops a pod (SIGTERM) and waits for it to exit.
+    async fn terminate(&mut self, at: usize) {
+        let Some(mut child) = self.replicas[at].child.take() else {
+            return;
+        };
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM sent");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("waited") {
+                assert!(status.success(), "a graceful stop exits cleanly: {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {at} did not stop on SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -230,27 +259,40 @@ impl Cluster {
         request.send().await.expect("send")
     }
 
+    /// What `url` answers, as JSON. A connection the load balancer had tied to a replica that
+    /// has stopped since fails without an answer; the request is sent again, as a client does.
+    async fn read(&self, url: String) -> Value {
+        let mut tries = 0;
+        loop {
+            match self.http.get(&url).send().await {
+                Ok(response) => return response.json().await.expect("JSON"),
+                Err(error) if tries < 5 => {
+                    tries += 1;
+                    eprintln!("{url}: {error}; again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => panic!("{url}: {error}"),
+            }
+        }
+    }
+
     async fn stock(&self, sku: &str) -> Value {
-        let response = self
-            .http
-            .get(format!("{}/v1/stock/{sku}", self.url(Service::Inventory)))
-            .send()
+        self.read(format!("{}/v1/stock/{sku}", self.url(Service::Inventory)))
             .await
-            .expect("send");
-        response.json().await.expect("stock")
+    }
+
+    /// A cart as the cart service holds it.
+    async fn cart(&self, id: &str) -> Value {
+        self.read(format!("{}/v1/carts/{id}", self.url(Service::Cart)))
+            .await
     }
 
     async fn reservation(&self, id: &str) -> Value {
-        let response = self
-            .http
-            .get(format!(
-                "{}/v1/reservations/{id}",
-                self.url(Service::Inventory)
-            ))
-            .send()
-            .await
-            .expect("send");
-        response.json().await.expect("reservation")
+        self.read(format!(
+            "{}/v1/reservations/{id}",
+            self.url(Service::Inventory)
+        ))
+        .await
     }
 }
 
@@ -384,26 +426,29 @@ async fn confirmed(shopper: &mut Shopper) -> Vec<Confirmed> {
         .collect()
 }
 
-/// The producer (the order service) confirms an order but cannot publish (its events switched
-/// off), and is killed with SIGKILL: the event waits in its outbox, and the restarted process's
-/// relay publishes it, so the stock is sold and the cart cleared.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_recorded_by_a_producer_killed_before_publishing_is_delivered_after_its_restart() {
-    let mut cluster = Cluster::start(1).await;
-    let order_replica = cluster.of(Service::Order)[0];
+/// A checkout of one unit of `product`, confirmed while the order service's events are
+/// switched off, so its `order.confirmed` waits in the order's outbox.
+struct HeldCheckout {
+    sku: String,
+    /// The product's stock before the checkout.
+    before: Value,
+    cart_id: String,
+    order_id: String,
+}
+
+async fn checkout_with_its_event_held(cluster: &Cluster, product: &Value) -> HeldCheckout {
+    let order = cluster.of(Service::Order)[0];
     let switched = cluster
         .admin(
             Method::PUT,
-            format!("{}/admin/faults", cluster.replica_url(order_replica)),
+            format!("{}/admin/faults", cluster.replica_url(order)),
             Some(json!({"outage": ["events"]})),
         )
         .await;
     assert!(switched.status().is_success(), "{}", switched.status());
-    let storefront = cluster.url(Service::Storefront);
-    let product = products(&storefront).await.remove(0);
     let sku = product["sku"].as_str().expect("sku").to_owned();
     let before = cluster.stock(&sku).await;
-    let mut shopper = Shopper::new(storefront);
+    let mut shopper = Shopper::new(cluster.url(Service::Storefront));
     let added = shopper
         .api(
             Method::POST,
@@ -413,6 +458,7 @@ async fn an_event_recorded_by_a_producer_killed_before_publishing_is_delivered_a
         )
         .await;
     assert_eq!(added.status, 200, "{}", added.body);
+    let cart_id = added.json()["id"].as_str().expect("cart id").to_owned();
     let placed = shopper
         .api(
             Method::POST,
@@ -422,9 +468,30 @@ async fn an_event_recorded_by_a_producer_killed_before_publishing_is_delivered_a
         )
         .await;
     assert_eq!(placed.status, 201, "{}", placed.body);
-    let order = placed.json();
-    assert_eq!(order["status"], "confirmed");
-    let order_id = order["id"].as_str().expect("id").to_owned();
+    let confirmed = placed.json();
+    assert_eq!(confirmed["status"], "confirmed");
+    HeldCheckout {
+        sku,
+        before,
+        cart_id,
+        order_id: confirmed["id"].as_str().expect("id").to_owned(),
+    }
+}
+
+/// The producer (the order service) confirms an order but cannot publish (its events switched
+/// off), and is killed with SIGKILL: the event waits in its outbox, and the restarted process's
+/// relay publishes it, so the stock is sold and the cart cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_recorded_by_a_producer_killed_before_publishing_is_delivered_after_its_restart() {
+    let mut cluster = Cluster::start(1).await;
+    let order_replica = cluster.of(Service::Order)[0];
+    let product = products(&cluster.url(Service::Storefront)).await.remove(0);
+    let HeldCheckout {
+        sku,
+        before,
+        cart_id,
+        order_id,
+    } = checkout_with_its_event_held(&cluster, &product).await;
 
     // Recorded, not published: the relay's backlog holds it, the stock is only held.
     wait_until(
@@ -457,19 +524,180 @@ async fn an_event_recorded_by_a_producer_killed_before_publishing_is_delivered_a
     let after = cluster.stock(&sku).await;
     assert_eq!(after["reserved"], before["reserved"]);
     assert_eq!(cluster.reservation(&order_id).await["status"], "committed");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let cart = shopper.api(Method::GET, "/cart", None, &[]).await;
-        if cart.json()["item_count"] == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the cart was not cleared: {}",
-            cart.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // The paid cart (the session has a new one since the answer) is cleared by the consumer.
+    wait_until(Duration::from_secs(30), "the paid cart cleared", || async {
+        let cart = cluster.cart(&cart_id).await;
+        cart["item_count"] == 0 && cart["checkout_order_id"].is_null()
+    })
+    .await;
+}
+
+/// An order confirmed whose `order.confirmed` the inventory's and the cart's consumers are
+/// handling now, held mid-work by their stores slowed through the fault switches.
+struct EventInHand {
+    sku: String,
+    before: Value,
+    order_id: String,
+    cart_id: String,
+    /// A product added to the paid cart after the checkout, before the event was applied.
+    later_id: Value,
+    /// When both consumers were seen handling it (each received it before then).
+    seen_at: Instant,
+}
+
+const CONSUMERS: [(Service, &str); 2] = [
+    (Service::Inventory, "inventory-orders"),
+    (Service::Cart, "cart-orders"),
+];
+
+async fn event_in_hand(cluster: &Cluster) -> EventInHand {
+    let order = cluster.of(Service::Order)[0];
+    let catalog = products(&cluster.url(Service::Storefront)).await;
+    let (bought, later) = (&catalog[0], &catalog[1]);
+    // The event waits in the order's outbox until both consumers are slowed.
+    let HeldCheckout {
+        sku,
+        before,
+        cart_id,
+        order_id,
+    } = checkout_with_its_event_held(cluster, bought).await;
+    let url = format!("{}/v1/carts/{cart_id}/lines", cluster.url(Service::Cart));
+    let meanwhile = cluster
+        .http
+        .post(&url)
+        .json(&json!({"product_id": later["id"], "quantity": 1}))
+        .send()
+        .await
+        .expect("send");
+    assert!(meanwhile.status().is_success(), "{}", meanwhile.status());
+
+    for (service, _) in CONSUMERS {
+        let slowed = cluster
+            .admin(
+                Method::PUT,
+                format!(
+                    "{}/admin/faults",
+                    cluster.replica_url(cluster.of(service)[0])
+                ),
+                Some(json!({"slow": ["storage"], "slow_ms": 60_000})),
+            )
+            .await;
+        assert!(slowed.status().is_success(), "{}", slowed.status());
     }
+    let released = cluster
+        .admin(
+            Method::DELETE,
+            format!("{}/admin/faults", cluster.replica_url(order)),
+            None,
+        )
+        .await;
+    assert!(released.status().is_success(), "{}", released.status());
+    // The order's sweeper publishes it (after 5 s recorded); each consumer takes it and waits
+    // on its store.
+    for (service, group) in CONSUMERS {
+        let series = format!(
+            "emporium_{}_events_in_hand{{group=\"{group}\"}}",
+            service.name()
+        );
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{group} handling it"),
+            || {
+                let series = series.clone();
+                async move { cluster.metric(service, &series).await >= 1.0 }
+            },
+        )
+        .await;
+    }
+    // (The stock is not read now: the inventory's store is slowed. The restarted replicas'
+    // counts show which applied it.)
+    let seen_at = Instant::now();
+    EventInHand {
+        sku,
+        before,
+        order_id,
+        cart_id,
+        later_id: later["id"].clone(),
+        seen_at,
+    }
+}
+
+/// The event's effects are there within `within` of its being seen in hand, and happened once:
+/// the stock sold once, the cart's bought unit taken out once, the unit added meanwhile kept,
+/// each applied by the restarted consumers.
+async fn applied_once(cluster: &Cluster, event: &EventInHand, within: Duration) {
+    let deadline = event.seen_at + within;
+    let sold = event.before["sold"].as_i64().expect("sold") + 1;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    wait_until(left(), "the stock sold", || async {
+        cluster.stock(&event.sku).await["sold"].as_i64() == Some(sold)
+    })
+    .await;
+    wait_until(left(), "the paid cart settled", || async {
+        cluster.cart(&event.cart_id).await["checkout_order_id"].is_null()
+    })
+    .await;
+    // Once: a while later, nothing moved again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = cluster.stock(&event.sku).await;
+    assert_eq!(
+        (&after["sold"], &after["reserved"]),
+        (&json!(sold), &event.before["reserved"]),
+        "{after}"
+    );
+    assert_eq!(
+        cluster.reservation(&event.order_id).await["status"],
+        "committed"
+    );
+    let settled = cluster.cart(&event.cart_id).await;
+    let lines = settled["lines"].as_array().expect("lines");
+    assert_eq!(lines.len(), 1, "{settled}");
+    assert_eq!(lines[0]["product_id"], event.later_id, "{settled}");
+    assert_eq!(settled["item_count"], 1, "{settled}");
+    for (service, group) in CONSUMERS {
+        let applied = format!(
+            "emporium_{}_events_handled_total{{group=\"{group}\",outcome=\"applied\"}}",
+            service.name()
+        );
+        assert_eq!(cluster.metric(service, &applied).await, 1.0, "{applied}");
+    }
+}
+
+/// The consumers killed (SIGKILL) while handling an event: after their restart it comes back,
+/// once the group's visibility timeout (30 s) has passed, and its effects happen once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_killed_while_handling_an_event_apply_it_once_after_their_restart() {
+    let mut cluster = Cluster::start(1).await;
+    let event = event_in_hand(&cluster).await;
+    let consumers = CONSUMERS.map(|(service, _)| cluster.of(service)[0]);
+    for at in consumers {
+        cluster.kill(at);
+        cluster.spawn(at);
+    }
+    for at in consumers {
+        cluster.await_ready(at).await;
+    }
+    applied_once(&cluster, &event, Duration::from_secs(90)).await;
+}
+
+/// The consumers stopped (SIGTERM, as Kubernetes stops a pod) while handling an event hand it
+/// back as they stop: their restarted replicas apply it at once, well before the 30 s
+/// visibility timeout after its delivery would have let them, and once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_stopped_while_handling_an_event_hand_it_back_at_once() {
+    let mut cluster = Cluster::start(1).await;
+    let event = event_in_hand(&cluster).await;
+    let consumers = CONSUMERS.map(|(service, _)| cluster.of(service)[0]);
+    for at in consumers {
+        cluster.terminate(at).await;
+        cluster.spawn(at);
+    }
+    for at in consumers {
+        cluster.await_ready(at).await;
+    }
+    // Each consumer received it at most about a second before it was seen in hand; without
+    // the hand-back it could come again no sooner than 29 s after that.
+    applied_once(&cluster, &event, Duration::from_secs(22)).await;
 }
 
 /// What each shopper did: the orders the shop answered as confirmed, the carts it added to (a
@@ -697,22 +925,13 @@ async fn three_replicas_of_every_service_lose_nothing_while_one_of_each_is_kille
         for id in &carts {
             // An event a killed cart replica had received comes back after the group's
             // visibility timeout (30 s), to another replica.
-            let url = format!("{}/v1/carts/{id}", cluster.url(Service::Cart));
             let settled = wait_for(
                 Duration::from_secs(60),
                 &format!("cart {id} unclaimed"),
                 || {
-                    let url = url.clone();
-                    let http = cluster.http.clone();
+                    let cluster = &cluster;
                     async move {
-                        let cart: Value = http
-                            .get(&url)
-                            .send()
-                            .await
-                            .expect("send")
-                            .json()
-                            .await
-                            .expect("cart");
+                        let cart = cluster.cart(id).await;
                         cart["checkout_order_id"].is_null().then_some(cart)
                     }
                 },

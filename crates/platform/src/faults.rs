@@ -1,6 +1,7 @@
 //! Fault switches, for practising failure on a running shop (chaos on kind, or on one machine):
-//! each service can be told to answer slowly, to fail a fraction of its requests, or to find one
-//! of its dependencies gone: its store, cache or blob store, or another service it calls. All are
+//! each service can be told to answer slowly, to fail a fraction of its requests, to find one
+//! of its dependencies gone (its store, cache, blob store or bus, or another service it calls),
+//! or to find one of its ports slow (every call waiting `slow_ms` first). All are
 //! off until an operator turns them on through the service's admin endpoint, `PUT /admin/faults`
 //! with the admin key; `DELETE` turns them off.
 //!
@@ -89,11 +90,18 @@ pub struct FaultRequest {
     pub error_rate: f64,
     #[serde(default)]
     pub outage: Vec<String>,
+    #[serde(default)]
+    pub slow: Vec<String>,
+    #[serde(default)]
+    pub slow_ms: u64,
 }
 
 impl FaultRequest {
     pub fn is_active(&self) -> bool {
-        self.latency_ms > 0 || self.error_rate > 0.0 || !self.outage.is_empty()
+        self.latency_ms > 0
+            || self.error_rate > 0.0
+            || !self.outage.is_empty()
+            || !self.slow.is_empty()
     }
 }
 
@@ -107,11 +115,17 @@ pub struct FaultSettings {
     /// Dependencies whose every call fails: ports fail as a lost backend does, services as
     /// an unreachable one does.
     pub outage: BTreeSet<Dependency>,
+    /// Ports whose every call waits `slow_ms` first, as a backend that has slowed down.
+    pub slow: BTreeSet<Dependency>,
+    pub slow_ms: u64,
 }
 
 impl FaultSettings {
     pub fn is_active(&self) -> bool {
-        self.latency_ms > 0 || self.error_rate > 0.0 || !self.outage.is_empty()
+        self.latency_ms > 0
+            || self.error_rate > 0.0
+            || !self.outage.is_empty()
+            || !self.slow.is_empty()
     }
 
     /// Checks the values, and that every dependency named is one the service has: an outage of
@@ -136,6 +150,40 @@ impl FaultSettings {
                         has.join(", ")
                     }
                 ),
+            ));
+        }
+        let slowed_unused: Vec<&str> = self
+            .slow
+            .iter()
+            .filter(|dependency| !uses.contains(dependency))
+            .map(|dependency| dependency.name())
+            .collect();
+        if !slowed_unused.is_empty() {
+            errors.push(FieldError::new(
+                "slow",
+                format!("this service does not use {}", slowed_unused.join(", ")),
+            ));
+        }
+        if self
+            .slow
+            .iter()
+            .any(|dependency| matches!(dependency, Dependency::Service(_)))
+        {
+            errors.push(FieldError::new(
+                "slow",
+                "only ports (storage, cache, blobs, events) can be slowed; slow a service with its own latency_ms",
+            ));
+        }
+        if self.slow.is_empty() != (self.slow_ms == 0) {
+            errors.push(FieldError::new(
+                "slow_ms",
+                "give both slow (the ports) and slow_ms (how long each call waits), or neither",
+            ));
+        }
+        if self.slow_ms > MAX_LATENCY_MS {
+            errors.push(FieldError::new(
+                "slow_ms",
+                format!("at most {MAX_LATENCY_MS}"),
             ));
         }
         if self.latency_ms > MAX_LATENCY_MS {
@@ -200,6 +248,23 @@ impl FaultSwitches {
             .find(|dependency| dependency.name() == name)
     }
 
+    /// The dependencies `names` (the request's field `field`) name; a name of nothing is a bad
+    /// request saying it is `what`.
+    fn resolve_all(
+        &self,
+        names: &[String],
+        field: &str,
+        what: &str,
+    ) -> Result<BTreeSet<Dependency>, Problem> {
+        names
+            .iter()
+            .map(|name| {
+                self.resolve(name)
+                    .ok_or_else(|| Problem::invalid_body(format!("{field}: {name:?} is {what}")))
+            })
+            .collect()
+    }
+
     fn used(&self) -> BTreeSet<Dependency> {
         self.uses
             .read()
@@ -231,19 +296,22 @@ impl FaultSwitches {
     /// bad request; a dependency the service does not have, or values out of range, are
     /// refused as invalid (see [`FaultSettings::validate`]).
     pub fn set_checked(&self, request: FaultRequest) -> Result<(), Problem> {
-        let mut outage = BTreeSet::new();
-        for name in &request.outage {
-            let dependency = self.resolve(name).ok_or_else(|| {
-                Problem::invalid_body(format!(
-                    "outage: {name:?} is neither a port (storage, cache, blobs) nor a service"
-                ))
-            })?;
-            outage.insert(dependency);
-        }
+        let outage = self.resolve_all(
+            &request.outage,
+            "outage",
+            "neither a port (storage, cache, blobs, events) nor a service",
+        )?;
+        let slow = self.resolve_all(
+            &request.slow,
+            "slow",
+            "not a port (storage, cache, blobs, events)",
+        )?;
         let settings = FaultSettings {
             latency_ms: request.latency_ms,
             error_rate: request.error_rate,
             outage,
+            slow,
+            slow_ms: request.slow_ms,
         };
         settings.validate(&self.used())?;
         self.set(settings);
@@ -272,6 +340,20 @@ impl FaultSwitches {
 impl Outages for FaultSwitches {
     fn is_down(&self, port: Port) -> bool {
         self.is_cut_off(Dependency::of_port(port))
+    }
+
+    fn delay(&self, port: Port) -> Option<Duration> {
+        if !self.is_active() {
+            return None;
+        }
+        let settings = self
+            .settings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        settings
+            .slow
+            .contains(&Dependency::of_port(port))
+            .then(|| Duration::from_millis(settings.slow_ms))
     }
 }
 
@@ -359,6 +441,45 @@ mod tests {
         };
         let problem = wrong.validate(&faults.used()).expect_err("refused");
         assert_eq!(problem.code, crate::ProblemCode::ValidationFailed);
+    }
+
+    #[test]
+    fn a_slowed_port_waits_and_only_ports_the_service_uses_can_be_slowed() {
+        let faults = FaultSwitches::default();
+        faults.uses(Dependency::Storage);
+        faults.uses(Dependency::service("inventory"));
+        faults.knows(["inventory"]);
+        let slow = |names: &[&str], slow_ms| FaultRequest {
+            slow: names.iter().map(|n| (*n).to_owned()).collect(),
+            slow_ms,
+            ..FaultRequest::default()
+        };
+        assert_eq!(faults.delay(Port::Storage), None);
+        faults.set_checked(slow(&["storage"], 250)).expect("slowed");
+        assert_eq!(
+            faults.delay(Port::Storage),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(faults.delay(Port::Cache), None);
+        assert!(!faults.is_down(Port::Storage), "slow, not down");
+        for (wrong, field) in [
+            (slow(&["cache"], 250), "does not use cache"),
+            (slow(&["inventory"], 250), "only ports"),
+            (slow(&["storage"], 0), "or neither"),
+            (slow(&[], 250), "or neither"),
+            (slow(&["storage"], MAX_LATENCY_MS + 1), "at most"),
+        ] {
+            let problem = faults.set_checked(wrong).expect_err(field);
+            let said = serde_json::to_string(&problem).expect("json");
+            assert!(said.contains(field), "{said}");
+        }
+        // A refused request leaves the switches as they were.
+        assert_eq!(
+            faults.delay(Port::Storage),
+            Some(Duration::from_millis(250))
+        );
+        faults.set(FaultSettings::default());
+        assert_eq!(faults.delay(Port::Storage), None);
     }
 
     #[test]

@@ -227,6 +227,11 @@ impl Metrics {
             "Dead letters waiting in a consumer group (counted up to 100, every 30 s)",
             stats.dead_letters.clone(),
         );
+        self.register(
+            "events_in_hand",
+            "Deliveries a consumer group is handling now (received, not yet acknowledged)",
+            stats.in_hand.clone(),
+        );
     }
 
     /// The use of the cache's connection pool (Redis), read at each scrape; nothing for a cache

@@ -85,6 +85,26 @@ pub struct RunningServer {
     task: JoinHandle<std::io::Result<()>>,
     /// Work the service runs beside its server (sweepers, reconcilers), stopped with it.
     background: Vec<JoinHandle<()>>,
+    /// Work that winds down itself when told the server is stopping.
+    winding_down: Vec<JoinHandle<()>>,
+    /// Set when the server begins to stop, for that work.
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+/// How long work spawned with [`RunningServer::spawn_until_stopped`] has, once a graceful stop
+/// begins, to finish what it holds (a consumer handing back its deliveries) before it is cut
+/// short; far inside Kubernetes' 30 s grace period.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Resolves when the service begins to stop (see [`RunningServer::spawn_until_stopped`]).
+#[derive(Debug, Clone)]
+pub struct Stopping(tokio::sync::watch::Receiver<bool>);
+
+impl Stopping {
+    pub async fn wait(mut self) {
+        // A server gone without a stop (its sender dropped) is stopping too.
+        let _ = self.0.wait_for(|stopping| *stopping).await;
+    }
 }
 
 impl RunningServer {
@@ -122,21 +142,48 @@ impl RunningServer {
             .push(tokio::spawn(telemetry::in_service(self.name, work)));
     }
 
+    /// Runs the work `work` makes beside this server, as [`RunningServer::spawn`] does, but
+    /// tells it when a graceful stop begins (the [`Stopping`] it is given resolves) and gives it
+    /// [`STOP_GRACE`] to end by itself before it is cut short: for work that holds something
+    /// it should hand back, as a consumer holds the deliveries it is handling.
+    pub fn spawn_until_stopped<F, Fut>(&mut self, work: F)
+    where
+        F: FnOnce(Stopping) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let stopping = Stopping(self.stopping.subscribe());
+        self.winding_down.push(tokio::spawn(telemetry::in_service(
+            self.name,
+            work(stopping),
+        )));
+    }
+
     /// Stops accepting connections; with `graceful`, in-flight requests get up to the shutdown
     /// timeout to finish and the call returns once the workers are gone. Without it, the call
     /// returns at once while workers wind down in the background (actix does not wait for them).
-    /// Background tasks stop first, so none starts work that a stopping server could not finish.
+    /// Background tasks stop first, so none starts work that a stopping server could not finish:
+    /// with `graceful`, those that wind down themselves get [`STOP_GRACE`] to do so.
     pub async fn stop(mut self, graceful: bool) -> std::io::Result<()> {
-        self.stop_background().await;
+        self.stop_background(graceful).await;
         self.handle.stop(graceful).await;
         self.wait().await
     }
 
-    async fn stop_background(&mut self) {
-        for task in &self.background {
+    async fn stop_background(&mut self, graceful: bool) {
+        self.stopping.send_replace(true);
+        let mut tasks: Vec<JoinHandle<()>> = self.background.drain(..).collect();
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        for mut task in self.winding_down.drain(..) {
+            // A task that ended is awaited no more; one still running past the deadline is cut
+            // short with the rest.
+            if !graceful || tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tasks.push(task);
+            }
+        }
+        for task in &tasks {
             task.abort();
         }
-        for task in self.background.drain(..) {
+        for task in tasks {
             // A cancelled task reports cancellation; that is the expected outcome here.
             let _ = task.await;
         }
@@ -148,7 +195,7 @@ impl RunningServer {
             Ok(outcome) => outcome,
             Err(join) => Err(std::io::Error::other(join)),
         };
-        self.stop_background().await;
+        self.stop_background(false).await;
         outcome
     }
 }
@@ -237,6 +284,8 @@ where
         handle,
         task,
         background: Vec::new(),
+        winding_down: Vec::new(),
+        stopping: tokio::sync::watch::channel(false).0,
     })
 }
 

@@ -292,6 +292,7 @@ impl CommonSettings {
             latency_ms: self.fault_latency_ms,
             error_rate: self.fault_error_rate,
             outage: self.fault_outage.clone(),
+            ..crate::faults::FaultRequest::default()
         }
     }
 

@@ -1,8 +1,9 @@
 //! Decorators that make a port fail on demand, for practising outages (a service's store, cache,
-//! blob store or events bus going away) on a running shop: while its port is switched off, every
-//! call fails the way a lost backend fails (`StorageError::Backend`, `CacheError::Unavailable`,
-//! `BlobError::Backend`, `EventsError::Backend`), pings included, so readiness, degradation and error paths run for real.
-//! Who switches them is the caller's business (the platform's fault switches, see
+//! blob store or events bus going away, or slowing down) on a running shop: while its port is
+//! switched off, every call fails the way a lost backend fails (`StorageError::Backend`,
+//! `CacheError::Unavailable`, `BlobError::Backend`, `EventsError::Backend`), pings included, so
+//! readiness, degradation and error paths run for real; while it is slowed, every call waits
+//! first. Who switches them is the caller's business (the platform's fault switches, see
 //! `emporium_platform::faults`); this module only asks.
 
 use std::sync::Arc;
@@ -25,9 +26,22 @@ pub enum Port {
     Events,
 }
 
-/// Says whether a port is switched off right now.
+/// Says whether a port is switched off, or slowed, right now.
 pub trait Outages: Send + Sync + 'static {
     fn is_down(&self, port: Port) -> bool;
+
+    /// How long each call to `port` waits before it goes ahead (or fails), if it is slowed.
+    fn delay(&self, _port: Port) -> Option<Duration> {
+        None
+    }
+}
+
+/// Waits out `port`'s delay, if it has one: a slow backend (practised, or a handler caught
+/// mid-work by a test that kills its process).
+async fn wait_for(outages: &dyn Outages, port: Port) {
+    if let Some(delay) = outages.delay(port) {
+        tokio::time::sleep(delay).await;
+    }
 }
 
 const WHY: &str = "outage injected by the service's fault switches (/admin/faults)";
@@ -43,7 +57,8 @@ impl FaultyStorage {
         Arc::new(Self { inner, outages })
     }
 
-    fn check(&self) -> Result<(), StorageError> {
+    async fn check(&self) -> Result<(), StorageError> {
+        wait_for(self.outages.as_ref(), Port::Storage).await;
         if self.outages.is_down(Port::Storage) {
             return Err(StorageError::Backend(anyhow::anyhow!(WHY)));
         }
@@ -54,7 +69,7 @@ impl FaultyStorage {
 #[async_trait]
 impl Storage for FaultyStorage {
     async fn get(&self, table: &'static str, key: &Key) -> Result<Option<Item>, StorageError> {
-        self.check()?;
+        self.check().await?;
         self.inner.get(table, key).await
     }
 
@@ -64,7 +79,7 @@ impl Storage for FaultyStorage {
         item: Item,
         condition: Option<Condition>,
     ) -> Result<(), StorageError> {
-        self.check()?;
+        self.check().await?;
         self.inner.put(table, item, condition).await
     }
 
@@ -75,7 +90,7 @@ impl Storage for FaultyStorage {
         update: Update,
         condition: Option<Condition>,
     ) -> Result<Item, StorageError> {
-        self.check()?;
+        self.check().await?;
         self.inner.update(table, key, update, condition).await
     }
 
@@ -85,12 +100,12 @@ impl Storage for FaultyStorage {
         key: &Key,
         condition: Option<Condition>,
     ) -> Result<Option<Item>, StorageError> {
-        self.check()?;
+        self.check().await?;
         self.inner.delete(table, key, condition).await
     }
 
     async fn query(&self, table: &'static str, query: Query) -> Result<Page, StorageError> {
-        self.check()?;
+        self.check().await?;
         self.inner.query(table, query).await
     }
 
@@ -100,17 +115,17 @@ impl Storage for FaultyStorage {
         index: &'static str,
         query: Query,
     ) -> Result<Page, StorageError> {
-        self.check()?;
+        self.check().await?;
         self.inner.query_index(table, index, query).await
     }
 
     async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StorageError> {
-        self.check()?;
+        self.check().await?;
         self.inner.transact(ops).await
     }
 
     async fn ping(&self) -> Result<(), StorageError> {
-        self.check()?;
+        self.check().await?;
         self.inner.ping().await
     }
 }
@@ -126,7 +141,8 @@ impl FaultyCache {
         Arc::new(Self { inner, outages })
     }
 
-    fn check(&self) -> Result<(), CacheError> {
+    async fn check(&self) -> Result<(), CacheError> {
+        wait_for(self.outages.as_ref(), Port::Cache).await;
         if self.outages.is_down(Port::Cache) {
             return Err(CacheError::Unavailable(anyhow::anyhow!(WHY)));
         }
@@ -137,32 +153,32 @@ impl FaultyCache {
 #[async_trait]
 impl Cache for FaultyCache {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
-        self.check()?;
+        self.check().await?;
         self.inner.get(key).await
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError> {
-        self.check()?;
+        self.check().await?;
         self.inner.set(key, value, ttl).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), CacheError> {
-        self.check()?;
+        self.check().await?;
         self.inner.delete(key).await
     }
 
     async fn generation(&self, group: &str) -> Result<u64, CacheError> {
-        self.check()?;
+        self.check().await?;
         self.inner.generation(group).await
     }
 
     async fn bump_generation(&self, group: &str) -> Result<u64, CacheError> {
-        self.check()?;
+        self.check().await?;
         self.inner.bump_generation(group).await
     }
 
     async fn ping(&self) -> Result<(), CacheError> {
-        self.check()?;
+        self.check().await?;
         self.inner.ping().await
     }
 
@@ -182,7 +198,8 @@ impl FaultyBlobs {
         Arc::new(Self { inner, outages })
     }
 
-    fn check(&self) -> Result<(), BlobError> {
+    async fn check(&self) -> Result<(), BlobError> {
+        wait_for(self.outages.as_ref(), Port::Blobs).await;
         if self.outages.is_down(Port::Blobs) {
             return Err(BlobError::Backend(anyhow::anyhow!(WHY)));
         }
@@ -198,17 +215,17 @@ impl Blobs for FaultyBlobs {
         body: Bytes,
         content_type: &str,
     ) -> Result<BlobMeta, BlobError> {
-        self.check()?;
+        self.check().await?;
         self.inner.put(key, body, content_type).await
     }
 
     async fn get(&self, key: &BlobKey) -> Result<Option<Blob>, BlobError> {
-        self.check()?;
+        self.check().await?;
         self.inner.get(key).await
     }
 
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobMeta>, BlobError> {
-        self.check()?;
+        self.check().await?;
         self.inner.head(key).await
     }
 
@@ -218,17 +235,17 @@ impl Blobs for FaultyBlobs {
         token: Option<&str>,
         limit: usize,
     ) -> Result<BlobPage, BlobError> {
-        self.check()?;
+        self.check().await?;
         self.inner.list(prefix, token, limit).await
     }
 
     async fn delete(&self, key: &BlobKey) -> Result<(), BlobError> {
-        self.check()?;
+        self.check().await?;
         self.inner.delete(key).await
     }
 
     async fn ping(&self) -> Result<(), BlobError> {
-        self.check()?;
+        self.check().await?;
         self.inner.ping().await
     }
 }
@@ -245,7 +262,8 @@ impl FaultyEvents {
         Arc::new(Self { inner, outages })
     }
 
-    fn check(&self) -> Result<(), EventsError> {
+    async fn check(&self) -> Result<(), EventsError> {
+        wait_for(self.outages.as_ref(), Port::Events).await;
         if self.outages.is_down(Port::Events) {
             return Err(EventsError::Backend(anyhow::anyhow!(WHY)));
         }
@@ -256,7 +274,7 @@ impl FaultyEvents {
 #[async_trait]
 impl Events for FaultyEvents {
     async fn publish(&self, events: &[Event]) -> Result<(), EventsError> {
-        self.check()?;
+        self.check().await?;
         self.inner.publish(events).await
     }
 
@@ -266,16 +284,16 @@ impl Events for FaultyEvents {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Delivery>, EventsError> {
-        if self.check().is_err() {
+        if self.outages.is_down(Port::Events) {
             // A receiver of a lost bus waits as a long poll would, rather than spin.
             tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
         }
-        self.check()?;
+        self.check().await?;
         self.inner.receive(group, max, wait).await
     }
 
     async fn ack(&self, group: &str, receipts: &[Receipt]) -> Result<(), EventsError> {
-        self.check()?;
+        self.check().await?;
         self.inner.ack(group, receipts).await
     }
 
@@ -285,22 +303,22 @@ impl Events for FaultyEvents {
         receipt: &Receipt,
         hidden_for: Duration,
     ) -> Result<(), EventsError> {
-        self.check()?;
+        self.check().await?;
         self.inner.extend(group, receipt, hidden_for).await
     }
 
     async fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<Event>, EventsError> {
-        self.check()?;
+        self.check().await?;
         self.inner.dead_letters(group, max).await
     }
 
     async fn redrive(&self, group: &str) -> Result<usize, EventsError> {
-        self.check()?;
+        self.check().await?;
         self.inner.redrive(group).await
     }
 
     async fn ping(&self) -> Result<(), EventsError> {
-        self.check()?;
+        self.check().await?;
         self.inner.ping().await
     }
 }

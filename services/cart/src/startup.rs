@@ -75,6 +75,6 @@ pub fn start(
         routes::configure(cfg);
     })?;
     // Clears the carts of confirmed orders and frees those of cancelled ones (`events.rs`).
-    server.spawn(consumer.run());
+    server.spawn_until_stopped(|stopping| consumer.run_until(stopping.wait()));
     Ok(server)
 }

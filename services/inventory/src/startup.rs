@@ -69,7 +69,7 @@ pub fn start(
         routes::configure(cfg);
     })?;
     server.spawn(outbox.run());
-    server.spawn(consumer.run());
+    server.spawn_until_stopped(|stopping| consumer.run_until(stopping.wait()));
     server.spawn(sweep(inventory, config.sweep_interval));
     Ok(server)
 }

@@ -39,6 +39,9 @@ const RECEIVE_WAIT: Duration = Duration::from_secs(10);
 const DEAD_LETTERS_EVERY: Duration = Duration::from_secs(30);
 /// How many times a handler decides again when the state it decided on moved meanwhile.
 const CONFLICT_ATTEMPTS: usize = 5;
+/// How long a stopping consumer lets the batch in hand settle before it hands back the rest:
+/// inside the 5 s the platform's server gives background work to wind down.
+const HAND_BACK_AFTER: Duration = Duration::from_secs(3);
 /// How long the consumer pauses after the bus failed, before it tries again.
 const BACKOFF: Duration = Duration::from_secs(1);
 
@@ -171,30 +174,82 @@ impl Consumer {
     /// beside its server). What it had received and not acknowledged comes back to a consumer
     /// of the group after the visibility timeout.
     pub async fn run(self: Arc<Self>) {
+        self.run_until(std::future::pending()).await;
+    }
+
+    /// [`Consumer::run`] until `stop` resolves (the service is stopping): it receives no more,
+    /// gives the batch in hand [`HAND_BACK_AFTER`] to settle, and hands back what is still
+    /// being handled (visible again at once), so another replica takes it now rather than
+    /// after the visibility timeout; a rolling update then delays no event by 30 s.
+    pub async fn run_until(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
         let mut counted: Option<tokio::time::Instant> = None;
         loop {
             if counted.is_none_or(|at| at.elapsed() >= DEAD_LETTERS_EVERY) {
                 self.count_dead_letters().await;
                 counted = Some(tokio::time::Instant::now());
             }
-            match self.events.receive(self.group.name, 10, RECEIVE_WAIT).await {
+            let received = tokio::select! {
+                received = self.events.receive(self.group.name, 10, RECEIVE_WAIT) => received,
+                () = &mut stop => return,
+            };
+            match received {
                 Ok(deliveries) => {
                     // A batch's events are handled at once: each is one event's effect, and
                     // two on one record meet in its conditional write, where the later decides
                     // again.
-                    futures::future::join_all(deliveries.iter().map(|d| self.settle(d))).await;
+                    let settling =
+                        futures::future::join_all(deliveries.iter().map(|d| self.settle(d)));
+                    tokio::pin!(settling);
+                    tokio::select! {
+                        _ = &mut settling => {}
+                        () = &mut stop => {
+                            let settled =
+                                tokio::time::timeout(HAND_BACK_AFTER, &mut settling).await;
+                            if settled.is_err() {
+                                // Those settled already are acknowledged: handing them back
+                                // is refused as stale, and changes nothing.
+                                self.hand_back(&deliveries).await;
+                            }
+                            return;
+                        }
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(group = self.group.name, %error, "receiving events failed");
-                    tokio::time::sleep(BACKOFF).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(BACKOFF) => {}
+                        () = &mut stop => return,
+                    }
                 }
             }
         }
     }
 
+    /// Makes `deliveries` visible to the group's receivers again at once.
+    async fn hand_back(&self, deliveries: &[Delivery]) {
+        let handing = deliveries.iter().map(|delivery| async move {
+            match self
+                .events
+                .extend(self.group.name, &delivery.receipt, Duration::ZERO)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(group = self.group.name, event_id = %delivery.event.id, "stopping: an event in hand handed back");
+                }
+                Err(super::EventsError::StaleReceipt) => {}
+                Err(error) => {
+                    tracing::warn!(group = self.group.name, event_id = %delivery.event.id, %error, "handing back an event failed; it comes back after the visibility timeout");
+                }
+            }
+        });
+        futures::future::join_all(handing).await;
+    }
+
     /// Applies one delivery (at most once in effect) and acknowledges it, or leaves it for a
     /// redelivery; whether it was acknowledged.
     pub async fn settle(&self, delivery: &Delivery) -> bool {
+        let _in_hand = InHand::count(&self.stats.in_hand.get_or_create(&self.group_label()));
         let span = self
             .span_of
             .as_ref()
@@ -321,6 +376,23 @@ impl Consumer {
             }
         }
         Err("the state it applies to kept changing under it".into())
+    }
+}
+
+/// A delivery counted in hand while this lives: counted out however the settling ends, a
+/// panic or a dropped future included.
+struct InHand(prometheus_client::metrics::gauge::Gauge);
+
+impl InHand {
+    fn count(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

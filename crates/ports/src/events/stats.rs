@@ -2,7 +2,7 @@
 //! (`emporium_platform::metrics::Metrics::observe_outbox` and `observe_consumer`): the outbox's
 //! backlog and the age of its oldest entry, events published by type; per consumer group the
 //! events handled by outcome, redeliveries, the lag from an event's commit to its handling, and
-//! the dead letters waiting.
+//! the dead letters waiting, and the deliveries in hand.
 
 use std::sync::atomic::AtomicU64;
 
@@ -54,6 +54,8 @@ pub struct ConsumerStats {
     pub lag: Family<GroupLabel, Histogram, fn() -> Histogram>,
     /// Dead letters waiting, as last counted (up to 100).
     pub dead_letters: Family<GroupLabel, Gauge>,
+    /// Deliveries being handled now: received, not yet acknowledged or given back.
+    pub in_hand: Family<GroupLabel, Gauge>,
 }
 
 impl ConsumerStats {
@@ -73,6 +75,7 @@ impl ConsumerStats {
         drop(stats.redeliveries.get_or_create(&label));
         drop(stats.lag.get_or_create(&label));
         drop(stats.dead_letters.get_or_create(&label));
+        drop(stats.in_hand.get_or_create(&label));
         stats
     }
 }
@@ -90,6 +93,7 @@ impl Default for ConsumerStats {
             redeliveries: Family::default(),
             lag: Family::new_with_constructor(lag_histogram),
             dead_letters: Family::default(),
+            in_hand: Family::default(),
         }
     }
 }
