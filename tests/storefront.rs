@@ -1390,3 +1390,83 @@ async fn a_sessions_first_adds_at_once_all_land_in_one_cart() {
     let cart = shopper.api(Method::GET, "/cart", None, &[]).await;
     assert_eq!(cart.json()["item_count"], 20, "{}", cart.body);
 }
+
+/// A checkout that failed for a reason that may pass, repeated under its key after another
+/// checkout paid for the cart: the repeat gets the first try's answer and buys nothing, though
+/// the paid cart holds something again (a tab with an older cookie adds to it once cleared).
+#[tokio::test]
+async fn a_failed_checkout_repeated_after_another_paid_for_the_cart_buys_nothing() {
+    let (platform, mut client) = shop().await;
+    let products = platform.products().await;
+    let (bought, later) = (&products[5], &products[7]);
+    platform.set_stock(&bought.sku, 10).await;
+    platform.set_stock(&later.sku, 10).await;
+    let added = client
+        .api(
+            Method::POST,
+            "/cart/lines",
+            Some(&json!({"product_id": bought.id, "quantity": 1})),
+            &[],
+        )
+        .await;
+    let paid_cart = added.json()["id"].as_str().expect("cart id").to_owned();
+    let checkout = json!({
+        "customer": {"name": "Grace Hopper", "email": "grace@example.com",
+            "address": {"line1": "1 Harbor Way", "city": "Arlington", "postal_code": "22201", "country": "US"}},
+        "payment": {"number": CARD_OK, "expiry_month": 12, "expiry_year": 2035, "cvc": "123"}
+    });
+    let (first, second) = (emporium_tests::key(), emporium_tests::key());
+
+    let cut = platform
+        .switch_faults(Service::Order, Some(json!({"outage": ["inventory"]})))
+        .await;
+    assert!(cut.status().is_success());
+    let failed = api_checkout(&mut client, &checkout, &first).await;
+    assert_eq!(failed.status, 503, "{}", failed.body);
+    platform.switch_faults(Service::Order, None).await;
+    // Once the order service's breaker lets calls to the inventory through again.
+    let mut paid = api_checkout(&mut client, &checkout, &second).await;
+    for _ in 0..100 {
+        if paid.status != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        paid = api_checkout(&mut client, &checkout, &second).await;
+    }
+    assert_eq!(paid.status, 201, "{}", paid.body);
+    platform
+        .cart_settles(&paid_cart, |cart| {
+            cart.lines.is_empty() && cart.checkout_order_id.is_none()
+        })
+        .await;
+    platform.add_to_cart(&paid_cart, &later.id, 1).await;
+
+    let repeat = api_checkout(&mut client, &checkout, &first).await;
+    assert_eq!(
+        repeat.status, 503,
+        "the first try's answer: {}",
+        repeat.body
+    );
+    let orders = client.api(Method::GET, "/orders", None, &[]).await.json();
+    let items = orders["items"].as_array().expect("orders");
+    assert_eq!(items.len(), 1, "one confirmed order: {orders}");
+    assert_eq!(items[0]["id"], paid.json()["id"]);
+    let cart = platform.cart(&paid_cart).await;
+    assert_eq!(
+        (cart.lines.len(), cart.checkout_order_id.as_deref()),
+        (1, None),
+        "{cart:?}"
+    );
+}
+
+/// `POST /api/v1/checkout` of `body` under `key`.
+async fn api_checkout(client: &mut Shopper, body: &Value, key: &str) -> Page {
+    client
+        .api(
+            Method::POST,
+            "/checkout",
+            Some(body),
+            &[("idempotency-key", key)],
+        )
+        .await
+}

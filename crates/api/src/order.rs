@@ -12,6 +12,13 @@ pub const CUSTOMER_HEADER: &str = "x-customer-id";
 /// Header carrying the client's idempotency key for placing an order.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
+/// Header set (to `true`) on a repeat that may only get the first request's answer: the order
+/// service answers from the key's record, and never starts a checkout (not even the new try a
+/// failure that may pass would otherwise get). The storefront sends it when it repeats a
+/// checkout for a cart that has been paid for since, whose contents are no longer what the key
+/// was sent for.
+pub const REPLAY_ONLY_HEADER: &str = "x-replay-only";
+
 /// Longest idempotency key taken.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
 

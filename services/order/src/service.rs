@@ -184,6 +184,7 @@ impl Orders {
         customer_id: Option<&str>,
         idempotency_key: Option<&str>,
         input: &PlaceOrder,
+        replay_only: bool,
     ) -> Result<Placement, OrderError> {
         let customer_id = customer_id
             .filter(|id| domain::is_customer_id(id))
@@ -200,12 +201,15 @@ impl Orders {
             let first = self
                 .replay(&record.order_id, &record.request_hash, &request_hash)
                 .await?;
-            if !self.may_try_again(&first.order).await? {
+            if replay_only || !self.may_try_again(&first.order).await? {
                 return Ok(first);
             }
             // The first try charged nothing and failed for a reason that may have passed:
             // this repeat is a new try under the same key.
             previous = Some(first.order.id);
+        } else if replay_only {
+            // Nothing to answer from (the key expired, or never came with this request).
+            return Err(OrderError::IdempotencyKeyReused);
         }
         let now = OffsetDateTime::now_utc();
         let valid = ValidOrder::parse(input, now).map_err(OrderError::Validation)?;

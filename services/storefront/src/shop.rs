@@ -200,8 +200,12 @@ impl Shop {
         let placed = self.orders.place(&customer, key, &order).await;
         match (placed, visitor.paid_cart_id()) {
             (Err(error), Some(paid)) if error.is(&ProblemCode::IdempotencyKeyReused) => {
+                // Only the answer the key got: the paid cart may hold other things by now (a
+                // tab with an older cookie adds to it once it is cleared), and a key whose
+                // first try failed for a reason that may pass would otherwise start a new
+                // checkout of it.
                 order.cart_id = paid;
-                self.orders.place(&customer, key, &order).await
+                self.orders.replay(&customer, key, &order).await
             }
             (placed, _) => {
                 if let Ok((_, placed)) = &placed

@@ -2,7 +2,9 @@ use emporium_platform::faults::{Dependency, FaultSwitches};
 use reqwest::{Method, StatusCode};
 
 use super::{ClientError, Endpoint, Idempotent, RetryPolicy, segment};
-use crate::order::{CUSTOMER_HEADER, IDEMPOTENCY_HEADER, Order, OrderPage, PlaceOrder};
+use crate::order::{
+    CUSTOMER_HEADER, IDEMPOTENCY_HEADER, Order, OrderPage, PlaceOrder, REPLAY_ONLY_HEADER,
+};
 
 /// Client of the order service, acting for one customer per call.
 #[derive(Debug, Clone)]
@@ -32,13 +34,42 @@ impl OrderClient {
         idempotency_key: &str,
         order: &PlaceOrder,
     ) -> Result<(StatusCode, Order), ClientError> {
+        self.post_order(customer_id, idempotency_key, order, false)
+            .await
+    }
+
+    /// The answer the first request under `idempotency_key` got, if it was `order`; never a
+    /// new checkout (see [`REPLAY_ONLY_HEADER`]).
+    pub async fn replay(
+        &self,
+        customer_id: &str,
+        idempotency_key: &str,
+        order: &PlaceOrder,
+    ) -> Result<(StatusCode, Order), ClientError> {
+        self.post_order(customer_id, idempotency_key, order, true)
+            .await
+    }
+
+    async fn post_order(
+        &self,
+        customer_id: &str,
+        idempotency_key: &str,
+        order: &PlaceOrder,
+        replay_only: bool,
+    ) -> Result<(StatusCode, Order), ClientError> {
         self.endpoint
             .call(Idempotent::Yes, || {
-                self.endpoint
+                let request = self
+                    .endpoint
                     .request(Method::POST, "/v1/orders")
                     .header(CUSTOMER_HEADER, customer_id)
                     .header(IDEMPOTENCY_HEADER, idempotency_key)
-                    .json(order)
+                    .json(order);
+                if replay_only {
+                    request.header(REPLAY_ONLY_HEADER, "true")
+                } else {
+                    request
+                }
             })
             .await
     }

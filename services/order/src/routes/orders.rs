@@ -5,6 +5,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use emporium_api::order::{
     CUSTOMER_HEADER, IDEMPOTENCY_HEADER, Order, OrderPage, OrderQuery, OrderStatus, PlaceOrder,
+    REPLAY_ONLY_HEADER,
 };
 use emporium_platform::Problem;
 
@@ -45,6 +46,7 @@ fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
     params(
         ("x-customer-id" = String, Header, description = "The customer's id"),
         ("idempotency-key" = String, Header, description = "1 to 128 visible ASCII characters (no spaces), unique per checkout attempt; repeat it to retry safely", min_length = 1, max_length = 128, pattern = "^[!-~]+$"),
+        ("x-replay-only" = Option<bool>, Header, description = "`true`: only answer what the key's first request got (409 `idempotency_key_reused` when the key has no record of this request); never start a checkout"),
     ),
     responses(
         (status = 201, description = "Placed and confirmed", body = Order),
@@ -75,7 +77,8 @@ pub async fn place_order(
         ),
         None => None,
     };
-    let placement = orders.place(customer, key, &body).await?;
+    let replay_only = header(&request, REPLAY_ONLY_HEADER) == Some("true");
+    let placement = orders.place(customer, key, &body, replay_only).await?;
     let order = placement.order;
     match order.status {
         OrderStatus::Confirmed if placement.replayed => Ok(HttpResponse::Ok().json(order)),
