@@ -755,14 +755,7 @@ async fn the_public_api_covers_the_journey_with_problem_codes() {
         .expect("cart id")
         .to_owned();
     let key = emporium_tests::key();
-    let placed = client
-        .api(
-            Method::POST,
-            "/checkout",
-            Some(&checkout),
-            &[("idempotency-key", &key)],
-        )
-        .await;
+    let placed = api_checkout(&mut client, &checkout, &key).await;
     assert_eq!(placed.status, 201, "{}", placed.body);
     let order: Value = placed.json();
     assert_eq!(order["status"], "confirmed");
@@ -772,14 +765,7 @@ async fn the_public_api_covers_the_journey_with_problem_codes() {
     let cart = client.api(Method::GET, "/cart", None, &[]).await.json();
     assert_eq!(cart["item_count"], 0, "{cart}");
     assert_ne!(cart["id"].as_str(), Some(paid_cart.as_str()), "{cart}");
-    let again = client
-        .api(
-            Method::POST,
-            "/checkout",
-            Some(&checkout),
-            &[("idempotency-key", &emporium_tests::key())],
-        )
-        .await;
+    let again = api_checkout(&mut client, &checkout, &emporium_tests::key()).await;
     assert_eq!(
         (again.status, again.json()["code"].as_str()),
         (409, Some("cart_empty")),
@@ -792,14 +778,7 @@ async fn the_public_api_covers_the_journey_with_problem_codes() {
         .api(Method::POST, "/cart/lines", Some(&line), &[])
         .await;
     assert_eq!(added.status, 200, "{}", added.body);
-    let repeat = client
-        .api(
-            Method::POST,
-            "/checkout",
-            Some(&checkout),
-            &[("idempotency-key", &key)],
-        )
-        .await;
+    let repeat = api_checkout(&mut client, &checkout, &key).await;
     assert_eq!(
         (repeat.status, repeat.json()["id"].as_str()),
         (200, Some(id)),
@@ -829,14 +808,7 @@ async fn the_public_api_covers_the_journey_with_problem_codes() {
     // Declined through the API: 402 with the reason; the cart stays.
     let mut declined_body = checkout.clone();
     declined_body["payment"]["number"] = json!(CARD_DECLINED);
-    let declined = client
-        .api(
-            Method::POST,
-            "/checkout",
-            Some(&declined_body),
-            &[("idempotency-key", &emporium_tests::key())],
-        )
-        .await;
+    let declined = api_checkout(&mut client, &declined_body, &emporium_tests::key()).await;
     assert_eq!(declined.status, 402, "{}", declined.body);
     assert_eq!(declined.json()["decline_code"], "card_declined");
     let cart = client.api(Method::GET, "/cart", None, &[]).await;

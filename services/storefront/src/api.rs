@@ -10,7 +10,7 @@ use emporium_api::cart::{AddCartLine, Cart, CartLine, SetQuantity};
 use emporium_api::catalog::{Category, Product, ProductPage, ProductQuery, ProductSort};
 use emporium_api::order::{
     Address, CustomerDetails, IDEMPOTENCY_HEADER, Order, OrderFailure, OrderLine, OrderPage,
-    OrderQuery, OrderStatus, PaymentCard, PaymentStatus, PaymentSummary, PlaceOrder, Totals,
+    OrderQuery, OrderStatus, PaymentCard, PaymentStatus, PaymentSummary, Totals,
 };
 use emporium_api::{Money, ProblemCode, ProblemMembers};
 use emporium_platform::{FieldError, Problem, id};
@@ -316,15 +316,7 @@ pub async fn checkout(
     };
     let body = body.into_inner();
     let placed = shop
-        .check_out(
-            &visitor,
-            &key,
-            PlaceOrder {
-                cart_id: String::new(),
-                customer: body.customer,
-                payment: body.payment,
-            },
-        )
+        .check_out(&visitor, &key, body.customer, body.payment)
         .await;
     match placed {
         Ok((status, order)) => {

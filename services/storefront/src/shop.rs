@@ -17,7 +17,7 @@ use emporium_api::cart::{AddCartLine, Cart};
 use emporium_api::catalog::{Category, Product, ProductPage, ProductQuery};
 use emporium_api::client::{CartClient, CatalogClient, ClientError, InventoryClient, OrderClient};
 use emporium_api::inventory::StockLevel;
-use emporium_api::order::{Order, OrderStatus, PlaceOrder, Pricing};
+use emporium_api::order::{CustomerDetails, Order, OrderStatus, PaymentCard, PlaceOrder, Pricing};
 use emporium_api::{ProblemCode, ProblemMembers};
 
 use crate::session::Visitor;
@@ -182,8 +182,8 @@ impl Shop {
         known
     }
 
-    /// Checks the session's cart out as `order` (its `cart_id` set here) under the
-    /// idempotency key `key`. A confirmed order has paid for the cart, and the session moves
+    /// Checks the session's cart out for `customer`, paid with `payment`, under the idempotency
+    /// key `key`. A confirmed order has paid for the cart, and the session moves
     /// to a new, empty one ([`Visitor::cart_paid`]): the cart service clears the paid cart when
     /// `order.confirmed` reaches it, and the shopper need not wait for that. A repeat of the
     /// checkout that paid for the session's previous cart (the same key, which the order
@@ -192,11 +192,16 @@ impl Shop {
         &self,
         visitor: &Visitor,
         key: &str,
-        mut order: PlaceOrder,
+        customer: CustomerDetails,
+        payment: PaymentCard,
     ) -> Result<(actix_web::http::StatusCode, Order), ClientError> {
-        let customer = visitor.customer_id();
         let cart_id = visitor.cart_id();
-        order.cart_id = cart_id.clone();
+        let mut order = PlaceOrder {
+            cart_id: cart_id.clone(),
+            customer,
+            payment,
+        };
+        let customer = visitor.customer_id();
         let placed = self.orders.place(&customer, key, &order).await;
         match (placed, visitor.paid_cart_id()) {
             (Err(error), Some(paid)) if error.is(&ProblemCode::IdempotencyKeyReused) => {

@@ -12,7 +12,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use emporium_api::cart::Cart;
 use emporium_api::client::ClientError;
-use emporium_api::order::{Address, CustomerDetails, DeclineCode, PaymentCard, PlaceOrder};
+use emporium_api::order::{Address, CustomerDetails, DeclineCode, PaymentCard};
 use emporium_api::{ProblemCode, ProblemMembers};
 use emporium_platform::id;
 use serde::Deserialize;
@@ -241,7 +241,8 @@ async fn place(
                 .check_out(
                     &visitor,
                     &form.idempotency_key,
-                    placement(&form, expiry_month, expiry_year),
+                    customer_of(&form),
+                    payment_of(&form, expiry_month, expiry_year),
                 )
                 .await
         {
@@ -260,8 +261,14 @@ async fn place(
         );
         return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
     }
-    let order = placement(&form, expiry_month, expiry_year);
-    let outcome = shop.check_out(&visitor, &form.idempotency_key, order).await;
+    let outcome = shop
+        .check_out(
+            &visitor,
+            &form.idempotency_key,
+            customer_of(&form),
+            payment_of(&form, expiry_month, expiry_year),
+        )
+        .await;
     // Whatever the outcome, the stock of these products may have changed.
     shop.forget_stock(cart.lines.iter().map(|l| l.sku.as_str()))
         .await;
@@ -290,29 +297,29 @@ async fn place(
     Ok(response)
 }
 
-/// The order a checkout form asks for, of the cart `cart_id`.
-fn placement(form: &CheckoutForm, expiry_month: u32, expiry_year: u32) -> PlaceOrder {
-    PlaceOrder {
-        // `Shop::check_out` names the cart: it is the session's, or the one already paid for.
-        cart_id: String::new(),
-        customer: CustomerDetails {
-            name: form.name.trim().to_owned(),
-            email: form.email.trim().to_owned(),
-            address: Address {
-                line1: form.line1.trim().to_owned(),
-                line2: optional(&form.line2),
-                city: form.city.trim().to_owned(),
-                region: optional(&form.region),
-                postal_code: form.postal_code.trim().to_owned(),
-                country: form.country.trim().to_ascii_uppercase(),
-            },
+/// Who the checkout form says is buying, and where it goes.
+fn customer_of(form: &CheckoutForm) -> CustomerDetails {
+    CustomerDetails {
+        name: form.name.trim().to_owned(),
+        email: form.email.trim().to_owned(),
+        address: Address {
+            line1: form.line1.trim().to_owned(),
+            line2: optional(&form.line2),
+            city: form.city.trim().to_owned(),
+            region: optional(&form.region),
+            postal_code: form.postal_code.trim().to_owned(),
+            country: form.country.trim().to_ascii_uppercase(),
         },
-        payment: PaymentCard {
-            number: form.card_number.trim().to_owned(),
-            expiry_month,
-            expiry_year,
-            cvc: form.cvc.trim().to_owned(),
-        },
+    }
+}
+
+/// The card the checkout form pays with, its expiry as read from the form.
+fn payment_of(form: &CheckoutForm, expiry_month: u32, expiry_year: u32) -> PaymentCard {
+    PaymentCard {
+        number: form.card_number.trim().to_owned(),
+        expiry_month,
+        expiry_year,
+        cvc: form.cvc.trim().to_owned(),
     }
 }
 
